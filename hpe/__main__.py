@@ -1,0 +1,5 @@
+import sys
+
+from hpe.cli import main
+
+sys.exit(main())

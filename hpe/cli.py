@@ -1,0 +1,153 @@
+"""The ``hpe`` command line: thin wrappers around the library (``hpe --help`` lists the subcommands)."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from hpe import DataError
+
+
+def _cmd_synth(a) -> int:
+    from data_prep.synthetic_nyu import generate
+    info = generate(a.root, a.train, a.test, a.seed, a.workers)
+    n = info["train_frames"] + info["test_frames"]
+    print(f"wrote {n} synthetic NYU frames to {a.root} in {info['seconds']} s")
+    return 0
+
+
+def _cmd_prep(a) -> int:
+    from hpe.prep import PrepConfig, prep
+    cfg = PrepConfig(profile=a.profile, centre=a.centre, cube_mm=a.cube, cube_mm_subject2=a.cube_subject2,
+                     size=a.size, val_fraction=a.val_fraction, seed=a.seed, joints=a.joints, limit=a.limit,
+                     skip_bad=a.skip_bad, workers=a.workers)
+    stats = prep(a.root, a.out, cfg, progress=not a.quiet)
+    print(json.dumps(stats))
+    return 0
+
+
+def _cmd_nets(a) -> int:
+    from hpe.nets import NetConfig, PoseNet, count_parameters, list_nets, num_convs
+    from hpe.profiles import get_profile
+    pool = get_profile(a.profile).pool
+    print(f"{'net':6} {'convs':>5} {'pools':>5} {'parameters':>14}   ({a.profile} profile, {a.input_size}x"
+          f"{a.input_size} input, {a.joints} joints)")
+    for name in list_nets():
+        from hpe.nets import NET_SPECS
+        pools = NET_SPECS[name].count("M")
+        try:
+            n = f"{count_parameters(PoseNet(NetConfig(name, 1, a.input_size, a.joints, pool=pool))):,}"
+        except ValueError as exc:
+            n = f"n/a: {exc}"
+        print(f"{name:6} {num_convs(name):>5} {pools:>5} {n:>14}" + ("   Depth-Net" if name == "net6" else ""))
+    return 0
+
+
+def _train_config(a) -> dict:
+    from hpe.experiments import experiment_config, parse_overrides
+    cfg = experiment_config(a.experiment, a.preset, parse_overrides(a.set))
+    for key in ("data", "out", "device"):
+        if getattr(a, key, None):
+            cfg[key] = getattr(a, key)
+    if a.quiet:
+        cfg["progress"] = False
+    if a.dry_run:  # a couple of tiny epochs on a few frames: checks the whole path in seconds
+        cfg.update(max_epochs=2, limit_train=64, width=min(cfg.get("width", 1.0), 0.125),
+                   fc_units=min(cfg.get("fc_units", 4096), 256), input_size=min(cfg.get("input_size") or 128, 32),
+                   batch_size=16)
+    return cfg
+
+
+def _cmd_train(a) -> int:
+    from hpe.train import train
+    result = train(_train_config(a), resume=a.resume)
+    print(json.dumps({k: v for k, v in result.items() if k != "config"}, indent=2))
+    return 0 if result["status"] in ("done", "stopped") else 3
+
+
+def _cmd_evaluate(a) -> int:
+    from hpe.evaluate import evaluate_files
+    evaluate_files(a.pred, a.gt, names=a.name, json_path=a.json, csv_path=a.csv,
+                   subject1_frames=a.subject1_frames, tompson=a.tompson, depth_dir=a.depth_dir)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="hpe", description="Hand pose estimation with ConvNets on RGB-D data "
+                                "(Kazakos 2017), reproduced in PyTorch.")
+    p.add_argument("-v", "--verbose", action="store_true")
+    sub = p.add_subparsers(dest="cmd", metavar="COMMAND")
+
+    s = sub.add_parser("synth", help="write a synthetic dataset in NYU's on-disk format")
+    s.add_argument("root", type=Path)
+    s.add_argument("--train", type=int, default=1800)
+    s.add_argument("--test", type=int, default=600)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--workers", type=int)
+    s.set_defaults(func=_cmd_synth)
+
+    s = sub.add_parser("prep", help="crop + normalise an NYU-layout dataset into HDF5 (eqs. 4.3-4.12)")
+    s.add_argument("root", type=Path, help="NYU root holding train/ and test/")
+    s.add_argument("out", type=Path, help="output .h5 (written atomically)")
+    s.add_argument("--profile", default="thesis", help="thesis (default) or icip2018")
+    s.add_argument("--centre", default="palm", help="palm (ground truth, default), com, or segment (no ground truth)")
+    s.add_argument("--cube", type=float, help="cube edge in mm (default: the profile's, 300)")
+    s.add_argument("--cube-subject2", type=float, help="cube edge for test subject 2 (thesis 300, icip2018 261)")
+    s.add_argument("--size", type=int, default=128)
+    s.add_argument("--val-fraction", type=float, default=0.25)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--joints", default="eval", help="eval (14 joints, default) or all (36)")
+    s.add_argument("--limit", type=int, help="only the first N frames of each split")
+    s.add_argument("--skip-bad", action="store_true", help="log and skip bad frames instead of stopping")
+    s.add_argument("--workers", type=int)
+    s.add_argument("--quiet", action="store_true")
+    s.set_defaults(func=_cmd_prep)
+
+    s = sub.add_parser("nets", help="list Net1-Net9 with their parameter counts")
+    s.add_argument("--profile", default="thesis")
+    s.add_argument("--input-size", type=int, default=128)
+    s.add_argument("--joints", type=int, default=14)
+    s.set_defaults(func=_cmd_nets)
+
+    s = sub.add_parser("train", help="train one model from an experiment file")
+    s.add_argument("experiment", type=Path, nargs="?", help="experiments/... .toml (a thesis table row)")
+    s.add_argument("--preset", type=Path, help="compute preset, e.g. experiments/presets/synthetic.toml")
+    s.add_argument("--data", help="prepared .h5")
+    s.add_argument("--out", help="run folder")
+    s.add_argument("--device", help="auto (default), cpu, cuda, cuda:1")
+    s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
+    s.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    s.add_argument("--dry-run", action="store_true", help="2 tiny epochs on 64 frames: checks the whole path")
+    s.add_argument("--quiet", action="store_true")
+    s.set_defaults(func=_cmd_train)
+
+    s = sub.add_parser("evaluate", help="mean / per-joint / per-subject error and success rate of prediction files")
+    s.add_argument("--pred", action="append", default=[], type=Path, help="uvd text file (14 x u v d a line)")
+    s.add_argument("--name", action="append", default=[], help="label for each --pred (default: file name)")
+    s.add_argument("--gt", type=Path, required=True, help="ground truth: label .txt or test joint_data.mat")
+    s.add_argument("--tompson", type=Path, help="Tompson's test_predictions.mat (needs --depth-dir)")
+    s.add_argument("--depth-dir", type=Path, help="folder with the test depth_1_*.png images (NYU_ROOT/test)")
+    s.add_argument("--subject1-frames", type=int, default=2440)
+    s.add_argument("--json", type=Path)
+    s.add_argument("--csv", type=Path)
+    s.set_defaults(func=_cmd_evaluate)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    a = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if a.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    if not getattr(a, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return a.func(a)
+    except (DataError, ValueError, FileNotFoundError, FileExistsError) as exc:
+        print(f"hpe {a.cmd}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"hpe {a.cmd}: interrupted", file=sys.stderr)
+        return 130

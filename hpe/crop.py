@@ -1,0 +1,192 @@
+"""Hand crop and normalisation, thesis section 4.3.1 (equations 4.6-4.12).
+
+A cube of edge ``cube`` mm is centred on the hand; its front face is projected to a pixel box, the depth in
+the box is clamped to the cube, resized (nearest neighbour, aspect kept) onto a ``size`` x ``size`` canvas and
+normalised to [-1, 1] with background +1.  Joints are normalised into the same unit cube.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+
+from hpe import DataError
+from hpe.camera import NYU_CAMERA, Camera
+from hpe.nyu import DEPTH_MAX_MM, DEPTH_MIN_MM
+
+CENTRES = ("palm", "com", "segment")
+
+
+def valid_depth(depth: np.ndarray) -> np.ndarray:
+    return (depth >= DEPTH_MIN_MM) & (depth <= DEPTH_MAX_MM)
+
+
+def crop_box(centre_uvd: np.ndarray, cube: float, camera: Camera = NYU_CAMERA) -> np.ndarray:
+    """Pixel box (u0, v0, u1, v1), end-exclusive, of the cube's projection: u_c -/+ (cube/2) fx / d_c (floor)."""
+    u, v, d = (float(c) for c in centre_uvd)
+    hu = cube / 2 * camera.fx / d
+    hv = cube / 2 * camera.fy / d
+    return np.array([np.floor(u - hu), np.floor(v - hv), np.floor(u + hu), np.floor(v + hv)], dtype=np.int64)
+
+
+def _box_mean(depth: np.ndarray, box: np.ndarray, zlo: float, zhi: float) -> np.ndarray | None:
+    """Centre of mass (u, v, d) of the valid pixels in ``box`` with depth in [zlo, zhi], or None."""
+    h, w = depth.shape
+    u0, v0, u1, v1 = (int(b) for b in box)
+    u0, v0, u1, v1 = max(u0, 0), max(v0, 0), min(u1, w), min(v1, h)
+    if u1 <= u0 or v1 <= v0:
+        return None
+    patch = depth[v0:v1, u0:u1].astype(np.float64)
+    m = valid_depth(patch) & (patch >= zlo) & (patch <= zhi)
+    if not m.any():
+        return None
+    vv, uu = np.nonzero(m)
+    return np.array([uu.mean() + u0, vv.mean() + v0, patch[m].mean()])
+
+
+def centre_of_mass(depth: np.ndarray, start_uvd: np.ndarray, cube: float, camera: Camera = NYU_CAMERA,
+                   iterations: int = 2) -> np.ndarray | None:
+    """DeepPrior's centre: mean (u, v, d) of the depth pixels inside the cube around ``start_uvd``."""
+    c = np.asarray(start_uvd, np.float64)
+    for _ in range(iterations):
+        com = _box_mean(depth, crop_box(c, cube, camera), c[2] - cube / 2, c[2] + cube / 2)
+        if com is None:
+            return None
+        c = com
+    return c
+
+
+def segment_nearest(depth: np.ndarray, cube: float, camera: Camera = NYU_CAMERA,
+                    min_pixels: int = 50) -> np.ndarray | None:
+    """Centre without ground truth: the nearest sizeable object (depth within cube/2 of its front) + centre of mass."""
+    from scipy import ndimage
+
+    valid = valid_depth(depth)
+    if not valid.any():
+        return None
+    d = np.where(valid, depth, np.iinfo(np.uint16).max).astype(np.float64)
+    near = np.percentile(d[valid], 0.1)  # robust front of the nearest object
+    labels, n = ndimage.label(valid & (d <= near + cube / 2))
+    if n == 0:
+        return None
+    sizes = np.bincount(labels.ravel())
+    sizes[0] = 0
+    fronts = ndimage.minimum(d, labels, index=np.arange(n + 1))
+    fronts = np.where(sizes >= min_pixels, fronts, np.inf)
+    fronts[0] = np.inf
+    k = int(np.argmin(fronts))
+    if not np.isfinite(fronts[k]):
+        return None
+    vv, uu = np.nonzero(labels == k)
+    start = np.array([uu.mean(), vv.mean(), d[vv, uu].mean()])
+    return centre_of_mass(depth, start, cube, camera)
+
+
+def find_centre(depth: np.ndarray, method: str, cube: float, palm_uvd: np.ndarray | None = None,
+                camera: Camera = NYU_CAMERA) -> np.ndarray:
+    """Crop centre (u, v, d): ground-truth palm joint (C, NYU joint 32), centre of mass near it, or
+    nearest-object segmentation (no ground truth needed)."""
+    if method in ("palm", "com") and palm_uvd is None:
+        raise ValueError(f"centre '{method}' needs the ground-truth palm joint; use 'segment' for unlabelled frames")
+    if method == "palm":
+        return np.asarray(palm_uvd, np.float64)
+    if method == "com":
+        c = centre_of_mass(depth, palm_uvd, cube, camera)
+    elif method == "segment":
+        c = segment_nearest(depth, cube, camera)
+    else:
+        raise ValueError(f"unknown centre '{method}' (choose from {', '.join(CENTRES)})")
+    if c is None:
+        raise DataError(f"no depth pixels to compute the '{method}' centre from")
+    return c
+
+
+@dataclass
+class Crop:
+    depth: np.ndarray      # (size, size) float32, normalised, background +1   (eq. 4.6)
+    rgb: np.ndarray | None  # (size, size, 3) uint8, NOT masked (mask = depth < 1)
+    box: np.ndarray        # (u0, v0, u1, v1) in the full image
+    transform: np.ndarray  # (3, 3): full-image (u, v, 1) -> crop pixel (col, row, 1)
+
+
+def _paste_geometry(w: int, h: int, size: int) -> tuple[int, int, int, int]:
+    """Resized (nw, nh) keeping the aspect ratio with the longest side = size, and its offset on the canvas."""
+    s = size / max(w, h)
+    nw, nh = max(1, int(round(w * s))), max(1, int(round(h * s)))
+    return nw, nh, (size - nw) // 2, (size - nh) // 2
+
+
+def _extract(img: np.ndarray, box: np.ndarray, fill) -> np.ndarray:
+    """Copy img[v0:v1, u0:u1], padding the parts outside the image with ``fill``."""
+    u0, v0, u1, v1 = (int(b) for b in box)
+    h, w = img.shape[:2]
+    out = np.full((v1 - v0, u1 - u0) + img.shape[2:], fill, dtype=img.dtype)
+    su0, sv0, su1, sv1 = max(u0, 0), max(v0, 0), min(u1, w), min(v1, h)
+    if su1 > su0 and sv1 > sv0:
+        out[sv0 - v0:sv1 - v0, su0 - u0:su1 - u0] = img[sv0:sv1, su0:su1]
+    return out
+
+
+def crop_hand(depth: np.ndarray, centre_uvd: np.ndarray, cube: float, size: int = 128,
+              rgb: np.ndarray | None = None, camera: Camera = NYU_CAMERA) -> Crop:
+    """Crop, clamp and normalise the depth (eq. 4.6) and crop the registered RGB with the same box."""
+    centre_uvd = np.asarray(centre_uvd, np.float64)
+    u, v, zc = centre_uvd
+    h_img, w_img = depth.shape
+    if not (0 <= u < w_img and 0 <= v < h_img):
+        raise DataError(f"crop centre (u={u:.1f}, v={v:.1f}) lies outside the {w_img}x{h_img} image")
+    if not (DEPTH_MIN_MM <= zc <= DEPTH_MAX_MM + cube):
+        raise DataError(f"crop centre depth {zc:.1f} mm is not a valid depth")
+    box = crop_box(centre_uvd, cube, camera)
+    w, h = int(box[2] - box[0]), int(box[3] - box[1])
+    if w < 1 or h < 1:
+        raise DataError(f"empty crop box {box.tolist()} for centre depth {zc:.1f} mm")
+    nw, nh, ox, oy = _paste_geometry(w, h, size)
+
+    # Nearest-neighbour resampling of the box: output pixel j reads source column floor((j + 0.5) w / nw).
+    cols = box[0] + ((np.arange(nw) + 0.5) * w / nw).astype(np.int64)
+    rows = box[1] + ((np.arange(nh) + 0.5) * h / nh).astype(np.int64)
+    inside_c = (cols >= 0) & (cols < w_img)
+    inside_r = (rows >= 0) & (rows < h_img)
+    patch = depth[np.clip(rows, 0, h_img - 1)[:, None], np.clip(cols, 0, w_img - 1)[None, :]].astype(np.float32)
+    half = cube / 2
+    front, back = zc - half, zc + half
+    ok = valid_depth(patch) & inside_r[:, None] & inside_c[None, :] & (patch <= back)
+    norm = np.ones((size, size), np.float32)
+    norm[oy:oy + nh, ox:ox + nw] = np.where(ok, (np.maximum(patch, front) - zc) / half, 1.0)
+
+    sx, sy = nw / w, nh / h
+    transform = np.array([[sx, 0, ox + sx * (0.5 - box[0]) - 0.5],
+                          [0, sy, oy + sy * (0.5 - box[1]) - 0.5],
+                          [0, 0, 1]], np.float32)
+    rgb_crop = None
+    if rgb is not None:
+        region = Image.fromarray(_extract(rgb, box, 0)).resize((nw, nh), Image.BILINEAR)
+        rgb_crop = np.zeros((size, size, 3), np.uint8)
+        rgb_crop[oy:oy + nh, ox:ox + nw] = np.asarray(region)
+    return Crop(depth=norm, rgb=rgb_crop, box=box.astype(np.int32), transform=transform)
+
+
+def hand_mask(norm_depth: np.ndarray) -> np.ndarray:
+    """Binary hand silhouette of a normalised crop: every pixel nearer than the background (+1)."""
+    return norm_depth < 1.0
+
+
+def normalise_joints(xyz: np.ndarray, centre_xyz: np.ndarray, cube: np.ndarray | float,
+                     clip: bool = False) -> np.ndarray:
+    """Eqs. 4.7-4.9: (xyz - centre) / (cube / 2); ``clip`` to [-1, 1] as the author's code does."""
+    cube = np.asarray(cube, np.float64)
+    out = (np.asarray(xyz, np.float64) - np.asarray(centre_xyz, np.float64)[..., None, :]) / (cube[..., None, None] / 2)
+    return np.clip(out, -1, 1) if clip else out
+
+
+def denormalise_joints(norm: np.ndarray, centre_xyz: np.ndarray, cube: np.ndarray | float) -> np.ndarray:
+    """Inverse of eqs. 4.7-4.9: norm * (cube / 2) + centre, in mm."""
+    cube = np.asarray(cube, np.float64)
+    return np.asarray(norm, np.float64) * (cube[..., None, None] / 2) + np.asarray(centre_xyz, np.float64)[..., None, :]
+
+
+def standardise_rgb(rgb: np.ndarray, mask: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
+    """Eqs. 4.10-4.12 on the mask-multiplied crop: (c - mu_c) / sigma_c per channel (channels last)."""
+    return (rgb.astype(np.float32) * mask[..., None] - mean) / std

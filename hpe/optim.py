@@ -1,0 +1,39 @@
+"""Lasagne's momentum updates (lasagne.updates), which the thesis's results were trained with.
+
+classical: v <- mu v - lr g;  w <- w + v
+nesterov:  v <- mu v - lr g;  w <- w + mu v - lr g
+Unlike torch.optim.SGD the velocity carries the learning rate, which matters when the rate is halved.
+"""
+from __future__ import annotations
+
+import torch
+from torch.optim import Optimizer
+
+
+class LasagneMomentum(Optimizer):
+    def __init__(self, params, lr: float, momentum: float = 0.9, nesterov: bool = False):
+        if lr <= 0 or not 0 <= momentum < 1.0 + 1e-12:
+            raise ValueError(f"invalid lr {lr} or momentum {momentum}")
+        super().__init__(params, {"lr": lr, "momentum": momentum, "nesterov": nesterov})
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        for group in self.param_groups:
+            params = [p for p in group["params"] if p.grad is not None]
+            if not params:
+                continue
+            grads = [p.grad for p in params]
+            vel = []
+            for p in params:
+                st = self.state[p]
+                if "velocity" not in st:
+                    st["velocity"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                vel.append(st["velocity"])
+            lr, mu = group["lr"], group["momentum"]
+            torch._foreach_mul_(vel, mu)
+            torch._foreach_add_(vel, grads, alpha=-lr)
+            if group["nesterov"]:
+                torch._foreach_add_(params, vel, alpha=mu)
+                torch._foreach_add_(params, grads, alpha=-lr)
+            else:
+                torch._foreach_add_(params, vel)

@@ -1,0 +1,324 @@
+"""Training (thesis 4.4.3): loss eq. 4.14, Lasagne momentum SGD, early stopping with learning-rate halving.
+
+``train(config) -> result`` is a plain function: the CLI, the experiment files and the hyperparameter search
+all call it.  Every run writes a folder: ``config.json`` (resolved), ``log.csv`` (one row per epoch),
+``checkpoint.pt`` (every epoch, atomic), ``best.pt`` (best weights), ``result.json`` and predictions.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from hpe import DataError
+from hpe.camera import NYU_CAMERA
+from hpe.crop import denormalise_joints
+from hpe.data import InputAssembler, SplitData, h5_attrs, input_channels, load_split, rgb_channels
+from hpe.io import atomic_torch_save, atomic_write_json, atomic_write_text
+from hpe.metrics import joint_errors, normalised_mse, write_uvd_txt
+from hpe.nets import FUSION_FUNCTIONS, FuseNet, NetConfig, PoseNet, fusion_points, resolve_name
+from hpe.optim import LasagneMomentum
+from hpe.profiles import get_profile
+
+INPUTS = ("depth", "rgb", "rgbd", "depth+rgb")  # depth+rgb: double-stream Fuse-Net
+LOG_FIELDS = ("epoch", "train_loss", "train_mse", "val_loss", "val_mse", "lr", "seconds", "images_per_s")
+
+
+@dataclass
+class TrainConfig:
+    data: str = "data/synthetic.h5"
+    out: str = "results/runs/depthnet"
+    profile: str = "thesis"
+    net: str = "net6"
+    inputs: str = "depth"
+    fusion_layer: str = "conv4"      # Fuse-Net only (inputs = depth+rgb)
+    fusion: str = "conv"             # max | sum | cat | conv
+    width: float = 1.0
+    fc_units: int = 4096
+    input_size: int | None = None    # None: the prepared crop size
+    lr: float = 0.01
+    momentum: float = 0.9
+    dropout: float = 0.03
+    batch_size: int | None = None    # None: the profile's (thesis 128, icip2018 64)
+    max_epochs: int | None = None
+    patience: int | None = None
+    max_halvings: int | None = None
+    nesterov: bool | None = None
+    restore_best_on_halving: bool | None = None
+    loss_scale: str | None = None
+    seed: int = 0
+    device: str = "auto"
+    deterministic: bool = False
+    limit_train: int | None = None   # use only the first N frames of each split (dry runs, tests)
+    divergence_factor: float = 100.0  # train loss above factor x the first epoch's (or NaN) = diverged
+    progress: bool = True
+    predict_test: bool = True
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown config keys: {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+        return cls(**d)
+
+    def resolved(self) -> "TrainConfig":
+        """Fill the profile's defaults and validate, failing at once with a clear message."""
+        p = get_profile(self.profile)
+        resolve_name(self.net)
+        if self.inputs not in INPUTS:
+            raise ValueError(f"unknown inputs '{self.inputs}' (choose from {', '.join(INPUTS)})")
+        if self.inputs == "depth+rgb":
+            if self.fusion_layer not in fusion_points(self.net):
+                raise ValueError(f"fusion layer '{self.fusion_layer}' out of range for {self.net} "
+                                 f"(choose from {', '.join(fusion_points(self.net))})")
+            if self.fusion not in FUSION_FUNCTIONS:
+                raise ValueError(f"unknown fusion function '{self.fusion}' (choose from {', '.join(FUSION_FUNCTIONS)})")
+        for name in ("lr", "width"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"dropout must lie in [0, 1), got {self.dropout}")
+        if not 0 <= self.momentum < 1:
+            raise ValueError(f"momentum must lie in [0, 1), got {self.momentum}")
+        r = replace(self,
+                    batch_size=self.batch_size or p.batch_size, max_epochs=self.max_epochs or p.max_epochs,
+                    patience=self.patience or p.patience,
+                    max_halvings=p.max_halvings if self.max_halvings is None else self.max_halvings,
+                    nesterov=p.nesterov if self.nesterov is None else self.nesterov,
+                    restore_best_on_halving=(p.restore_best_on_halving if self.restore_best_on_halving is None
+                                             else self.restore_best_on_halving),
+                    loss_scale=self.loss_scale or p.loss_scale)
+        if r.loss_scale not in ("1/(2J)", "1/2"):
+            raise ValueError(f"loss_scale must be '1/(2J)' or '1/2', got {r.loss_scale}")
+        return r
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def build_model(cfg: TrainConfig, in_size: int, num_joints: int) -> torch.nn.Module:
+    prof = get_profile(cfg.profile)
+    if cfg.inputs == "depth+rgb":
+        net = NetConfig(cfg.net, 1, in_size, num_joints, cfg.width, cfg.fc_units, prof.pool, cfg.dropout)
+        return FuseNet(net, rgb_channels(prof), cfg.fusion_layer, cfg.fusion)
+    return PoseNet(NetConfig(cfg.net, input_channels(cfg.inputs, prof), in_size, num_joints, cfg.width,
+                             cfg.fc_units, prof.pool, cfg.dropout))
+
+
+def pose_loss(pred: torch.Tensor, target: torch.Tensor, scale: str) -> torch.Tensor:
+    """Eq. 4.14: 1/(2J) ||f(I) - y||^2 per image, averaged over the batch (icip2018: 1/2 ||.||^2)."""
+    sq = (pred - target).pow(2).sum(dim=1)
+    factor = 1.0 / (2 * (pred.shape[1] // 3)) if scale == "1/(2J)" else 0.5
+    return sq.mean() * factor
+
+
+@torch.no_grad()
+def predict(model: torch.nn.Module, data: SplitData, assemble: InputAssembler, batch: int = 256) -> np.ndarray:
+    """Normalised predictions (N, J, 3) in eval mode (no dropout)."""
+    model.eval()
+    dev = next(model.parameters()).device
+    out = []
+    for s in range(0, len(data), batch):
+        rgb = None if data.rgb is None else data.rgb[s:s + batch].to(dev)
+        out.append(model(*assemble(data.depth[s:s + batch].to(dev), rgb)).float().cpu())
+    return torch.cat(out).view(len(data), -1, 3).numpy()
+
+
+def to_mm(pred_norm: np.ndarray, data: SplitData) -> tuple[np.ndarray, np.ndarray]:
+    """Map normalised predictions back to xyz (inverse eqs. 4.7-4.9) and uvd (eqs. 4.3-4.5)."""
+    xyz = denormalise_joints(pred_norm, data.meta["centre_xyz"], data.meta["cube"])
+    return xyz, NYU_CAMERA.xyz_to_uvd(xyz)
+
+
+class _Run:
+    """The run folder: config, CSV log, checkpoints."""
+
+    def __init__(self, out: Path):
+        self.dir = Path(out)
+        self.ckpt, self.best = self.dir / "checkpoint.pt", self.dir / "best.pt"
+        self.log = self.dir / "log.csv"
+
+    def write_log(self, rows: list[dict]) -> None:
+        import io
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, LOG_FIELDS)
+        w.writeheader()
+        w.writerows(rows)
+        atomic_write_text(self.log, buf.getvalue())
+
+
+def _set_determinism(cfg: TrainConfig) -> None:
+    torch.manual_seed(cfg.seed)
+    np.random.seed(cfg.seed % 2**32)
+    if cfg.deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+
+
+def train(config: TrainConfig | dict, resume: bool = False) -> dict:
+    """Train one model; returns the result dict also written to ``result.json``."""
+    cfg = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(config)
+    cfg = cfg.resolved()
+    run = _Run(Path(cfg.out))
+    state = None
+    if run.ckpt.exists():
+        if not resume:
+            raise FileExistsError(f"{run.dir} already holds a run (checkpoint.pt); pass --resume to continue it "
+                                  f"or choose another output folder")
+        state = torch.load(run.ckpt, map_location="cpu", weights_only=False)
+        saved = TrainConfig.from_dict(state["config"])
+        cfg = replace(saved, device=cfg.device, progress=cfg.progress)  # the run's own settings win
+    run.dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(run.dir / "config.json", asdict(cfg))
+    _set_determinism(cfg)
+    prof = get_profile(cfg.profile)
+    device = pick_device(cfg.device)
+
+    attrs = h5_attrs(Path(cfg.data))
+    need_rgb = cfg.inputs != "depth"
+    load = dict(need_rgb=need_rgb, input_size=cfg.input_size, clip_joints=prof.clip_joints, limit=cfg.limit_train)
+    train_d, val_d = load_split(cfg.data, "train", **load), load_split(cfg.data, "val", **load)
+    in_size, n_joints = train_d.depth.shape[-1], train_d.joints.shape[1]
+    assemble = InputAssembler("rgbd" if cfg.inputs == "depth+rgb" else cfg.inputs, prof,
+                              attrs.get("rgb_mean"), attrs.get("rgb_std"), two_streams=cfg.inputs == "depth+rgb")
+    model = build_model(cfg, in_size, n_joints).to(device)
+    opt = LasagneMomentum(model.parameters(), cfg.lr, cfg.momentum, cfg.nesterov)
+    gpu_train = train_d.to(device)
+    targets = gpu_train.joints.view(len(gpu_train), -1)
+
+    rows: list[dict] = []
+    epoch, lr = 0, cfg.lr
+    best_val, best_epoch, wait, halvings, first_loss = math.inf, 0, 0, 0, None
+    status, reason = "running", ""
+    if state is not None:
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        torch.set_rng_state(state["rng"])
+        rows, epoch, lr = state["rows"], state["epoch"], state["lr"]
+        best_val, best_epoch, wait, halvings = state["best_val"], state["best_epoch"], state["wait"], state["halvings"]
+        first_loss, status, reason = state["first_loss"], state["status"], state["reason"]
+    best_weights = (torch.load(run.best, map_location="cpu", weights_only=False)["model"]
+                    if run.best.exists() and state is not None else None)
+
+    n = len(gpu_train)
+    t_start = time.perf_counter()
+    while status == "running" and epoch < cfg.max_epochs:
+        epoch += 1
+        for g in opt.param_groups:
+            g["lr"] = lr
+        model.train()
+        gen = torch.Generator().manual_seed(cfg.seed * 100003 + epoch)  # same order whether resumed or not
+        perm = torch.randperm(n, generator=gen).to(device)
+        t0 = time.perf_counter()
+        loss_sum = torch.zeros((), device=device)
+        bar = tqdm(range(0, n, cfg.batch_size), desc=f"epoch {epoch}/{cfg.max_epochs}", unit="batch",
+                   disable=not cfg.progress, leave=False, dynamic_ncols=True)
+        for b, s in enumerate(bar):
+            idx = perm[s:s + cfg.batch_size]
+            rgb = None if gpu_train.rgb is None else gpu_train.rgb[idx]
+            out = model(*assemble(gpu_train.depth[idx], rgb))
+            loss = pose_loss(out, targets[idx], cfg.loss_scale)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            loss_sum += loss.detach() * len(idx)
+            if cfg.progress and b % 10 == 0:
+                el = time.perf_counter() - t0
+                bar.set_postfix(loss=f"{loss.item():.5f}", img_s=f"{(s + len(idx)) / max(el, 1e-9):.0f}")
+        train_loss = float(loss_sum) / n
+        seconds = time.perf_counter() - t0
+        if not math.isfinite(train_loss) or (first_loss is not None and train_loss > cfg.divergence_factor * first_loss):
+            status, reason = "diverged", f"training loss {train_loss:.4g} at epoch {epoch} (first epoch {first_loss})"
+            break
+        first_loss = first_loss if first_loss is not None else train_loss
+        val_pred = predict(model, val_d, assemble)
+        val_mse = normalised_mse(val_pred, val_d.joints.numpy())
+        scale = 1.0 / (2 * n_joints) if cfg.loss_scale == "1/(2J)" else 0.5
+        row = {"epoch": epoch, "train_loss": train_loss, "train_mse": train_loss / scale / (3 * n_joints),
+               "val_loss": val_mse * 3 * n_joints * scale, "val_mse": val_mse, "lr": lr,
+               "seconds": round(seconds, 3), "images_per_s": round(n / seconds, 1)}
+        rows.append(row)
+        if not math.isfinite(val_mse):
+            status, reason = "diverged", f"validation error is {val_mse} at epoch {epoch}"
+            break
+        if val_mse < best_val:
+            best_val, best_epoch, wait = val_mse, epoch, 0
+            best_weights = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+            atomic_torch_save({"model": best_weights, "epoch": epoch, "val_mse": val_mse, "config": asdict(cfg)}, run.best)
+        else:
+            wait += 1
+            if wait >= cfg.patience:  # the validation error saturated: halve the learning rate
+                if halvings >= cfg.max_halvings:
+                    status, reason = "stopped", f"early stop: no improvement for {wait} epochs after {halvings} halvings"
+                else:
+                    halvings, wait, lr = halvings + 1, 0, lr / 2
+                    if cfg.restore_best_on_halving and best_weights is not None:
+                        model.load_state_dict(best_weights)
+        if status == "running" and epoch >= cfg.max_epochs:
+            status, reason = "done", f"reached max_epochs = {cfg.max_epochs}"
+        atomic_torch_save({"model": model.state_dict(), "optimizer": opt.state_dict(), "rng": torch.get_rng_state(),
+                           "rows": rows, "epoch": epoch, "lr": lr, "best_val": best_val, "best_epoch": best_epoch,
+                           "wait": wait, "halvings": halvings, "first_loss": first_loss, "status": status,
+                           "reason": reason, "config": asdict(cfg)}, run.ckpt)
+        run.write_log(rows)
+        if cfg.progress:
+            tqdm.write(f"epoch {epoch}: train {row['train_mse']:.5f} val {val_mse:.5f} lr {lr:.4g} "
+                       f"{row['images_per_s']:.0f} img/s")
+    if status == "running":
+        status, reason = "done", f"reached max_epochs = {cfg.max_epochs}"
+    run.write_log(rows)
+
+    result = {"status": status, "reason": reason, "run_dir": str(run.dir), "epochs": epoch,
+              "best_epoch": best_epoch, "best_val_mse": best_val if math.isfinite(best_val) else None,
+              "final_lr": lr, "seconds": round(time.perf_counter() - t_start, 2), "device": str(device),
+              "config": asdict(cfg)}
+    if best_weights is None:
+        result["reason"] = reason or "no finished epoch"
+        atomic_write_json(run.dir / "result.json", result)
+        return result
+    model.load_state_dict(best_weights)
+    train_eval = predict(model, train_d, assemble)
+    result["train_mse"] = normalised_mse(train_eval, train_d.joints.numpy())
+    val_pred = predict(model, val_d, assemble)
+    _save_predictions(run.dir / "val_predictions.npz", val_pred, val_d)
+    if cfg.predict_test:
+        test_d = load_split(cfg.data, "test", **{**load, "limit": cfg.limit_train})
+        pred = predict(model, test_d, assemble)
+        xyz, uvd = _save_predictions(run.dir / "test_predictions.npz", pred, test_d)
+        write_uvd_txt(run.dir / "test_predictions_uvd.txt", uvd)
+        err = joint_errors(xyz, test_d.meta["joints_xyz"])
+        mean_pose = np.broadcast_to(train_d.joints.numpy().mean(0), pred.shape)
+        result["test_mean_mm"] = float(err.mean())
+        result["test_mse"] = normalised_mse(pred, test_d.joints.numpy())
+        result["mean_pose_mm"] = float(joint_errors(to_mm(mean_pose, test_d)[0], test_d.meta["joints_xyz"]).mean())
+    atomic_write_json(run.dir / "result.json", result)
+    return result
+
+
+def _save_predictions(path: Path, pred: np.ndarray, data: SplitData) -> tuple[np.ndarray, np.ndarray]:
+    xyz, uvd = to_mm(pred, data)
+    tmp = path.with_name(f".{path.stem}.tmp.npz")
+    np.savez(tmp, normalised=pred, xyz=xyz, uvd=uvd, frame=data.meta["frame"], subject=data.meta["subject"],
+             target=data.joints.numpy())
+    os.replace(tmp, path)
+    return xyz, uvd
+
+
+def load_result(run_dir: Path) -> dict:
+    path = Path(run_dir) / "result.json"
+    if not path.is_file():
+        raise DataError(f"no finished run in {run_dir} (missing result.json)")
+    return json.loads(path.read_text())
