@@ -74,6 +74,78 @@ def _cmd_evaluate(a) -> int:
     return 0
 
 
+def _pairs(items: list[str], what: str) -> dict[str, Path]:
+    out = {}
+    for item in items or []:
+        if "=" not in item:
+            raise ValueError(f"{what} '{item}' must look like NAME=PATH")
+        k, v = item.split("=", 1)
+        out[k] = Path(v)
+    return out
+
+
+def _cmd_figure(a) -> int:
+    from hpe import reproduce
+    if a.kind == "frame":
+        from hpe.metrics import read_uvd_txt
+        from hpe.nyu import EVAL_JOINTS, load_joint_data, read_depth, read_rgb
+        from hpe.plots import figure_frame
+        if a.label:
+            uvd = read_uvd_txt(a.label)[a.frame - 1]
+        elif a.joints_mat:
+            uvd = load_joint_data(a.joints_mat).uvd[a.frame - 1, list(EVAL_JOINTS)]
+        else:
+            raise ValueError("figure frame needs --label FILE or --joints-mat FILE for the ground-truth pose")
+        mean = std = None
+        if a.stats:
+            from hpe.data import h5_attrs
+            at = h5_attrs(a.stats)
+            mean, std = at["rgb_mean"], at["rgb_std"]
+        paths = figure_frame(read_depth(a.depth, a.frame), read_rgb(a.rgb, a.frame), uvd, a.out, a.cube,
+                             rgb_mean=mean, rgb_std=std, title=a.title or "")
+    elif a.kind == "compare":
+        methods = _pairs(a.method, "--method")
+        reproduce.compare(methods, a.gt, a.out, a.title or "", a.tompson, a.depth_dir, a.note)
+        reproduce.print_summary(a.out.with_suffix(".json"))
+        paths = [a.out.with_suffix(".png"), a.out.with_suffix(".pdf")]
+    elif a.kind == "table4.3":
+        rows = reproduce.table43(_pairs(a.method, "--method"), a.out)
+        for r in rows:
+            print("  " + "  ".join(r))
+        paths = [a.out.with_suffix(".png")]
+    else:
+        if not a.run or not a.data:
+            raise ValueError("figure qualitative needs --run DIR and --data H5")
+        paths = reproduce.qualitative(a.run, a.data, a.out)
+    for p in paths:
+        print(f"wrote {p}")
+    return 0
+
+
+def _cmd_fusepred(a) -> int:
+    from hpe.reproduce import fuse_predictions
+    print(json.dumps(fuse_predictions(a.depth_run, a.rgb_run, a.out, a.weights), indent=2))
+    return 0
+
+
+def _cmd_sweep_fusion(a) -> int:
+    """Fuse-Net at every fusion layer (conv1..convN, fc1, fc2): the thesis's open question, one command."""
+    from hpe.nets import fusion_points
+    from hpe.train import train
+    cfg = _train_config(a)
+    cfg["inputs"] = "depth+rgb"
+    rows = []
+    for at in a.layers or fusion_points(cfg.get("net", "net6")):
+        r = train({**cfg, "fusion_layer": at, "out": str(Path(a.out) / at)}, resume=True)
+        rows.append((at, r.get("best_val_mse"), r.get("test_mean_mm")))
+        print(f"{at:6s} val_mse {r.get('best_val_mse')} test {r.get('test_mean_mm')} mm", flush=True)
+    from hpe.plots import figure_table
+    figure_table([[at, f"{v:.5f}" if v is not None else "-", f"{t:.2f}" if t is not None else "-"]
+                  for at, v, t in rows], ["fusion layer", "val MSE", "test mean / mm"], Path(a.out) / "sweep",
+                 f"Fuse-Net ({cfg.get('fusion', 'conv')}) at every fusion layer")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="hpe", description="Hand pose estimation with ConvNets on RGB-D data "
                                 "(Kazakos 2017), reproduced in PyTorch.")
@@ -133,6 +205,46 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", type=Path)
     s.add_argument("--csv", type=Path)
     s.set_defaults(func=_cmd_evaluate)
+    s = sub.add_parser("figure", help="draw a thesis figure: frame (4.1/4.2), compare (4.7-4.9), table4.3, "
+                       "qualitative (4.10/4.11)")
+    s.add_argument("kind", choices=["frame", "compare", "table4.3", "qualitative"])
+    s.add_argument("--out", type=Path, required=True, help="output prefix (writes .png, .pdf, .csv)")
+    s.add_argument("--title")
+    s.add_argument("--depth", type=Path, help="frame: depth PNG")
+    s.add_argument("--rgb", type=Path, help="frame: RGB PNG")
+    s.add_argument("--label", type=Path, help="frame: label text file (14 x u v d a line)")
+    s.add_argument("--joints-mat", type=Path, help="frame: joint_data.mat")
+    s.add_argument("--frame", type=int, default=1, help="frame: 1-based frame number (line of --label)")
+    s.add_argument("--cube", type=float, default=300.0)
+    s.add_argument("--stats", type=Path, help="frame: prepared .h5 whose training RGB statistics to use")
+    s.add_argument("--method", action="append", default=[], metavar="NAME=PATH",
+                   help="compare/table4.3: a run folder or a prediction file (uvd text); repeat")
+    s.add_argument("--gt", type=Path, help="compare: ground truth (label .txt, joint_data.mat or prepared .h5)")
+    s.add_argument("--tompson", type=Path, help="compare: Tompson's test_predictions.mat (needs --depth-dir)")
+    s.add_argument("--depth-dir", type=Path, help="compare: NYU test depth images for Tompson's lift to 3D")
+    s.add_argument("--note", action="append", default=[], help="compare: a note printed under the figure")
+    s.add_argument("--run", type=Path, help="qualitative: run folder")
+    s.add_argument("--data", type=Path, help="qualitative: prepared .h5")
+    s.set_defaults(func=_cmd_figure)
+
+    s = sub.add_parser("fusepred", help="FusePred-Net: score fusion of a trained Depth-Net and RGB-Net")
+    s.add_argument("--depth-run", type=Path, required=True)
+    s.add_argument("--rgb-run", type=Path, required=True)
+    s.add_argument("--weights", default="fixed", help="fixed (0.5, thesis), error (per joint), learned (per output)")
+    s.add_argument("--out", type=Path, required=True)
+    s.set_defaults(func=_cmd_fusepred)
+
+    s = sub.add_parser("sweep-fusion", help="train Fuse-Net fused at every layer (or --layers) and tabulate")
+    s.add_argument("experiment", type=Path, nargs="?", help="a Fuse-Net experiment file")
+    s.add_argument("--layers", nargs="*", help="subset, e.g. conv2 conv4 fc1 (default: all)")
+    s.add_argument("--preset", type=Path)
+    s.add_argument("--data")
+    s.add_argument("--out", required=True, help="folder: one run per layer + sweep.png/.csv")
+    s.add_argument("--device")
+    s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    s.add_argument("--dry-run", action="store_true")
+    s.add_argument("--quiet", action="store_true")
+    s.set_defaults(func=_cmd_sweep_fusion)
     return p
 
 

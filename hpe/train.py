@@ -180,7 +180,12 @@ def train(config: TrainConfig | dict, resume: bool = False) -> dict:
                                   f"or choose another output folder")
         state = torch.load(run.ckpt, map_location="cpu", weights_only=False)
         saved = TrainConfig.from_dict(state["config"])
-        cfg = replace(saved, device=cfg.device, progress=cfg.progress)  # the run's own settings win
+        runtime = {"device", "progress", "out"}
+        changed = sorted(k for k, v in asdict(cfg).items() if k not in runtime and asdict(saved)[k] != v)
+        if changed:
+            raise ValueError(f"{run.ckpt} was trained with other settings ({', '.join(changed)}); "
+                             f"delete {run.dir} to start over, or resume with the same config")
+        cfg = replace(saved, device=cfg.device, progress=cfg.progress)
     run.dir.mkdir(parents=True, exist_ok=True)
     atomic_write_json(run.dir / "config.json", asdict(cfg))
     _set_determinism(cfg)

@@ -1,0 +1,173 @@
+# hpe: every thesis experiment is one target.  `make help` lists them.
+# DATA=synthetic (default: embedded generator, CPU-sized) or DATA=nyu NYU_ROOT=/path/to/nyu_hand_dataset_v2
+SHELL := /bin/bash
+.DELETE_ON_ERROR:
+PYTHON ?= python3
+VENV ?= .venv
+TORCH_SPEC ?= torch==2.13.0
+BIN := $(VENV)/bin
+HPE := $(BIN)/hpe
+DATA ?= synthetic
+PROFILE ?= thesis
+BASELINES ?= ../shared/baselines/nyu
+SYNTH_TRAIN ?= 1800
+SYNTH_TEST ?= 600
+DATA_DIR ?= data
+RESULTS ?= results
+
+ifeq ($(DATA),nyu)
+  ifeq ($(strip $(NYU_ROOT)),)
+    $(error DATA=nyu needs NYU_ROOT=/path/to/the/NYU/dataset (holding train/ and test/))
+  endif
+  ROOT := $(NYU_ROOT)
+  ROOT_STAMP := $(NYU_ROOT)/test/joint_data.mat
+  PRESET ?= experiments/presets/nyu.toml
+else
+  ROOT := $(DATA_DIR)/synthetic
+  ROOT_STAMP := $(DATA_DIR)/synthetic/hpe_synthetic.json
+  PRESET ?= experiments/presets/synthetic.toml
+endif
+H5 := $(DATA_DIR)/$(DATA)-$(PROFILE).h5
+RUNS := $(RESULTS)/runs/$(DATA)-$(PROFILE)
+TRAIN = $(HPE) train $< --preset $(PRESET) --data $(H5) --out $(@D) --resume --quiet --set profile=$(PROFILE)
+# A finished run whose experiment file changed is retrained from scratch; an interrupted one resumes.
+FRESH = if [ -f $@ ]; then rm -rf $(@D); fi
+
+.PHONY: help demo test test-all venv data prep bench search sweep-fusion clean clean-results \
+        reproduce-all reproduce-fig4.1 reproduce-table4.3 reproduce-fig4.7 reproduce-fig4.8 reproduce-fig4.9 reproduce-fig4.10
+
+help:
+	@echo "make demo                 set up, generate + prep synthetic data, train Depth-Net, draw figures"
+	@echo "make test                 unit + short end-to-end tests (what CI runs)"
+	@echo "make reproduce-table4.3   Net1-Net9 (table 4.3)"
+	@echo "make reproduce-fig4.1     figures 4.1/4.2 for the real sample frame and a synthetic one"
+	@echo "make reproduce-fig4.7     Depth-Net vs RGB-Net, RGBD-Net, FusePred-Net, Fuse-Net"
+	@echo "make reproduce-fig4.8     Fuse-Net's four fusion functions"
+	@echo "make reproduce-fig4.9     Depth-Net and Fuse-Net vs the published baselines"
+	@echo "make reproduce-fig4.10    qualitative results (figures 4.10 and 4.11)"
+	@echo "make reproduce-all        all of the above"
+	@echo "make sweep-fusion         Fuse-Net fused at every layer"
+	@echo "make search               random-search hyperparameter optimisation"
+	@echo "make bench                speed benchmark (JSON)"
+	@echo "options: DATA=synthetic|nyu NYU_ROOT=... PROFILE=thesis|icip2018 PRESET=experiments/presets/....toml"
+
+# --- environment ---------------------------------------------------------------------------------------
+venv: $(VENV)/.installed
+$(VENV)/.installed: setup.py
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q "$(TORCH_SPEC)"
+	$(BIN)/pip install -q -e ".[test]"
+	touch $@
+
+# --- data ----------------------------------------------------------------------------------------------
+$(DATA_DIR)/synthetic/hpe_synthetic.json: | $(VENV)/.installed
+	$(HPE) synth $(DATA_DIR)/synthetic --train $(SYNTH_TRAIN) --test $(SYNTH_TEST)
+
+data: $(ROOT_STAMP)
+prep: $(H5)
+$(H5): $(ROOT_STAMP) | $(VENV)/.installed
+	$(HPE) prep $(ROOT) $@ --profile $(PROFILE)
+
+# --- table 4.3 -----------------------------------------------------------------------------------------
+NETS := net1 net2 net3 net4 net5 net6 net7 net8 net9
+$(RUNS)/table4.3/%/result.json: experiments/table4.3/%.toml $(H5)
+	@$(FRESH)
+	$(TRAIN)
+
+reproduce-table4.3: $(foreach n,$(NETS),$(RUNS)/table4.3/$(n)/result.json)
+	$(HPE) figure table4.3 --out $(RESULTS)/reproduce-table4.3/$(DATA)-$(PROFILE)/table4.3 \
+	  $(foreach n,$(NETS),--method $(n)=$(RUNS)/table4.3/$(n))
+
+# --- figures 4.1 / 4.2 ---------------------------------------------------------------------------------
+reproduce-fig4.1: $(H5)
+	@if [ -f $(BASELINES)/sample/depth_1_0000001.png ]; then \
+	  $(HPE) figure frame --depth $(BASELINES)/sample/depth_1_0000001.png --rgb $(BASELINES)/sample/rgb_1_0000001.png \
+	    --label $(BASELINES)/nyu_test_groundtruth_label.txt --frame 1 --stats $(H5) \
+	    --title "NYU test frame 1 (real)" --out $(RESULTS)/reproduce-fig4.1/nyu-test-frame1; \
+	else echo "note: $(BASELINES)/sample not found: skipping the real NYU frame (set BASELINES=...)"; fi
+	$(HPE) figure frame --depth $(ROOT)/test/depth_1_0000001.png --rgb $(ROOT)/test/rgb_1_0000001.png \
+	  --joints-mat $(ROOT)/test/joint_data.mat --frame 1 --stats $(H5) \
+	  --title "$(DATA) test frame 1" --out $(RESULTS)/reproduce-fig4.1/$(DATA)-test-frame1
+
+# --- figures 4.7 / 4.8 ---------------------------------------------------------------------------------
+FUNCS := max sum cat conv
+$(RUNS)/fig4.7/%/result.json: experiments/fig4.7/%.toml $(H5)
+	@$(FRESH)
+	$(TRAIN)
+$(RUNS)/fig4.8/%/result.json: experiments/fig4.8/%.toml $(H5)
+	@$(FRESH)
+	$(TRAIN)
+FUSEPRED_WEIGHTS ?= fixed
+$(RUNS)/fig4.7/fusepred/result.json: $(RUNS)/fig4.7/depthnet/result.json $(RUNS)/fig4.7/rgbnet/result.json experiments/fig4.7/fusepred.toml
+	$(HPE) fusepred --depth-run $(RUNS)/fig4.7/depthnet --rgb-run $(RUNS)/fig4.7/rgbnet --weights $(FUSEPRED_WEIGHTS) --out $(@D)
+
+FIG47 := depthnet rgbnet rgbdnet fusepred
+reproduce-fig4.7: $(foreach m,$(FIG47),$(RUNS)/fig4.7/$(m)/result.json) $(RUNS)/fig4.8/fusenet-conv/result.json
+	$(HPE) figure compare --gt $(H5) --title "Figure 4.7: fusion approaches vs Depth-Net ($(DATA))" \
+	  --out $(RESULTS)/reproduce-fig4.7/$(DATA)-$(PROFILE)/fig4.7 \
+	  --method Depth-Net=$(RUNS)/fig4.7/depthnet --method RGB-Net=$(RUNS)/fig4.7/rgbnet \
+	  --method RGBD-Net=$(RUNS)/fig4.7/rgbdnet --method FusePred-Net=$(RUNS)/fig4.7/fusepred \
+	  --method Fuse-Net=$(RUNS)/fig4.8/fusenet-conv
+
+reproduce-fig4.8: $(foreach f,$(FUNCS),$(RUNS)/fig4.8/fusenet-$(f)/result.json)
+	$(HPE) figure compare --gt $(H5) --title "Figure 4.8: Fuse-Net fusion functions ($(DATA))" \
+	  --out $(RESULTS)/reproduce-fig4.8/$(DATA)-$(PROFILE)/fig4.8 \
+	  $(foreach f,$(FUNCS),--method $(f)=$(RUNS)/fig4.8/fusenet-$(f))
+
+# --- figure 4.9: against the published baselines on the real NYU test set ------------------------------
+BASELINE_FILES := --method "DeepPrior-Refine (Oberweger et al. 2015)"=$(BASELINES)/CVWW15_NYU_Prior-Refinement.txt \
+  --method "Feedback (Oberweger et al. 2015)"=$(BASELINES)/ICCV15_NYU_Feedback.txt \
+  --method "DeepModel (Zhou et al. 2016)"=$(BASELINES)/IJCAI16_NYU_DeepModel.txt
+ifeq ($(DATA),nyu)
+FIG49_DEPS := $(RUNS)/fig4.7/depthnet/result.json $(RUNS)/fig4.8/fusenet-conv/result.json
+FIG49_OURS := --method Depth-Net=$(RUNS)/fig4.7/depthnet --method Fuse-Net=$(RUNS)/fig4.8/fusenet-conv \
+  --tompson $(BASELINES)/test_predictions.mat --depth-dir $(NYU_ROOT)/test
+else
+FIG49_DEPS :=
+FIG49_OURS := --note "Depth-Net and Fuse-Net are missing: ours are trained on synthetic data and cannot be scored against the real NYU ground truth (run DATA=nyu NYU_ROOT=...)." \
+  --note "Tompson et al. is missing: lifting its 2D predictions to 3D needs the NYU test depth images (DATA=nyu NYU_ROOT=...)."
+endif
+reproduce-fig4.9: $(FIG49_DEPS) | $(VENV)/.installed
+	@test -f $(BASELINES)/nyu_test_groundtruth_label.txt || { echo "error: published baselines not found in $(BASELINES) (set BASELINES=...)"; exit 2; }
+	$(HPE) figure compare --gt $(BASELINES)/nyu_test_groundtruth_label.txt \
+	  --title "Figure 4.9: comparison with the state of the art (NYU test set)" \
+	  --out $(RESULTS)/reproduce-fig4.9/$(DATA)-$(PROFILE)/fig4.9 $(FIG49_OURS) $(BASELINE_FILES)
+
+# --- figures 4.10 / 4.11 -------------------------------------------------------------------------------
+reproduce-fig4.10: $(RUNS)/fig4.7/depthnet/result.json
+	$(HPE) figure qualitative --run $(RUNS)/fig4.7/depthnet --data $(H5) --out $(RESULTS)/reproduce-fig4.10/$(DATA)-$(PROFILE)/depthnet
+
+reproduce-all: reproduce-fig4.1 reproduce-table4.3 reproduce-fig4.7 reproduce-fig4.8 reproduce-fig4.9 reproduce-fig4.10
+
+# --- demo: the main job end to end on the synthetic data -----------------------------------------------
+demo: reproduce-fig4.1 $(RUNS)/fig4.7/depthnet/result.json reproduce-fig4.10
+	$(HPE) figure compare --gt $(H5) --title "Depth-Net on $(DATA) data" \
+	  --out $(RESULTS)/demo/$(DATA)-$(PROFILE)/depthnet --method Depth-Net=$(RUNS)/fig4.7/depthnet
+	@$(BIN)/python -c "import json; r = json.load(open('$(RUNS)/fig4.7/depthnet/result.json')); \
+	  print(f\"Depth-Net: test mean joint error {r['test_mean_mm']:.2f} mm vs {r['mean_pose_mm']:.2f} mm for the mean training pose ({r['epochs']} epochs, {r['seconds']:.0f} s on {r['device']})\")"
+	@echo "figures: $(RESULTS)/reproduce-fig4.1/ $(RESULTS)/reproduce-fig4.10/ $(RESULTS)/demo/"
+
+# --- other jobs ----------------------------------------------------------------------------------------
+SWEEP_FUNCTION ?= conv
+sweep-fusion: $(H5)
+	$(HPE) sweep-fusion experiments/fig4.8/fusenet-$(SWEEP_FUNCTION).toml --preset $(PRESET) --data $(H5) \
+	  --out $(RUNS)/sweep-fusion-$(SWEEP_FUNCTION) --quiet --set profile=$(PROFILE)
+
+SEARCH_ARGS ?=
+search: $(H5)
+	$(HPE) search experiments/fig4.7/depthnet.toml --preset $(PRESET) --data $(H5) --out $(RUNS)/search $(SEARCH_ARGS)
+
+bench: | $(VENV)/.installed
+	$(HPE) bench
+
+test: $(VENV)/.installed
+	$(BIN)/python -m pytest -q -m "not slow"
+
+test-all: $(VENV)/.installed
+	$(BIN)/python -m pytest -q
+
+clean-results:
+	rm -rf results/runs results/reproduce-* results/demo
+clean: clean-results
+	rm -rf data

@@ -1,0 +1,24 @@
+import numpy as np
+
+from hpe.camera import NYU_CAMERA, Camera
+
+
+def test_round_trip_exact_any_leading_shape():
+    rng = np.random.default_rng(0)
+    xyz = rng.uniform([-300, -300, 300], [300, 300, 1500], size=(4, 5, 14, 3))
+    back = NYU_CAMERA.uvd_to_xyz(NYU_CAMERA.xyz_to_uvd(xyz))
+    assert back.shape == xyz.shape
+    assert np.abs(back - xyz).max() < 1e-6
+
+
+def test_principal_point_and_y_flip():
+    uvd = NYU_CAMERA.xyz_to_uvd(np.array([0.0, 100.0, 1000.0]))
+    assert uvd[0] == 320.0 and uvd[1] < 240.0  # y up in the camera frame -> smaller row
+    x = NYU_CAMERA.uvd_to_xyz(np.array([320 + 588.036865, 240.0, 1000.0]))
+    np.testing.assert_allclose(x, [1000.0, 0.0, 1000.0])
+
+
+def test_constants():
+    assert abs(NYU_CAMERA.fx - 640 / 1.08836710) < 1e-3
+    assert abs(NYU_CAMERA.fy - 480 / 0.817612648) < 1e-3
+    assert Camera(fx=1.0).fx == 1.0

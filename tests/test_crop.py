@@ -1,0 +1,75 @@
+import numpy as np
+import pytest
+
+from hpe import DataError
+from hpe.camera import NYU_CAMERA
+from hpe.crop import (centre_of_mass, crop_box, crop_hand, denormalise_joints, find_centre, hand_mask,
+                      normalise_joints, segment_nearest)
+from hpe.metrics import read_uvd_txt
+from hpe.nyu import EVAL_JOINTS, PALM_JOINT, PALM_SLOT, NYUSplit, read_depth, read_rgb
+
+
+def _round_trip_px(uvd, cube=300.0):
+    xyz = NYU_CAMERA.uvd_to_xyz(uvd)
+    centre = NYU_CAMERA.uvd_to_xyz(uvd[..., PALM_SLOT, :])
+    norm = normalise_joints(xyz, centre, cube)
+    back = NYU_CAMERA.xyz_to_uvd(denormalise_joints(norm, centre, cube))
+    return np.abs(back - uvd)[..., :2].max(), norm
+
+
+def test_round_trip_real_frame(baselines):
+    uvd = read_uvd_txt(baselines / "nyu_test_groundtruth_label.txt")[:1]
+    err, norm = _round_trip_px(uvd)
+    assert err < 0.01
+    assert np.abs(norm).max() < 1
+
+
+def test_round_trip_synthetic(synthetic_root):
+    s = NYUSplit(synthetic_root, "test")
+    err, _ = _round_trip_px(s.joints.uvd[:, EVAL_JOINTS])
+    assert err < 0.01
+
+
+def test_crop_real_frame(baselines):
+    depth = read_depth(baselines / "sample" / "depth_1_0000001.png")
+    rgb = read_rgb(baselines / "sample" / "rgb_1_0000001.png")
+    palm = read_uvd_txt(baselines / "nyu_test_groundtruth_label.txt")[0, PALM_SLOT]
+    c = crop_hand(depth, palm, 300.0, 128, rgb)
+    assert c.depth.shape == (128, 128) and c.rgb.shape == (128, 128, 3)
+    assert c.depth.min() >= -1 and c.depth.max() == 1.0
+    m = hand_mask(c.depth)
+    assert 0.15 < m.mean() < 0.7
+    # eq. 4.6 at the palm pixel: (752 - 778.3) / 150
+    col, row = (c.transform @ [palm[0], palm[1], 1])[:2]
+    assert abs(c.depth[int(round(row)), int(round(col))] - (752 - 778.3) / 150) < 0.05
+    # box: u_c -/+ 150 fx / d_c
+    box = crop_box(palm, 300.0)
+    assert box[2] - box[0] == pytest.approx(300 * NYU_CAMERA.fx / palm[2], abs=1.5)
+
+
+def test_centres_agree(synthetic_root):
+    s = NYUSplit(synthetic_root, "train")
+    depth = read_depth(s.depth_path(2))
+    palm = s.joints.uvd[1, PALM_JOINT]
+    com = find_centre(depth, "com", 300.0, palm)
+    seg = segment_nearest(depth, 300.0)
+    assert np.linalg.norm(com[:2] - palm[:2]) < 40
+    assert seg is not None and np.linalg.norm(seg[:2] - com[:2]) < 40
+    with pytest.raises(ValueError, match="needs the ground-truth palm"):
+        find_centre(depth, "palm", 300.0)
+    assert centre_of_mass(np.zeros_like(depth), palm, 300.0) is None
+
+
+def test_bad_centres():
+    depth = np.full((480, 640), 2001, np.uint16)
+    with pytest.raises(DataError, match="outside the 640x480 image"):
+        crop_hand(depth, np.array([700.0, 100.0, 800.0]), 300.0)
+    with pytest.raises(DataError, match="not a valid depth"):
+        crop_hand(depth, np.array([300.0, 100.0, 0.0]), 300.0)
+    with pytest.raises(DataError, match="no depth pixels"):
+        find_centre(depth, "segment", 300.0)
+
+
+def test_icip2018_clips():
+    norm = normalise_joints(np.array([[[0, 0, 1200.0]]]), np.array([[0, 0, 800.0]]), 300.0, clip=True)
+    assert norm.max() == 1.0

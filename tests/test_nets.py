@@ -1,0 +1,59 @@
+import pytest
+import torch
+
+from hpe.nets import (FUSION_FUNCTIONS, FuseNet, NetConfig, PoseNet, count_parameters, fusion_points, list_nets,
+                      table_parameter_count)
+
+SMALL = dict(input_size=32, width=0.125, fc_units=256, num_joints=14)
+
+
+def _check(model, *inputs):
+    out = model(*inputs)
+    assert out.shape == (inputs[0].shape[0], 42)
+    assert torch.isfinite(out).all() and out.abs().max() <= 1
+    out.pow(2).sum().backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
+
+
+@pytest.mark.parametrize("name", list_nets())
+@pytest.mark.parametrize("channels", [1, 3, 4])
+def test_every_net_forward_backward(name, channels):
+    torch.manual_seed(0)
+    _check(PoseNet(NetConfig(name, channels, **SMALL)), torch.randn(2, channels, 32, 32))
+
+
+@pytest.mark.parametrize("function", FUSION_FUNCTIONS)
+@pytest.mark.parametrize("at", fusion_points("net6"))
+def test_every_fusenet(at, function):
+    torch.manual_seed(0)
+    model = FuseNet(NetConfig("net6", 1, **SMALL), 3, at, function)
+    _check(model, torch.randn(2, 1, 32, 32), torch.randn(2, 3, 32, 32))
+
+
+def test_parameter_counts_match_tables():
+    # Depth-Net, thesis profile, 128x128, 14 joints: about 151.9 M (FACTS.md 4)
+    assert count_parameters(PoseNet(NetConfig("net6"))) == table_parameter_count("net6") == 151_904_394
+    assert count_parameters(PoseNet(NetConfig("net6", pool=3))) == table_parameter_count("net6", pool=3) == 26_075_274
+    for name in list_nets():
+        cfg = NetConfig(name, input_size=64, width=1.0, fc_units=64)
+        assert count_parameters(PoseNet(cfg)) == table_parameter_count(name, 64, fc_units=64)
+
+
+def test_lasagne_init():
+    m = PoseNet(NetConfig("net1", **SMALL))
+    conv = m.features[0][0]
+    fan_in, fan_out = 1 * 9, conv.out_channels * 9
+    bound = (6 / (fan_in + fan_out)) ** 0.5
+    assert conv.weight.abs().max() <= bound and conv.weight.abs().max() > 0.8 * bound
+    assert all((mod.bias == 0).all() for mod in m.modules() if isinstance(mod, (torch.nn.Conv2d, torch.nn.Linear)))
+
+
+def test_bad_configs():
+    with pytest.raises(ValueError, match="unknown net 'net10'"):
+        PoseNet(NetConfig("net10"))
+    with pytest.raises(ValueError, match="shrinks to nothing at pooling layer 5"):
+        PoseNet(NetConfig("net8", pool=3))
+    with pytest.raises(ValueError, match="fusion layer 'conv10' out of range"):
+        FuseNet(NetConfig("net6", **SMALL), 3, "conv10")
+    with pytest.raises(ValueError, match="unknown fusion function"):
+        FuseNet(NetConfig("net6", **SMALL), 3, "conv4", "avg")

@@ -1,0 +1,91 @@
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from hpe.optim import LasagneMomentum
+from hpe.train import TrainConfig, train
+
+TINY = dict(width=0.125, fc_units=128, input_size=32, batch_size=8, progress=False, device="cpu")
+
+
+def test_lasagne_updates():
+    """classical: v = mu v - lr g, w += v; nesterov: w += mu v - lr g; the velocity keeps the old lr when halved."""
+    for nesterov in (False, True):
+        w = torch.nn.Parameter(torch.tensor([1.0, -2.0]))
+        opt = LasagneMomentum([w], lr=0.1, momentum=0.9, nesterov=nesterov)
+        v, ref = np.zeros(2), np.array([1.0, -2.0])
+        for lr in (0.1, 0.1, 0.05):
+            opt.param_groups[0]["lr"] = lr
+            g = 2 * ref  # gradient of sum(w^2)
+            opt.zero_grad()
+            (w ** 2).sum().backward()
+            opt.step()
+            v = 0.9 * v - lr * g
+            ref = ref + (0.9 * v - lr * g if nesterov else v)
+            np.testing.assert_allclose(w.detach().numpy(), ref, rtol=1e-5)
+
+
+def test_overfits_a_few_frames(synthetic_h5, tmp_path):
+    r = train(dict(data=str(synthetic_h5), out=str(tmp_path / "run"), limit_train=8, max_epochs=100, patience=100,
+                   lr=0.2, momentum=0.9, dropout=0.0, **{**TINY, "width": 0.5, "fc_units": 256, "batch_size": 2}))
+    rows = (tmp_path / "run" / "log.csv").read_text().splitlines()
+    first = float(rows[1].split(",")[2])
+    assert r["status"] == "done" and r["train_mse"] < 0.2 * first
+    for name in ("config.json", "log.csv", "checkpoint.pt", "best.pt", "result.json", "test_predictions.npz",
+                 "test_predictions_uvd.txt"):
+        assert (tmp_path / "run" / name).is_file(), name
+    line = (tmp_path / "run" / "test_predictions_uvd.txt").read_text().splitlines()[0].split()
+    assert len(line) == 42
+
+
+@pytest.mark.parametrize("bad, message", [
+    (dict(net="net42"), "unknown net"),
+    (dict(inputs="depth+rgb", fusion_layer="conv12"), "out of range"),
+    (dict(inputs="thermal"), "unknown inputs"),
+    (dict(lr=-1.0), "lr must be positive"),
+    (dict(bogus=1), "unknown config keys: bogus"),
+])
+def test_bad_configs_fail_at_once(bad, message, tmp_path):
+    with pytest.raises(ValueError, match=message):
+        train(dict(data="nowhere.h5", out=str(tmp_path / "r"), **bad))
+
+
+def test_divergence_keeps_best(synthetic_h5, tmp_path):
+    r = train(dict(data=str(synthetic_h5), out=str(tmp_path / "r"), limit_train=16, max_epochs=6, lr=1e6,
+                   momentum=0.99, **TINY))
+    assert r["status"] == "diverged" and "loss" in r["reason"]
+    assert (tmp_path / "r" / "result.json").is_file()
+
+
+def _cmd(h5, out):
+    return [sys.executable, "-m", "hpe", "train", "--data", str(h5), "--out", str(out), "--quiet", "--resume",
+            "--device", "cpu"] + sum([["--set", f"{k}={v}"] for k, v in dict(
+                width=0.125, fc_units=128, input_size=32, batch_size=4, max_epochs=4, deterministic=True,
+                patience=10, limit_train=24, predict_test=False).items()], [])
+
+
+def test_kill9_and_resume_matches_uninterrupted(synthetic_h5, tmp_path):
+    subprocess.run(_cmd(synthetic_h5, tmp_path / "ref"), check=True, capture_output=True)
+    ckpt = tmp_path / "cut" / "checkpoint.pt"
+    p = subprocess.Popen(_cmd(synthetic_h5, tmp_path / "cut"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not ckpt.exists() and time.time() < deadline and p.poll() is None:
+        time.sleep(0.05)
+    os.kill(p.pid, signal.SIGKILL)
+    p.wait()
+    assert ckpt.exists()
+    assert torch.load(ckpt, weights_only=False)["epoch"] < 4
+    subprocess.run(_cmd(synthetic_h5, tmp_path / "cut"), check=True, capture_output=True)
+    a = torch.load(tmp_path / "ref" / "checkpoint.pt", weights_only=False)
+    b = torch.load(ckpt, weights_only=False)
+    assert a["epoch"] == b["epoch"] == 4
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+    with pytest.raises(subprocess.CalledProcessError):  # a different config refuses to resume
+        subprocess.run(_cmd(synthetic_h5, tmp_path / "cut") + ["--set", "lr=0.5"], check=True, capture_output=True)
