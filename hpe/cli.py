@@ -86,6 +86,7 @@ def _pairs(items: list[str], what: str) -> dict[str, Path]:
 
 def _cmd_figure(a) -> int:
     from hpe import reproduce
+    from hpe.plots import with_ext
     if a.kind == "frame":
         from hpe.metrics import read_uvd_txt
         from hpe.nyu import EVAL_JOINTS, load_joint_data, read_depth, read_rgb
@@ -106,13 +107,13 @@ def _cmd_figure(a) -> int:
     elif a.kind == "compare":
         methods = _pairs(a.method, "--method")
         reproduce.compare(methods, a.gt, a.out, a.title or "", a.tompson, a.depth_dir, a.note)
-        reproduce.print_summary(a.out.with_suffix(".json"))
-        paths = [a.out.with_suffix(".png"), a.out.with_suffix(".pdf")]
+        reproduce.print_summary(with_ext(a.out, "json"))
+        paths = [with_ext(a.out, "png"), with_ext(a.out, "pdf")]
     elif a.kind == "table4.3":
         rows = reproduce.table43(_pairs(a.method, "--method"), a.out)
         for r in rows:
             print("  " + "  ".join(r))
-        paths = [a.out.with_suffix(".png")]
+        paths = [with_ext(a.out, "png")]
     else:
         if not a.run or not a.data:
             raise ValueError("figure qualitative needs --run DIR and --data H5")

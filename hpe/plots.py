@@ -19,13 +19,18 @@ from hpe.nyu import EVAL_NAMES, PALM_SLOT, SKELETON  # noqa: E402
 GT_COLOUR, PRED_COLOUR = "tab:blue", "tab:red"
 
 
+def with_ext(prefix: Path, ext: str) -> Path:
+    """``prefix`` + "." + ext (prefixes like "fig4.7" contain dots, so Path.with_suffix would cut them)."""
+    return Path(f"{prefix}.{ext}")
+
+
 def save(fig, prefix: Path) -> list[Path]:
     """Write PNG and PDF atomically; returns the paths."""
     prefix = Path(prefix)
     prefix.parent.mkdir(parents=True, exist_ok=True)
     out = []
     for ext in ("png", "pdf"):
-        path = prefix.with_suffix(f".{ext}")
+        path = with_ext(prefix, ext)
         tmp = path.with_name(f".{path.stem}.tmp.{ext}")
         fig.savefig(tmp, dpi=120, bbox_inches="tight")
         os.replace(tmp, path)
@@ -87,7 +92,7 @@ def figure_frame(depth_mm: np.ndarray, rgb: np.ndarray, joints_uvd: np.ndarray, 
     if title:
         fig.suptitle(title)
     paths = save(fig, prefix)
-    write_csv(Path(prefix).with_suffix(".csv"), ["joint", "u", "v", "d", "x_norm", "y_norm", "z_norm"],
+    write_csv(with_ext(prefix, "csv"), ["joint", "u", "v", "d", "x_norm", "y_norm", "z_norm"],
               [[n, *np.round(joints_uvd[j], 3), *np.round(norm[j], 5)] for j, n in enumerate(EVAL_NAMES)])
     return paths
 
@@ -126,7 +131,7 @@ def figure_compare(errors: dict[str, np.ndarray], prefix: Path, title: str = "",
         e = errors[name]
         rows.append([name, f"{e.mean():.4f}"] + [f"{v:.4f}" for v in e.mean(0)]
                     + [f"{v:.4f}" for v in success_rate(errors[name])])
-    write_csv(Path(prefix).with_suffix(".csv"), ["method", "Avg_mm"] + [f"{n}_mm" for n in EVAL_NAMES]
+    write_csv(with_ext(prefix, "csv"), ["method", "Avg_mm"] + [f"{n}_mm" for n in EVAL_NAMES]
               + [f"success_{t}mm" for t in THRESHOLDS], rows)
     return paths
 
@@ -140,7 +145,7 @@ def figure_table(rows: list[list], header: list[str], prefix: Path, title: str =
     if title:
         ax.set_title(title, fontsize=10)
     paths = save(fig, prefix)
-    write_csv(Path(prefix).with_suffix(".csv"), header, rows)
+    write_csv(with_ext(prefix, "csv"), header, rows)
     return paths
 
 

@@ -11,7 +11,7 @@ from hpe import DataError
 from hpe.camera import NYU_CAMERA
 from hpe.io import atomic_write_json
 from hpe.metrics import joint_errors, read_ground_truth, read_tompson, read_uvd_txt, summarise, write_uvd_txt
-from hpe.plots import figure_compare, figure_qualitative, figure_table
+from hpe.plots import figure_compare, figure_qualitative, figure_table, with_ext
 from hpe.train import load_result
 
 # Table 4.3 as published (normalised MSE), printed beside ours for reference.
@@ -65,7 +65,7 @@ def compare(methods: dict[str, Path], gt: Path, prefix: Path, title: str, tompso
         errors["Tompson et al."] = joint_errors(NYU_CAMERA.uvd_to_xyz(read_tompson(tompson, depth_dir, gt_uvd)), gt_xyz)
     figure_compare(errors, prefix, title, notes)
     summary = {n: summarise(e, subjects) for n, e in errors.items()}
-    atomic_write_json(Path(prefix).with_suffix(".json"), {"methods": summary, "notes": notes or []})
+    atomic_write_json(with_ext(prefix, "json"), {"methods": summary, "notes": notes or []})
     return summary
 
 
