@@ -9,6 +9,6 @@ setup(
     packages=find_packages(include=["hpe", "hpe.*", "data_prep"]),
     python_requires=">=3.10",
     install_requires=["torch>=2.1", "numpy", "scipy", "h5py", "matplotlib", "Pillow", "tqdm", "optuna"],
-    extras_require={"test": ["pytest"], "postgres": ["psycopg2-binary"]},
+    extras_require={"test": ["pytest", "psycopg2-binary"], "postgres": ["psycopg2-binary"]},
     entry_points={"console_scripts": ["hpe=hpe.cli:main"]},
 )

@@ -147,6 +147,18 @@ def _cmd_sweep_fusion(a) -> int:
     return 0
 
 
+def _cmd_search(a) -> int:
+    from hpe.search import SearchConfig, search
+    cfg = _train_config(a)
+    sc = SearchConfig(rounds=a.rounds, samples=a.samples, shrink=a.shrink, seed=a.seed, study=a.study,
+                      storage=a.storage, heartbeat_s=a.heartbeat)
+    for item in a.range or []:
+        name, lo, hi, scale = item.split(":")
+        sc.ranges[name] = (float(lo), float(hi), scale == "log")
+    print(json.dumps(search(cfg, Path(a.out), sc, a.max_trials), indent=2))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="hpe", description="Hand pose estimation with ConvNets on RGB-D data "
                                 "(Kazakos 2017), reproduced in PyTorch.")
@@ -246,6 +258,25 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--dry-run", action="store_true")
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(func=_cmd_sweep_fusion)
+    s = sub.add_parser("search", help="random-search hyperparameters (Optuna; several workers may share a study)")
+    s.add_argument("experiment", type=Path, nargs="?")
+    s.add_argument("--preset", type=Path)
+    s.add_argument("--data")
+    s.add_argument("--out", required=True, help="folder: trials, study.db (default storage), trials.csv, search.png")
+    s.add_argument("--storage", help="database URL shared by workers, e.g. postgresql://user@host/db")
+    s.add_argument("--study", default="hpe-search")
+    s.add_argument("--rounds", type=int, default=3)
+    s.add_argument("--samples", type=int, default=50, help="samples per round")
+    s.add_argument("--shrink", type=float, default=0.5, help="range width factor per round, centred on the best")
+    s.add_argument("--range", action="append", metavar="NAME:LOW:HIGH:log|linear", help="override a range")
+    s.add_argument("--max-trials", type=int, help="this worker stops after N trials")
+    s.add_argument("--heartbeat", type=int, default=60, help="seconds; a silent worker's trial is failed + retried")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--device")
+    s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    s.add_argument("--dry-run", action="store_true")
+    s.add_argument("--quiet", action="store_true")
+    s.set_defaults(func=_cmd_search)
     return p
 
 

@@ -1,0 +1,158 @@
+"""Random-search hyperparameter optimisation (thesis 4.4.3; Bergstra & Bengio 2012) with Optuna.
+
+Rounds of random samples; each round shrinks every range around the best configuration so far (in log space
+for log-uniform parameters), selected on the validation split.  The study lives in an SQL database: an SQLite
+file in the run folder by default, or any URL (``postgresql://...``) so workers on many machines share it.
+Start more workers with the same command.  Heartbeats mark a killed worker's trial failed and re-queue it.
+"""
+from __future__ import annotations
+
+import csv
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import optuna
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+from hpe.io import atomic_write_json
+
+# name: (low, high, log) - the thesis's initial ranges
+THESIS_RANGES = {"lr": (1e-3, 1e-1, True), "momentum": (0.8, 1.0, True), "dropout": (0.0, 0.1, False)}
+
+
+@dataclass
+class SearchConfig:
+    rounds: int = 3
+    samples: int = 50
+    shrink: float = 0.5          # each round's range width = shrink x the previous width, centred on the best
+    ranges: dict = field(default_factory=lambda: dict(THESIS_RANGES))
+    seed: int = 0
+    study: str = "hpe-search"
+    storage: str | None = None   # None: sqlite file in the output folder
+    heartbeat_s: int = 60
+
+
+def round_ranges(ranges: dict, best: dict | None, r: int, shrink: float) -> dict:
+    """Ranges for round ``r`` (0-based): the initial ones shrunk r times around ``best``, clipped to the initial."""
+    if best is None or r == 0:
+        return dict(ranges)
+    out = {}
+    for name, (lo, hi, log) in ranges.items():
+        f = (lambda x: math.log(x)) if log else (lambda x: x)
+        g = (lambda x: math.exp(x)) if log else (lambda x: x)
+        a, b = f(lo), f(hi)
+        half = (b - a) * shrink ** r / 2
+        c = min(max(f(best[name]), a + half), b - half)
+        out[name] = (g(c - half), g(c + half), log)
+    return out
+
+
+def _storage(cfg: SearchConfig, out: Path):
+    url = cfg.storage or f"sqlite:///{(out / 'study.db').resolve()}"
+    for attempt in range(5):
+        try:
+            return optuna.storages.RDBStorage(
+                url, heartbeat_interval=cfg.heartbeat_s, grace_period=2 * cfg.heartbeat_s,
+                failed_trial_callback=optuna.storages.RetryFailedTrialCallback(max_retry=1))
+        except Exception:  # workers starting together race to create the schema: the loser retries
+            if attempt == 4:
+                raise
+            time.sleep(0.5 + attempt)
+
+
+def _state(study) -> tuple[int, dict | None, dict]:
+    """Current round (first one with fewer than `samples` live/finished trials), the best params so far, counts."""
+    trials = study.get_trials(deepcopy=False)
+    counts: dict[int, int] = {}
+    for t in trials:
+        if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.RUNNING,
+                       optuna.trial.TrialState.FAIL) and "round" in t.user_attrs:
+            if t.state == optuna.trial.TrialState.FAIL and t.user_attrs.get("retried"):
+                continue
+            counts[t.user_attrs["round"]] = counts.get(t.user_attrs["round"], 0) + 1
+    done = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
+    best = min(done, key=lambda t: t.value).params if done else None
+    return counts, best, {t.number: t for t in trials}
+
+
+def search(base: dict, out: Path, cfg: SearchConfig | None = None, max_trials: int | None = None) -> dict:
+    """Run (or join, or resume) a study: this worker trains trials until every round is full."""
+    from hpe.train import train
+    cfg = cfg or SearchConfig()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    storage = _storage(cfg, out)
+    for attempt in range(5):
+        try:
+            study = optuna.create_study(study_name=cfg.study, storage=storage, direction="minimize",
+                                        sampler=optuna.samplers.RandomSampler(seed=cfg.seed + os.getpid()),
+                                        load_if_exists=True)
+            break
+        except Exception:
+            if attempt == 4:
+                raise
+            time.sleep(0.5 + attempt)
+    ran = 0
+    while max_trials is None or ran < max_trials:
+        counts, best, _ = _state(study)
+        r = next((i for i in range(cfg.rounds) if counts.get(i, 0) < cfg.samples), None)
+        if r is None:
+            break
+        ranges = round_ranges(cfg.ranges, best, r, cfg.shrink)
+        trial = study.ask()
+        trial.set_user_attr("round", r)
+        params = {k: trial.suggest_float(k, lo, hi, log=log) for k, (lo, hi, log) in ranges.items()}
+        run_dir = out / f"trial-{trial.number:04d}"
+        try:
+            res = train({**base, **params, "out": str(run_dir), "progress": False, "predict_test": False}, resume=True)
+        except Exception as exc:  # a crashing trial is recorded with its reason; the search goes on
+            trial.set_user_attr("reason", f"{type(exc).__name__}: {exc}")
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            ran += 1
+            continue
+        if res["status"] == "diverged" or res.get("best_val_mse") is None:
+            trial.set_user_attr("reason", res.get("reason", "diverged"))
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        else:
+            study.tell(trial, res["best_val_mse"])
+        ran += 1
+    return report(study, out)
+
+
+def report(study, out: Path) -> dict:
+    """CSV of all trials, a plot of validation error against each hyperparameter per round, the best config."""
+    from hpe.plots import plt, save
+    trials = study.get_trials(deepcopy=False)
+    rows = [[t.number, t.user_attrs.get("round", ""), t.state.name, "" if t.value is None else f"{t.value:.6g}",
+             *(f"{t.params.get(k, float('nan')):.6g}" for k in THESIS_RANGES), t.user_attrs.get("reason", "")]
+            for t in trials]
+    tmp = out / ".trials.csv.tmp"
+    with open(tmp, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["trial", "round", "state", "val_mse", *THESIS_RANGES, "reason"])
+        w.writerows(rows)
+    os.replace(tmp, out / "trials.csv")
+    done = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
+    result = {"trials": len(trials), "complete": len(done),
+              "failed": sum(t.state == optuna.trial.TrialState.FAIL for t in trials)}
+    if done:
+        best = min(done, key=lambda t: t.value)
+        result.update(best_value=best.value, best_params=best.params, best_trial=best.number)
+        fig, axes = plt.subplots(1, len(THESIS_RANGES), figsize=(4.5 * len(THESIS_RANGES), 3.8))
+        for ax, k in zip(axes, THESIS_RANGES):
+            for r in sorted({t.user_attrs.get("round", 0) for t in done}):
+                pts = [(t.params[k], t.value) for t in done if t.user_attrs.get("round", 0) == r and k in t.params]
+                if pts:
+                    ax.scatter(*zip(*pts), s=14, label=f"round {r + 1}")
+            if THESIS_RANGES[k][2]:
+                ax.set_xscale("log")
+            ax.set_xlabel(k)
+            ax.set_ylabel("validation MSE")
+            ax.legend(fontsize=7)
+        save(fig, out / "search")
+    atomic_write_json(out / "best.json", result)
+    return result

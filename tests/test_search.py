@@ -1,0 +1,99 @@
+import csv
+import getpass
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from glob import glob
+from pathlib import Path
+
+import pytest
+
+from hpe.search import SearchConfig, round_ranges, search
+
+BASE = dict(width=0.125, fc_units=64, input_size=32, batch_size=16, max_epochs=1, limit_train=16, device="cpu")
+
+
+def test_round_ranges_shrink_around_best():
+    r = round_ranges({"lr": (1e-3, 1e-1, True), "dropout": (0.0, 0.1, False)}, {"lr": 1e-2, "dropout": 0.09}, 1, 0.5)
+    assert r["lr"][0] == pytest.approx(10 ** -2.5) and r["lr"][1] == pytest.approx(10 ** -1.5)
+    assert r["dropout"][1] == pytest.approx(0.1) and r["dropout"][0] == pytest.approx(0.05)  # clipped inside
+
+
+def test_tiny_search_embedded_storage_and_resume(synthetic_h5, tmp_path):
+    cfg = SearchConfig(rounds=2, samples=2, ranges={"lr": (1e-3, 1e-1, True), "momentum": (0.8, 1.0, True),
+                                                    "dropout": (0.0, 0.1, False)})
+    base = {**BASE, "data": str(synthetic_h5)}
+    first = search(base, tmp_path, cfg, max_trials=1)  # a worker stopped early ...
+    assert first["trials"] == 1
+    res = search(base, tmp_path, cfg)  # ... and the study resumes where it stopped
+    assert res["trials"] == 4 and res["complete"] + res["failed"] == 4
+    rows = list(csv.DictReader(open(tmp_path / "trials.csv")))
+    assert [r["round"] for r in rows] == ["0", "0", "1", "1"]
+    assert (tmp_path / "search.png").is_file() and (tmp_path / "best.json").is_file()
+
+
+def test_diverging_trial_is_failed_with_reason(synthetic_h5, tmp_path):
+    cfg = SearchConfig(rounds=1, samples=1, ranges={"lr": (1e6, 1e7, True), "momentum": (0.98, 0.99, False),
+                                                    "dropout": (0.0, 0.01, False)})
+    res = search({**BASE, "data": str(synthetic_h5), "max_epochs": 6, "batch_size": 4}, tmp_path, cfg)
+    assert res["failed"] == 1
+    row = next(csv.DictReader(open(tmp_path / "trials.csv")))
+    assert row["state"] == "FAIL" and row["reason"]
+
+
+def _pg_bin():
+    found = sorted(glob("/usr/lib/postgresql/*/bin/pg_ctl"))
+    return Path(found[-1]).parent if found else None
+
+
+@pytest.fixture
+def postgres(tmp_path):
+    bindir = _pg_bin()
+    if bindir is None:
+        pytest.skip("PostgreSQL server binaries not installed (apt-get install postgresql; .ci/run does this)")
+    try:
+        import psycopg2  # noqa: F401
+    except ImportError:
+        pytest.skip("psycopg2 not installed (pip install psycopg2-binary)")
+    import tempfile
+    home = Path(tempfile.mkdtemp(prefix="hpe-pg-"))  # pytest's tmp dirs are private to root
+    data = home / "pg"
+    run_as = [] if getpass.getuser() != "root" else ["runuser", "-u", "postgres", "--"]
+    if run_as:
+        os.chmod(home, 0o755)
+        shutil.chown(home, "postgres")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    subprocess.run(run_as + [str(bindir / "initdb"), "-D", str(data), "-U", "hpe", "--auth=trust"], check=True,
+                   capture_output=True)
+    subprocess.run(run_as + [str(bindir / "pg_ctl"), "-D", str(data), "-o", f"-p {port} -k {home} -h 127.0.0.1",
+                             "-l", str(home / "pg.log"), "-w", "start"], check=True, capture_output=True)
+    try:
+        subprocess.run([str(bindir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "hpe", "hpe"], check=True)
+        yield f"postgresql+psycopg2://hpe@127.0.0.1:{port}/hpe"
+    finally:
+        subprocess.run(run_as + [str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
+                       capture_output=True)
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def test_two_workers_share_a_postgres_study(synthetic_h5, tmp_path, postgres):
+    out = tmp_path / "search"
+    cmd = [sys.executable, "-m", "hpe", "search", "--data", str(synthetic_h5), "--out", str(out),
+           "--storage", postgres, "--rounds", "2", "--samples", "3", "--quiet"] + sum(
+        [["--set", f"{k}={v}"] for k, v in BASE.items()], [])
+    procs = [subprocess.Popen(cmd + ["--seed", str(i)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+             for i in range(2)]
+    for p in procs:
+        _, err = p.communicate(timeout=600)
+        assert p.returncode == 0, err.decode()[-2000:]
+    import optuna
+    study = optuna.load_study(study_name="hpe-search", storage=postgres)
+    trials = study.get_trials()
+    assert len(trials) == 6  # 2 rounds x 3 samples: none lost ...
+    assert len({t.number for t in trials}) == 6 and all(t.state.is_finished() for t in trials)
+    assert len(list(out.glob("trial-*"))) == 6  # ... and none run twice
