@@ -159,6 +159,12 @@ def _cmd_search(a) -> int:
     return 0
 
 
+def _cmd_bench(a) -> int:
+    from hpe.bench import main as bench
+    bench(a.device or "auto", True if a.quick else None)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="hpe", description="Hand pose estimation with ConvNets on RGB-D data "
                                 "(Kazakos 2017), reproduced in PyTorch.")
@@ -277,6 +283,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--dry-run", action="store_true")
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(func=_cmd_search)
+    s = sub.add_parser("bench", help="speed benchmark: training/inference images/s, loop vs bare ratio, prep (JSON)")
+    s.add_argument("--device")
+    s.add_argument("--quick", action="store_true", help="reduced-size nets (default on CPU)")
+    s.set_defaults(func=_cmd_bench)
     return p
 
 

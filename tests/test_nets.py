@@ -57,3 +57,9 @@ def test_bad_configs():
         FuseNet(NetConfig("net6", **SMALL), 3, "conv10")
     with pytest.raises(ValueError, match="unknown fusion function"):
         FuseNet(NetConfig("net6", **SMALL), 3, "conv4", "avg")
+
+
+def test_bench_reports_ratio():
+    from hpe.bench import bench_net
+    r = bench_net("thesis", torch.device("cpu"), 32, 0.125, 8, 2)["reference"]
+    assert r["train_images_per_s"] > 0 and 0 < r["loop_over_bare"] < 10 and r["infer_latency_ms_batch1"] > 0
