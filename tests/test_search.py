@@ -94,6 +94,9 @@ def test_two_workers_share_a_postgres_study(synthetic_h5, tmp_path, postgres):
     import optuna
     study = optuna.load_study(study_name="hpe-search", storage=postgres)
     trials = study.get_trials()
-    assert len(trials) == 6  # 2 rounds x 3 samples: none lost ...
-    assert len({t.number for t in trials}) == 6 and all(t.state.is_finished() for t in trials)
-    assert len(list(out.glob("trial-*"))) == 6  # ... and none run twice
+    # None lost: every round got its samples (two workers may each start the last one of a round: one extra) ...
+    rounds = [t.user_attrs["round"] for t in trials]
+    assert rounds.count(0) >= 3 and rounds.count(1) >= 3 and len(trials) <= 8
+    assert all(t.state.is_finished() for t in trials)
+    # ... and none run twice: one run folder per trial number
+    assert sorted(p.name for p in out.glob("trial-*")) == sorted(f"trial-{t.number:04d}" for t in trials)
