@@ -29,13 +29,12 @@ def _cmd_prep(a) -> int:
 
 
 def _cmd_nets(a) -> int:
-    from hpe.nets import NetConfig, PoseNet, count_parameters, list_nets, num_convs
+    from hpe.nets import NET_SPECS, NetConfig, PoseNet, count_parameters, list_nets, num_convs
     from hpe.profiles import get_profile
     pool = get_profile(a.profile).pool
     print(f"{'net':6} {'convs':>5} {'pools':>5} {'parameters':>14}   ({a.profile} profile, {a.input_size}x"
           f"{a.input_size} input, {a.joints} joints)")
     for name in list_nets():
-        from hpe.nets import NET_SPECS
         pools = NET_SPECS[name].count("M")
         try:
             n = f"{count_parameters(PoseNet(NetConfig(name, 1, a.input_size, a.joints, pool=pool))):,}"
@@ -165,6 +164,18 @@ def _cmd_bench(a) -> int:
     return 0
 
 
+def _add_run_args(s: argparse.ArgumentParser, experiment_help: str, out_help: str, out_required: bool = True) -> None:
+    """The arguments every training command shares (they feed :func:`_train_config`)."""
+    s.add_argument("experiment", type=Path, nargs="?", help=experiment_help)
+    s.add_argument("--preset", type=Path, help="compute preset, e.g. experiments/presets/synthetic.toml")
+    s.add_argument("--data", help="prepared .h5")
+    s.add_argument("--out", required=out_required, help=out_help)
+    s.add_argument("--device", help="auto (default), cpu, cuda, cuda:1")
+    s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
+    s.add_argument("--dry-run", action="store_true", help="2 tiny epochs on 64 frames: checks the whole path")
+    s.add_argument("--quiet", action="store_true")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="hpe", description="Hand pose estimation with ConvNets on RGB-D data "
                                 "(Kazakos 2017), reproduced in PyTorch.")
@@ -203,15 +214,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=_cmd_nets)
 
     s = sub.add_parser("train", help="train one model from an experiment file")
-    s.add_argument("experiment", type=Path, nargs="?", help="experiments/... .toml (a thesis table row)")
-    s.add_argument("--preset", type=Path, help="compute preset, e.g. experiments/presets/synthetic.toml")
-    s.add_argument("--data", help="prepared .h5")
-    s.add_argument("--out", help="run folder")
-    s.add_argument("--device", help="auto (default), cpu, cuda, cuda:1")
-    s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
+    _add_run_args(s, "experiments/... .toml (a thesis table row)", "run folder", out_required=False)
     s.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
-    s.add_argument("--dry-run", action="store_true", help="2 tiny epochs on 64 frames: checks the whole path")
-    s.add_argument("--quiet", action="store_true")
     s.set_defaults(func=_cmd_train)
 
     s = sub.add_parser("evaluate", help="mean / per-joint / per-subject error and success rate of prediction files")
@@ -254,21 +258,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=_cmd_fusepred)
 
     s = sub.add_parser("sweep-fusion", help="train Fuse-Net fused at every layer (or --layers) and tabulate")
-    s.add_argument("experiment", type=Path, nargs="?", help="a Fuse-Net experiment file")
+    _add_run_args(s, "a Fuse-Net experiment file", "folder: one run per layer + sweep.png/.csv")
     s.add_argument("--layers", nargs="*", help="subset, e.g. conv2 conv4 fc1 (default: all)")
-    s.add_argument("--preset", type=Path)
-    s.add_argument("--data")
-    s.add_argument("--out", required=True, help="folder: one run per layer + sweep.png/.csv")
-    s.add_argument("--device")
-    s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
-    s.add_argument("--dry-run", action="store_true")
-    s.add_argument("--quiet", action="store_true")
     s.set_defaults(func=_cmd_sweep_fusion)
     s = sub.add_parser("search", help="random-search hyperparameters (Optuna; several workers may share a study)")
-    s.add_argument("experiment", type=Path, nargs="?")
-    s.add_argument("--preset", type=Path)
-    s.add_argument("--data")
-    s.add_argument("--out", required=True, help="folder: trials, study.db (default storage), trials.csv, search.png")
+    _add_run_args(s, "the experiment to tune", "folder: trials, study.db (default storage), trials.csv, search.png")
     s.add_argument("--storage", help="database URL shared by workers, e.g. postgresql://user@host/db")
     s.add_argument("--study", default="hpe-search")
     s.add_argument("--rounds", type=int, default=3)
@@ -278,10 +272,6 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--max-trials", type=int, help="this worker stops after N trials")
     s.add_argument("--heartbeat", type=int, default=60, help="seconds; a silent worker's trial is failed + retried")
     s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--device")
-    s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
-    s.add_argument("--dry-run", action="store_true")
-    s.add_argument("--quiet", action="store_true")
     s.set_defaults(func=_cmd_search)
     s = sub.add_parser("bench", help="speed benchmark: training/inference images/s, loop vs bare ratio, prep (JSON)")
     s.add_argument("--device")

@@ -91,8 +91,8 @@ def _init_worker(cfg: PrepConfig, joint_idx: tuple[int, ...]) -> None:
     _W["cfg"], _W["idx"] = cfg, np.asarray(joint_idx)
 
 
-def process_frame(depth_file: Path, rgb_file: Path, frame: int, uvd36: np.ndarray, xyz36: np.ndarray,
-                  cube: float, cfg: PrepConfig, joint_idx: np.ndarray) -> dict:
+def process_frame(depth_file: Path, rgb_file: Path, frame: int, subject: int, uvd36: np.ndarray,
+                  xyz36: np.ndarray, cube: float, cfg: PrepConfig, joint_idx: np.ndarray) -> dict:
     """Crop one frame; raises DataError naming the file and frame."""
     depth = read_depth(depth_file, frame)
     rgb = read_rgb(rgb_file, frame)
@@ -110,7 +110,8 @@ def process_frame(depth_file: Path, rgb_file: Path, frame: int, uvd36: np.ndarra
             "joints": normalise_joints(xyz, centre_xyz, cube).astype(np.float32),
             "joints_xyz": xyz.astype(np.float32), "joints_uvd": uvd36[joint_idx].astype(np.float32),
             "centre_xyz": centre_xyz, "centre_uvd": centre_uvd, "cube": np.float32(cube), "box": crop.box,
-            "transform": crop.transform, "frame": np.int32(frame)}
+            "transform": crop.transform, "frame": np.int32(frame),
+            "subject": np.uint8(subject)}
 
 
 def _work(task):
@@ -180,7 +181,7 @@ def prep(root: Path, out: Path, config: PrepConfig | None = None, progress: bool
                     f = i + 1
                     subj = 2 if split_name == "test" and f > split_s1 else 1
                     cube = cfg.cube_mm_subject2 if subj == 2 else cfg.cube_mm
-                    tasks.append((split.depth_path(f), split.rgb_path(f), f, split.joints.uvd[i],
+                    tasks.append((split.depth_path(f), split.rgb_path(f), f, subj, split.joints.uvd[i],
                                   split.joints.xyz[i], cube))
                 chunks = [tasks[i:i + cfg.chunk] for i in range(0, n, cfg.chunk)]
                 bar = tqdm(total=n, desc=f"prep {split_name}", unit="frame", disable=not progress,
@@ -209,9 +210,7 @@ def prep(root: Path, out: Path, config: PrepConfig | None = None, progress: bool
                         k = filled[g]
                         grp = h5[g]
                         for name in SCHEMA:
-                            if name in r:
-                                grp[name][k] = r[name]
-                        grp["subject"][k] = 2 if split_name == "test" and f > split_s1 else 1
+                            grp[name][k] = r[name]
                         filled[g] = k + 1
                         if g == "train":  # eqs. 4.10-4.12 statistics: masked training crops only
                             masked = r["rgb"].astype(np.float64) * hand_mask(r["depth"].astype(np.float32))

@@ -10,7 +10,7 @@ import numpy as np
 from hpe import DataError
 from hpe.camera import NYU_CAMERA
 from hpe.io import atomic_write_json
-from hpe.metrics import joint_errors, read_ground_truth, read_tompson, read_uvd_txt, summarise, write_uvd_txt
+from hpe.metrics import joint_errors, read_ground_truth, read_tompson, read_uvd_txt, summarise, test_subjects, write_uvd_txt
 from hpe.plots import figure_compare, figure_qualitative, figure_table, with_ext
 from hpe.train import load_result
 
@@ -28,7 +28,7 @@ def ground_truth(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
             g = h5["test"]
             return g["joints_uvd"][:].astype(np.float64), g["joints_xyz"][:].astype(np.float64), g["subject"][:]
     uvd, xyz = read_ground_truth(path)
-    return uvd, xyz, np.where(np.arange(1, len(uvd) + 1) > 2440, 2, 1)
+    return uvd, xyz, test_subjects(len(uvd))
 
 
 def run_predictions(run_dir: Path) -> np.ndarray:

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import optuna
 
-optuna.logging.set_verbosity(optuna.logging.WARNING)
-
 from hpe.io import atomic_write_json
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 # name: (low, high, log) - the thesis's initial ranges
 THESIS_RANGES = {"lr": (1e-3, 1e-1, True), "momentum": (0.8, 1.0, True), "dropout": (0.0, 0.1, False)}
@@ -64,8 +64,8 @@ def _storage(cfg: SearchConfig, out: Path):
             time.sleep(0.5 + attempt)
 
 
-def _state(study) -> tuple[int, dict | None, dict]:
-    """Current round (first one with fewer than `samples` live/finished trials), the best params so far, counts."""
+def _state(study) -> tuple[dict[int, int], dict | None]:
+    """Trials per round (live or finished, retried ones not counted twice) and the best params so far."""
     trials = study.get_trials(deepcopy=False)
     counts: dict[int, int] = {}
     for t in trials:
@@ -76,7 +76,7 @@ def _state(study) -> tuple[int, dict | None, dict]:
             counts[t.user_attrs["round"]] = counts.get(t.user_attrs["round"], 0) + 1
     done = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
     best = min(done, key=lambda t: t.value).params if done else None
-    return counts, best, {t.number: t for t in trials}
+    return counts, best
 
 
 def search(base: dict, out: Path, cfg: SearchConfig | None = None, max_trials: int | None = None) -> dict:
@@ -98,7 +98,7 @@ def search(base: dict, out: Path, cfg: SearchConfig | None = None, max_trials: i
             time.sleep(0.5 + attempt)
     ran = 0
     while max_trials is None or ran < max_trials:
-        counts, best, _ = _state(study)
+        counts, best = _state(study)
         r = next((i for i in range(cfg.rounds) if counts.get(i, 0) < cfg.samples), None)
         if r is None:
             break

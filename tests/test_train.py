@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from hpe.optim import LasagneMomentum
-from hpe.train import TrainConfig, train
+from hpe.train import train
 
 TINY = dict(width=0.125, fc_units=128, input_size=32, batch_size=8, progress=False, device="cpu")
 
