@@ -31,7 +31,7 @@ def save(fig, prefix: Path) -> list[Path]:
     out = []
     for ext in ("png", "pdf"):
         path = with_ext(prefix, ext)
-        tmp = path.with_name(f".{path.stem}.tmp.{ext}")
+        tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}.{ext}")  # pid: concurrent writers never collide
         fig.savefig(tmp, dpi=120, bbox_inches="tight")
         os.replace(tmp, path)
         out.append(path)
@@ -41,7 +41,7 @@ def save(fig, prefix: Path) -> list[Path]:
 
 def write_csv(path: Path, header: list[str], rows: list[list]) -> None:
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     with open(tmp, "w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(header)

@@ -7,10 +7,10 @@ Start more workers with the same command.  Heartbeats mark a killed worker's tri
 """
 from __future__ import annotations
 
-import csv
 import math
 import os
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,6 +19,10 @@ import optuna
 from hpe.io import atomic_write_json
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
+# Heartbeats are "experimental" in Optuna and meant for study.optimize; we drive them ourselves (see _Heartbeat).
+warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
+_Retry = getattr(optuna.storages, "RetryHeartbeatStaleTrialCallback", None) or optuna.storages.RetryFailedTrialCallback
 
 # name: (low, high, log) - the thesis's initial ranges
 THESIS_RANGES = {"lr": (1e-3, 1e-1, True), "momentum": (0.8, 1.0, True), "dropout": (0.0, 0.1, False)}
@@ -57,7 +61,7 @@ def _storage(cfg: SearchConfig, out: Path):
         try:
             return optuna.storages.RDBStorage(
                 url, heartbeat_interval=cfg.heartbeat_s, grace_period=2 * cfg.heartbeat_s,
-                failed_trial_callback=optuna.storages.RetryFailedTrialCallback(max_retry=1))
+                heartbeat_stale_trial_callback=_Retry(max_retry=1))
         except Exception:  # workers starting together race to create the schema: the loser retries
             if attempt == 4:
                 raise
@@ -65,18 +69,56 @@ def _storage(cfg: SearchConfig, out: Path):
 
 
 def _state(study) -> tuple[dict[int, int], dict | None]:
-    """Trials per round (live or finished, retried ones not counted twice) and the best params so far."""
+    """Trials per round (running or finished; a stale trial that was re-queued is not counted, so a worker
+    asks again and ``study.ask`` hands it the re-queued copy first) and the best params so far."""
     trials = study.get_trials(deepcopy=False)
+    requeued = {t.system_attrs["failed_trial"] for t in trials if "failed_trial" in t.system_attrs}
     counts: dict[int, int] = {}
     for t in trials:
-        if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.RUNNING,
-                       optuna.trial.TrialState.FAIL) and "round" in t.user_attrs:
-            if t.state == optuna.trial.TrialState.FAIL and t.user_attrs.get("retried"):
-                continue
-            counts[t.user_attrs["round"]] = counts.get(t.user_attrs["round"], 0) + 1
+        if "round" not in t.user_attrs or t.state in (optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.WAITING):
+            continue
+        if t.state == optuna.trial.TrialState.FAIL and t.number in requeued:
+            continue
+        counts[t.user_attrs["round"]] = counts.get(t.user_attrs["round"], 0) + 1
     done = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
     best = min(done, key=lambda t: t.value).params if done else None
     return counts, best
+
+
+class _Heartbeat:
+    """Records the trial's heartbeat while it trains (Optuna only does this itself inside study.optimize)."""
+
+    def __init__(self, storage, trial_id: int, interval: float):
+        import threading
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, args=(storage, trial_id, interval), daemon=True)
+
+    def _beat(self, storage, trial_id, interval):
+        while True:
+            storage.record_heartbeat(trial_id)
+            if self._stop.wait(interval):
+                return
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+
+def _open_study(cfg: SearchConfig, out: Path):
+    storage = _storage(cfg, out)
+    for attempt in range(5):
+        try:
+            return optuna.create_study(study_name=cfg.study, storage=storage, direction="minimize",
+                                       sampler=optuna.samplers.RandomSampler(seed=cfg.seed + os.getpid()),
+                                       load_if_exists=True)
+        except Exception:  # workers starting together race to create the study: the loser retries
+            if attempt == 4:
+                raise
+            time.sleep(0.5 + attempt)
 
 
 def search(base: dict, out: Path, cfg: SearchConfig | None = None, max_trials: int | None = None) -> dict:
@@ -85,37 +127,32 @@ def search(base: dict, out: Path, cfg: SearchConfig | None = None, max_trials: i
     cfg = cfg or SearchConfig()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    storage = _storage(cfg, out)
-    for attempt in range(5):
-        try:
-            study = optuna.create_study(study_name=cfg.study, storage=storage, direction="minimize",
-                                        sampler=optuna.samplers.RandomSampler(seed=cfg.seed + os.getpid()),
-                                        load_if_exists=True)
-            break
-        except Exception:
-            if attempt == 4:
-                raise
-            time.sleep(0.5 + attempt)
+    study = _open_study(cfg, out)
     ran = 0
     while max_trials is None or ran < max_trials:
+        # Trials whose worker stopped beating are failed and re-queued once (RetryFailedTrialCallback).
+        optuna.storages.fail_stale_trials(study)
         counts, best = _state(study)
         r = next((i for i in range(cfg.rounds) if counts.get(i, 0) < cfg.samples), None)
         if r is None:
             break
-        ranges = round_ranges(cfg.ranges, best, r, cfg.shrink)
-        trial = study.ask()
+        trial = study.ask()  # takes a re-queued trial first, with its original params and round
+        frozen = study._storage.get_trial(trial._trial_id)
+        r = frozen.user_attrs.get("round", r)
         trial.set_user_attr("round", r)
+        ranges = round_ranges(cfg.ranges, best, r, cfg.shrink)
         params = {k: trial.suggest_float(k, lo, hi, log=log) for k, (lo, hi, log) in ranges.items()}
-        run_dir = out / f"trial-{trial.number:04d}"
-        try:
-            res = train({**base, **params, "out": str(run_dir), "progress": False, "predict_test": False}, resume=True)
-        except Exception as exc:  # a crashing trial is recorded with its reason; the search goes on
-            trial.set_user_attr("reason", f"{type(exc).__name__}: {exc}")
-            study.tell(trial, state=optuna.trial.TrialState.FAIL)
-            ran += 1
-            continue
-        if res["status"] == "diverged" or res.get("best_val_mse") is None:
-            trial.set_user_attr("reason", res.get("reason", "diverged"))
+        # A re-queued trial continues the killed one's run folder from its last checkpoint.
+        origin = frozen.system_attrs.get("failed_trial", trial.number)
+        run_dir = out / f"trial-{origin:04d}"
+        with _Heartbeat(study._storage, trial._trial_id, cfg.heartbeat_s):
+            try:
+                res = train({**base, **params, "out": str(run_dir), "progress": False, "predict_test": False},
+                            resume=True)
+            except Exception as exc:  # a crashing trial is recorded with its reason; the search goes on
+                res = {"status": "failed", "reason": f"{type(exc).__name__}: {exc}"}
+        if res["status"] in ("diverged", "failed") or res.get("best_val_mse") is None:
+            trial.set_user_attr("reason", res.get("reason", res["status"]))
             study.tell(trial, state=optuna.trial.TrialState.FAIL)
         else:
             study.tell(trial, res["best_val_mse"])
@@ -125,17 +162,12 @@ def search(base: dict, out: Path, cfg: SearchConfig | None = None, max_trials: i
 
 def report(study, out: Path) -> dict:
     """CSV of all trials, a plot of validation error against each hyperparameter per round, the best config."""
-    from hpe.plots import plt, save
+    from hpe.plots import plt, save, write_csv
     trials = study.get_trials(deepcopy=False)
     rows = [[t.number, t.user_attrs.get("round", ""), t.state.name, "" if t.value is None else f"{t.value:.6g}",
              *(f"{t.params.get(k, float('nan')):.6g}" for k in THESIS_RANGES), t.user_attrs.get("reason", "")]
             for t in trials]
-    tmp = out / ".trials.csv.tmp"
-    with open(tmp, "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["trial", "round", "state", "val_mse", *THESIS_RANGES, "reason"])
-        w.writerows(rows)
-    os.replace(tmp, out / "trials.csv")
+    write_csv(out / "trials.csv", ["trial", "round", "state", "val_mse", *THESIS_RANGES, "reason"], rows)
     done = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
     result = {"trials": len(trials), "complete": len(done),
               "failed": sum(t.state == optuna.trial.TrialState.FAIL for t in trials)}

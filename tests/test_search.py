@@ -1,6 +1,8 @@
 import csv
 import getpass
 import os
+import signal
+import time
 import shutil
 import socket
 import subprocess
@@ -99,3 +101,30 @@ def test_two_workers_share_a_postgres_study(synthetic_h5, tmp_path, postgres):
     assert all(t.state.is_finished() for t in trials)
     # ... and none run twice: one run folder per trial number
     assert sorted(p.name for p in out.glob("trial-*")) == sorted(f"trial-{t.number:04d}" for t in trials)
+
+
+def test_killed_worker_trial_is_failed_and_requeued(synthetic_h5, tmp_path):
+    out = tmp_path / "search"
+    cmd = [sys.executable, "-m", "hpe", "search", "--data", str(synthetic_h5), "--out", str(out), "--rounds", "1",
+           "--samples", "2", "--heartbeat", "1", "--quiet"] + sum(
+        [["--set", f"{k}={v}"] for k, v in {**BASE, "max_epochs": 40, "limit_train": 24}.items()], [])
+    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ckpt = out / "trial-0000" / "checkpoint.pt"
+    deadline = time.time() + 120
+    while not ckpt.exists() and time.time() < deadline and p.poll() is None:
+        time.sleep(0.05)
+    os.kill(p.pid, signal.SIGKILL)  # mid-trial
+    p.wait()
+    assert ckpt.exists()
+    time.sleep(2.5)  # past the grace period (2 heartbeats)
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    import optuna
+    study = optuna.load_study(study_name="hpe-search", storage=f"sqlite:///{out / 'study.db'}")
+    trials = {t.number: t for t in study.get_trials()}
+    assert trials[0].state == optuna.trial.TrialState.FAIL  # the killed worker's trial ...
+    retry = [t for t in trials.values() if t.system_attrs.get("failed_trial") == 0]
+    assert len(retry) == 1 and retry[0].state == optuna.trial.TrialState.COMPLETE  # ... ran again, once
+    assert retry[0].params == trials[0].params
+    assert sum(t.state == optuna.trial.TrialState.COMPLETE for t in trials.values()) == 2
+    assert (out / "trial-0000" / "result.json").is_file()  # continued in the killed trial's folder
