@@ -3,8 +3,8 @@ forward+backward+update loop, inference latency (batch 1) and throughput (batch 
 profiles, plus data-prep frames/s against the PNG-decode bound.  Synthetic tensors; GPU timings are taken
 after warm-up with explicit synchronisation.
 
-Only the fp32 eager reference path exists so far: the fast path (bf16, channels_last, torch.compile, DDP)
-is tracked separately and will add its columns here.
+Each profile is measured twice in the same run: the fp32 eager reference and the fast path; the ratio is
+reported.  On a CPU the nets are measured at reduced size (64x64, width 0.25) to finish in minutes.
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from hpe.data import InputAssembler
 from hpe.nets import NetConfig, PoseNet
 from hpe.optim import LasagneMomentum
 from hpe.profiles import get_profile
-from hpe.train import pose_loss
+from hpe.train import Accel, pose_loss
 
 
 def _sync(dev):
@@ -38,10 +38,18 @@ def _timed(fn, dev, iters: int, warmup: int) -> float:
     return (time.perf_counter() - t) / iters
 
 
-def bench_net(profile: str, dev: torch.device, size: int, width: float, batch: int, iters: int) -> dict:
+def _measure(profile: str, dev: torch.device, size: int, width: float, batch: int, iters: int, fast: bool) -> dict:
+    """One mode: the reference (fp32, eager, contiguous) or the fast path (bf16 autocast, channels_last, TF32,
+    cuDNN autotuning, and torch.compile on CUDA)."""
     prof = get_profile(profile)
     torch.manual_seed(0)
+    torch.backends.cudnn.benchmark = fast
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = fast
+    accel = Accel(dev, "bf16" if fast else "fp32", channels_last=fast)
     model = PoseNet(NetConfig("net6", 1, size, 14, width, max(64, int(4096 * width)), prof.pool, 0.03)).to(dev)
+    if fast:
+        model = model.to(memory_format=torch.channels_last)
+    net = torch.compile(model) if fast and dev.type == "cuda" else model
     opt = LasagneMomentum(model.parameters(), 0.009, 0.98, prof.nesterov)
     n = batch * 8
     depth16 = (torch.rand(n, 1, size, size, device=dev) * 2 - 1).half()
@@ -50,7 +58,7 @@ def bench_net(profile: str, dev: torch.device, size: int, width: float, batch: i
     assemble = InputAssembler("depth", prof)
 
     def bare():  # forward + backward + update on tensors already in memory
-        loss = pose_loss(model(x32), y32, prof.loss_scale)
+        loss = pose_loss(accel.forward(net, (x32,)), y32, prof.loss_scale)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -62,28 +70,37 @@ def bench_net(profile: str, dev: torch.device, size: int, width: float, batch: i
         if s + batch > n:
             state["perm"], s = torch.randperm(n, device=dev), 0
         idx = state["perm"][s:s + batch]
-        (x,) = assemble(depth16[idx], None)
-        loss = pose_loss(model(x), target[idx], prof.loss_scale)
+        loss = pose_loss(accel.forward(net, assemble(depth16[idx], None)), target[idx], prof.loss_scale)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         state["acc"] += loss.detach() * batch
         state["s"] = s + batch
 
+    warm = 5 if fast and dev.type == "cuda" else 2  # compilation happens in the warm-up
     model.train()
-    t_bare = _timed(bare, dev, iters, 2)
-    t_loop = _timed(loop, dev, iters, 2)
+    t_bare = _timed(bare, dev, iters, warm)
+    t_loop = _timed(loop, dev, iters, warm)
     model.eval()
     with torch.no_grad():
         one = x32[:1]
-        t1 = _timed(lambda: model(one), dev, iters * 4, 3)
-        big = depth16[:128].float() if n >= 128 else torch.rand(128, 1, size, size, device=dev)
-        t128 = _timed(lambda: model(big), dev, max(2, iters // 2), 1)
-    return {"reference": {"train_images_per_s": round(batch / t_loop, 1),
-                          "bare_step_images_per_s": round(batch / t_bare, 1),
-                          "loop_over_bare": round(t_bare / t_loop, 3),
-                          "infer_latency_ms_batch1": round(1000 * t1, 3),
-                          "infer_images_per_s_batch128": round(128 / t128, 1)},
+        t1 = _timed(lambda: accel.forward(net, (one,)), dev, iters * 4, warm)
+        big = torch.rand(128, 1, size, size, device=dev)
+        t128 = _timed(lambda: accel.forward(net, (big,)), dev, max(2, iters // 2), warm)
+    return {"train_images_per_s": round(batch / t_loop, 1), "bare_step_images_per_s": round(batch / t_bare, 1),
+            "loop_over_bare": round(t_bare / t_loop, 3), "infer_latency_ms_batch1": round(1000 * t1, 3),
+            "infer_images_per_s_batch128": round(128 / t128, 1)}
+
+
+def bench_net(profile: str, dev: torch.device, size: int, width: float, batch: int, iters: int) -> dict:
+    ref = _measure(profile, dev, size, width, batch, iters, fast=False)
+    fast = _measure(profile, dev, size, width, batch, iters, fast=True)
+    return {"reference": ref, "fast": fast,
+            "fast_over_reference": {"train": round(fast["train_images_per_s"] / ref["train_images_per_s"], 3),
+                                    "infer_batch128": round(fast["infer_images_per_s_batch128"]
+                                                            / ref["infer_images_per_s_batch128"], 3),
+                                    "latency_batch1": round(ref["infer_latency_ms_batch1"]
+                                                            / fast["infer_latency_ms_batch1"], 3)},
             "input_size": size, "width": width, "batch_size": batch}
 
 

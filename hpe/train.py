@@ -61,6 +61,12 @@ class TrainConfig:
     divergence_factor: float = 100.0  # train loss above factor x the first epoch's (or NaN) = diverged
     progress: bool = True
     predict_test: bool = True
+    # Fast path switches (the fp32 eager defaults are the reference).  See README "Speed".
+    precision: str = "fp32"          # fp32 | bf16 (autocast; loss, weights and optimizer state stay fp32)
+    channels_last: bool = False
+    compile: bool = False            # torch.compile the training model
+    tf32: bool = False               # TF32 matmuls/convolutions on CUDA
+    cudnn_benchmark: bool = False    # cuDNN autotuning (ignored in deterministic mode)
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
@@ -87,6 +93,8 @@ class TrainConfig:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         if not 0 <= self.dropout < 1:
             raise ValueError(f"dropout must lie in [0, 1), got {self.dropout}")
+        if self.precision not in ("fp32", "bf16"):
+            raise ValueError(f"precision must be 'fp32' or 'bf16', got '{self.precision}'")
         if not 0 <= self.momentum <= 1:
             raise ValueError(f"momentum must lie in [0, 1], got {self.momentum}")
         r = replace(self,
@@ -124,15 +132,38 @@ def pose_loss(pred: torch.Tensor, target: torch.Tensor, scale: str) -> torch.Ten
     return sq.mean() * factor
 
 
+@dataclass(frozen=True)
+class Accel:
+    """How batches run: autocast precision and memory format (fp32 + contiguous is the reference)."""
+
+    device: torch.device
+    precision: str = "fp32"
+    channels_last: bool = False
+
+    def autocast(self):
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16")
+
+    def inputs(self, xs: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+        if not self.channels_last:
+            return xs
+        return tuple(x.contiguous(memory_format=torch.channels_last) for x in xs)
+
+    def forward(self, model: torch.nn.Module, xs: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        with self.autocast():
+            return model(*self.inputs(xs)).float()
+
+
 @torch.no_grad()
-def predict(model: torch.nn.Module, data: SplitData, assemble: InputAssembler, batch: int = 256) -> np.ndarray:
+def predict(model: torch.nn.Module, data: SplitData, assemble: InputAssembler, batch: int = 256,
+            accel: Accel | None = None) -> np.ndarray:
     """Normalised predictions (N, J, 3) in eval mode (no dropout)."""
     model.eval()
     dev = next(model.parameters()).device
+    accel = accel or Accel(dev)
     out = []
     for s in range(0, len(data), batch):
         rgb = None if data.rgb is None else data.rgb[s:s + batch].to(dev)
-        out.append(model(*assemble(data.depth[s:s + batch].to(dev), rgb)).float().cpu())
+        out.append(accel.forward(model, assemble(data.depth[s:s + batch].to(dev), rgb)).cpu())
     return torch.cat(out).view(len(data), -1, 3).numpy()
 
 
@@ -159,13 +190,31 @@ class _Run:
         atomic_write_text(self.log, buf.getvalue())
 
 
-def _set_determinism(cfg: TrainConfig) -> None:
-    torch.manual_seed(cfg.seed)
-    np.random.seed(cfg.seed % 2**32)
+def _set_determinism(cfg: TrainConfig, rank: int) -> None:
+    torch.manual_seed(cfg.seed + rank)  # per-rank dropout masks; DDP broadcasts rank 0's initial weights
+    np.random.seed((cfg.seed + rank) % 2**32)
+    torch.backends.cudnn.benchmark = cfg.cudnn_benchmark and not cfg.deterministic
+    torch.backends.cuda.matmul.allow_tf32 = cfg.tf32
+    torch.backends.cudnn.allow_tf32 = cfg.tf32
     if cfg.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
-        torch.backends.cudnn.benchmark = False
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+
+
+def _distributed(cfg: TrainConfig) -> tuple[int, int, torch.device]:
+    """(rank, world size, device).  Under torchrun (WORLD_SIZE > 1) joins the process group: NCCL on GPUs,
+    gloo on CPUs; each rank gets one GPU (LOCAL_RANK)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    device = pick_device(cfg.device)
+    if world == 1:
+        return 0, 1, device
+    import torch.distributed as dist
+    if device.type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return dist.get_rank(), world, device
 
 
 def train(config: TrainConfig | dict, resume: bool = False) -> dict:
@@ -186,11 +235,14 @@ def train(config: TrainConfig | dict, resume: bool = False) -> dict:
             raise ValueError(f"{run.ckpt} was trained with other settings ({', '.join(changed)}); "
                              f"delete {run.dir} to start over, or resume with the same config")
         cfg = replace(saved, device=cfg.device, progress=cfg.progress)
-    run.dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(run.dir / "config.json", asdict(cfg))
-    _set_determinism(cfg)
+    rank, world, device = _distributed(cfg)
+    main = rank == 0  # only rank 0 writes the run folder
+    if main:
+        run.dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(run.dir / "config.json", asdict(cfg))
+    _set_determinism(cfg, rank)
     prof = get_profile(cfg.profile)
-    device = pick_device(cfg.device)
+    accel = Accel(device, cfg.precision, cfg.channels_last)
 
     attrs = h5_attrs(Path(cfg.data))
     need_rgb = cfg.inputs != "depth"
@@ -200,6 +252,8 @@ def train(config: TrainConfig | dict, resume: bool = False) -> dict:
     assemble = InputAssembler("rgbd" if cfg.inputs == "depth+rgb" else cfg.inputs, prof,
                               attrs.get("rgb_mean"), attrs.get("rgb_std"), two_streams=cfg.inputs == "depth+rgb")
     model = build_model(cfg, in_size, n_joints).to(device)
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
     opt = LasagneMomentum(model.parameters(), cfg.lr, cfg.momentum, cfg.nesterov)
     gpu_train = train_d.to(device)
     targets = gpu_train.joints.view(len(gpu_train), -1)
@@ -212,13 +266,26 @@ def train(config: TrainConfig | dict, resume: bool = False) -> dict:
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         torch.set_rng_state(state["rng"])
+        if device.type == "cuda" and state.get("cuda_rng") is not None:
+            torch.cuda.set_rng_state(state["cuda_rng"], device)
         rows, epoch, lr = state["rows"], state["epoch"], state["lr"]
         best_val, best_epoch, wait, halvings = state["best_val"], state["best_epoch"], state["wait"], state["halvings"]
         first_loss, status, reason = state["first_loss"], state["status"], state["reason"]
     best_weights = (torch.load(run.best, map_location="cpu", weights_only=False)["model"]
                     if run.best.exists() and state is not None else None)
 
+    # `net` is what the training step calls: the model, wrapped for DDP and/or compiled; `model` stays the
+    # plain module whose state_dict is saved.
+    net = model
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+        net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    if cfg.compile:
+        net = torch.compile(net)
     n = len(gpu_train)
+    # Under DDP each rank takes every world-th frame of each global batch; a tail too short to give every rank
+    # a frame is dropped so all ranks take the same number of steps.
+    starts = [s for s in range(0, n, cfg.batch_size) if world == 1 or min(cfg.batch_size, n - s) >= world]
     t_start = time.perf_counter()
     while status == "running" and epoch < cfg.max_epochs:
         epoch += 1
@@ -229,27 +296,31 @@ def train(config: TrainConfig | dict, resume: bool = False) -> dict:
         perm = torch.randperm(n, generator=gen).to(device)
         t0 = time.perf_counter()
         loss_sum = torch.zeros((), device=device)
-        bar = tqdm(range(0, n, cfg.batch_size), desc=f"epoch {epoch}/{cfg.max_epochs}", unit="batch",
-                   disable=not cfg.progress, leave=False, dynamic_ncols=True)
+        bar = tqdm(starts, desc=f"epoch {epoch}/{cfg.max_epochs}", unit="batch",
+                   disable=not (cfg.progress and main), leave=False, dynamic_ncols=True)
         for b, s in enumerate(bar):
-            idx = perm[s:s + cfg.batch_size]
+            idx = perm[s:s + cfg.batch_size][rank::world]
             rgb = None if gpu_train.rgb is None else gpu_train.rgb[idx]
-            out = model(*assemble(gpu_train.depth[idx], rgb))
+            out = accel.forward(net, assemble(gpu_train.depth[idx], rgb))
             loss = pose_loss(out, targets[idx], cfg.loss_scale)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             loss_sum += loss.detach() * len(idx)
-            if cfg.progress and b % 10 == 0:
+            if cfg.progress and main and b % 10 == 0:  # .item() syncs the GPU: only now and then
                 el = time.perf_counter() - t0
-                bar.set_postfix(loss=f"{loss.item():.5f}", img_s=f"{(s + len(idx)) / max(el, 1e-9):.0f}")
-        train_loss = float(loss_sum) / n
+                bar.set_postfix(loss=f"{loss.item():.5f}", img_s=f"{(s + cfg.batch_size) / max(el, 1e-9):.0f}")
+        if world > 1:
+            import torch.distributed as dist
+            dist.all_reduce(loss_sum)
+        seen = sum(min(cfg.batch_size, n - s) for s in starts)
+        train_loss = float(loss_sum) / seen
         seconds = time.perf_counter() - t0
         if not math.isfinite(train_loss) or (first_loss is not None and train_loss > cfg.divergence_factor * first_loss):
             status, reason = "diverged", f"training loss {train_loss:.4g} at epoch {epoch} (first epoch {first_loss})"
             break
         first_loss = first_loss if first_loss is not None else train_loss
-        val_pred = predict(model, val_d, assemble)
+        val_pred = predict(model, val_d, assemble, accel=accel)  # identical on every rank: same weights, same data
         val_mse = normalised_mse(val_pred, val_d.joints.numpy())
         scale = 1.0 / (2 * n_joints) if cfg.loss_scale == "1/(2J)" else 0.5
         row = {"epoch": epoch, "train_loss": train_loss, "train_mse": train_loss / scale / (3 * n_joints),
@@ -262,7 +333,8 @@ def train(config: TrainConfig | dict, resume: bool = False) -> dict:
         if val_mse < best_val:
             best_val, best_epoch, wait = val_mse, epoch, 0
             best_weights = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-            atomic_torch_save({"model": best_weights, "epoch": epoch, "val_mse": val_mse, "config": asdict(cfg)}, run.best)
+            if main:
+                atomic_torch_save({"model": best_weights, "epoch": epoch, "val_mse": val_mse, "config": asdict(cfg)}, run.best)
         else:
             wait += 1
             if wait >= cfg.patience:  # the validation error saturated: halve the learning rate
@@ -274,7 +346,10 @@ def train(config: TrainConfig | dict, resume: bool = False) -> dict:
                         model.load_state_dict(best_weights)
         if status == "running" and epoch >= cfg.max_epochs:
             status, reason = "done", f"reached max_epochs = {cfg.max_epochs}"
+        if not main:
+            continue
         atomic_torch_save({"model": model.state_dict(), "optimizer": opt.state_dict(), "rng": torch.get_rng_state(),
+                           "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
                            "rows": rows, "epoch": epoch, "lr": lr, "best_val": best_val, "best_epoch": best_epoch,
                            "wait": wait, "halvings": halvings, "first_loss": first_loss, "status": status,
                            "reason": reason, "config": asdict(cfg)}, run.ckpt)
@@ -284,6 +359,12 @@ def train(config: TrainConfig | dict, resume: bool = False) -> dict:
                        f"{row['images_per_s']:.0f} img/s")
     if status == "running":
         status, reason = "done", f"reached max_epochs = {cfg.max_epochs}"
+    if world > 1:
+        import torch.distributed as dist
+        dist.barrier()
+        dist.destroy_process_group()
+    if not main:
+        return {"status": status, "reason": reason, "rank": rank}
     run.write_log(rows)
 
     result = {"status": status, "reason": reason, "run_dir": str(run.dir), "epochs": epoch,
@@ -295,13 +376,13 @@ def train(config: TrainConfig | dict, resume: bool = False) -> dict:
         atomic_write_json(run.dir / "result.json", result)
         return result
     model.load_state_dict(best_weights)
-    train_eval = predict(model, train_d, assemble)
+    train_eval = predict(model, train_d, assemble, accel=accel)
     result["train_mse"] = normalised_mse(train_eval, train_d.joints.numpy())
-    val_pred = predict(model, val_d, assemble)
+    val_pred = predict(model, val_d, assemble, accel=accel)
     _save_predictions(run.dir / "val_predictions.npz", val_pred, val_d)
     if cfg.predict_test:
         test_d = load_split(cfg.data, "test", **{**load, "limit": cfg.limit_train})
-        pred = predict(model, test_d, assemble)
+        pred = predict(model, test_d, assemble, accel=accel)
         xyz, uvd = _save_predictions(run.dir / "test_predictions.npz", pred, test_d)
         write_uvd_txt(run.dir / "test_predictions_uvd.txt", uvd)
         err = joint_errors(xyz, test_d.meta["joints_xyz"])

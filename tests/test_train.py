@@ -89,3 +89,33 @@ def test_kill9_and_resume_matches_uninterrupted(synthetic_h5, tmp_path):
         assert torch.equal(a["model"][k], b["model"][k]), k
     with pytest.raises(subprocess.CalledProcessError):  # a different config refuses to resume
         subprocess.run(_cmd(synthetic_h5, tmp_path / "cut") + ["--set", "lr=0.5"], check=True, capture_output=True)
+
+
+def _train_args(h5, out, **over):
+    sets = dict(width=0.125, fc_units=128, input_size=32, batch_size=8, max_epochs=2, dropout=0.0, patience=10,
+                limit_train=24, predict_test=False, deterministic=True, **over)
+    return ["-m", "hpe", "train", "--data", str(h5), "--out", str(out), "--quiet", "--device", "cpu"] + sum(
+        [["--set", f"{k}={v}"] for k, v in sets.items()], [])
+
+
+def test_ddp_two_processes_match_one(synthetic_h5, tmp_path):
+    """torchrun, 2 CPU processes (gloo), global batch 8 = 2 x 4, against one process with batch 8."""
+    subprocess.run([sys.executable] + _train_args(synthetic_h5, tmp_path / "one"), check=True, capture_output=True)
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+                       + _train_args(synthetic_h5, tmp_path / "two"), capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    a = torch.load(tmp_path / "one" / "checkpoint.pt", weights_only=False)
+    b = torch.load(tmp_path / "two" / "checkpoint.pt", weights_only=False)
+    assert a["epoch"] == b["epoch"] == 2
+    for k in a["model"]:
+        torch.testing.assert_close(a["model"][k], b["model"][k], rtol=1e-4, atol=1e-5)
+    assert abs(a["rows"][-1]["train_loss"] - b["rows"][-1]["train_loss"]) < 1e-4 * a["rows"][-1]["train_loss"]
+
+
+def test_fast_switches_run(synthetic_h5, tmp_path):
+    """bf16 autocast + channels_last (+ compile where a compiler backend exists) train and predict."""
+    r = train(dict(data=str(synthetic_h5), out=str(tmp_path / "fast"), limit_train=16, max_epochs=1,
+                   precision="bf16", channels_last=True, **TINY))
+    assert r["status"] == "done" and np.isfinite(r["test_mean_mm"])
+    with pytest.raises(ValueError, match="precision must be"):
+        train(dict(data=str(synthetic_h5), out=str(tmp_path / "x"), precision="fp8"))
