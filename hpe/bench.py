@@ -106,7 +106,7 @@ def bench_net(profile: str, dev: torch.device, size: int, width: float, batch: i
             "input_size": size, "width": width, "batch_size": batch}
 
 
-def bench_prep(frames: int = 160) -> dict:
+def bench_prep(frames: int = 600) -> dict:
     from data_prep.synthetic_nyu import generate
     from hpe.nyu import read_depth, read_rgb
     from hpe.prep import PrepConfig, prep

@@ -115,14 +115,22 @@ def process_frame(depth_file: Path, rgb_file: Path, frame: int, subject: int, uv
 
 
 def _work(task):
-    """Process a chunk of frames; errors come back as values so the parent decides (stop or skip)."""
-    out = []
+    """Process a chunk of frames into stacked arrays (one HDF5 write per dataset and chunk in the parent),
+    with each frame's masked-RGB sums for eqs. 4.10-4.12; errors come back as values so the parent decides
+    (stop or skip)."""
+    good, errors = [], []
     for args in task:
         try:
-            out.append(process_frame(*args, cfg=_W["cfg"], joint_idx=_W["idx"]))
+            good.append(process_frame(*args, cfg=_W["cfg"], joint_idx=_W["idx"]))
         except DataError as exc:
-            out.append(exc)
-    return out
+            errors.append(exc)
+    if not good:
+        return None, errors
+    batch = {name: np.stack([r[name] for r in good]) for name in SCHEMA}
+    masked = batch["rgb"].astype(np.float64) * hand_mask(batch["depth"].astype(np.float32))[:, None]
+    batch["rgb_sum"] = masked.sum(axis=(2, 3))
+    batch["rgb_sq"] = (masked ** 2).sum(axis=(2, 3))
+    return batch, errors
 
 
 # --- parent side ----------------------------------------------------------------------------------------
@@ -194,30 +202,31 @@ def prep(root: Path, out: Path, config: PrepConfig | None = None, progress: bool
                     if len(window) >= 3 * cfg.workers:
                         break
                 while window:
-                    results = window.popleft().get()
+                    batch, errors = window.popleft().get()
                     nxt = next(it, None)
                     if nxt is not None:
                         window.append(pool.apply_async(_work, (nxt,)))
-                    for r in results:
-                        if isinstance(r, DataError):
-                            if not cfg.skip_bad:
-                                raise r
-                            log.warning("skipping bad frame: %s", r)
-                            stats["skipped"] += 1
-                            continue
-                        f = int(r["frame"])
-                        g = "val" if is_val[f - 1] else split_name
-                        k = filled[g]
-                        grp = h5[g]
-                        for name in SCHEMA:
-                            grp[name][k] = r[name]
-                        filled[g] = k + 1
-                        if g == "train":  # eqs. 4.10-4.12 statistics: masked training crops only
-                            masked = r["rgb"].astype(np.float64) * hand_mask(r["depth"].astype(np.float32))
-                            rgb_sum += masked.sum(axis=(1, 2))
-                            rgb_sq += (masked ** 2).sum(axis=(1, 2))
-                            rgb_n += masked[0].size
-                    bar.update(len(results))
+                    for exc in errors:
+                        if not cfg.skip_bad:
+                            raise exc
+                        log.warning("skipping bad frame: %s", exc)
+                        stats["skipped"] += 1
+                    if batch is not None:
+                        in_val = is_val[batch["frame"] - 1]
+                        for g in targets:
+                            rows = in_val if g == "val" else ~in_val
+                            m = int(rows.sum())
+                            if m == 0:
+                                continue
+                            k = filled[g]
+                            for name in SCHEMA:
+                                h5[g][name][k:k + m] = batch[name][rows]
+                            filled[g] = k + m
+                            if g == "train":  # eqs. 4.10-4.12 statistics: masked training crops only
+                                rgb_sum += batch["rgb_sum"][rows].sum(axis=0)
+                                rgb_sq += batch["rgb_sq"][rows].sum(axis=0)
+                                rgb_n += m * cfg.size * cfg.size
+                    bar.update(len(errors) + (0 if batch is None else len(batch["frame"])))
                 bar.close()
                 for g, k in filled.items():
                     for name in SCHEMA:
