@@ -5,8 +5,16 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
-BIN := $(VENV)/bin
-HPE := $(BIN)/hpe
+ifeq ($(VENV),none)
+  # No virtual environment: $(PYTHON)'s own packages (a GPU machine with torch preinstalled, a conda env).
+  PY := $(PYTHON)
+  HPE := PYTHONPATH=$(CURDIR)$(if $(PYTHONPATH),:$(PYTHONPATH)) $(PYTHON) -m hpe
+  INSTALLED := deps-check
+else
+  PY := $(VENV)/bin/python
+  HPE := $(VENV)/bin/hpe
+  INSTALLED := $(VENV)/.installed
+endif
 DATA ?= synthetic
 PROFILE ?= thesis
 BASELINES ?= ../shared/baselines/nyu
@@ -33,7 +41,7 @@ TRAIN = $(HPE) train $< --preset $(PRESET) --data $(H5) --out $(@D) --resume --q
 # A finished run whose experiment file changed is retrained from scratch; an interrupted one resumes.
 FRESH = if [ -f $@ ]; then rm -rf $(@D); fi
 
-.PHONY: help demo test test-all venv data prep bench search sweep-fusion clean clean-results \
+.PHONY: help demo test test-all venv deps-check data prep bench gpu-check search sweep-fusion clean clean-results \
         reproduce-all reproduce-fig4.1 reproduce-table4.3 reproduce-fig4.7 reproduce-fig4.8 reproduce-fig4.9 reproduce-fig4.10
 
 help:
@@ -49,24 +57,29 @@ help:
 	@echo "make sweep-fusion         Fuse-Net fused at every layer"
 	@echo "make search               random-search hyperparameter optimisation"
 	@echo "make bench                speed benchmark (JSON)"
+	@echo "make gpu-check            bench + reference vs fast Depth-Net training, collected in CHECK_OUT"
 	@echo "options: DATA=synthetic|nyu NYU_ROOT=... PROFILE=thesis|icip2018 PRESET=experiments/presets/....toml"
+	@echo "         VENV=none: use \$$PYTHON's installed packages instead of .venv"
 
 # --- environment ---------------------------------------------------------------------------------------
-venv: $(VENV)/.installed
+venv: $(INSTALLED)
 $(VENV)/.installed: setup.py
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q "$(TORCH_SPEC)"
-	$(BIN)/pip install -q -e ".[test]"
+	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q "$(TORCH_SPEC)"
+	$(VENV)/bin/pip install -q -e ".[test]"
 	touch $@
+deps-check:
+	@$(PYTHON) -c "import torch, numpy, scipy, h5py, matplotlib, PIL, tqdm" || \
+	  { echo "error: VENV=none needs torch, numpy, scipy, h5py, matplotlib, Pillow and tqdm in $(PYTHON)"; exit 2; }
 
 # --- data ----------------------------------------------------------------------------------------------
-$(DATA_DIR)/synthetic/hpe_synthetic.json: | $(VENV)/.installed
+$(DATA_DIR)/synthetic/hpe_synthetic.json: | $(INSTALLED)
 	$(HPE) synth $(DATA_DIR)/synthetic --train $(SYNTH_TRAIN) --test $(SYNTH_TEST)
 
 data: $(ROOT_STAMP)
 prep: $(H5)
-$(H5): $(ROOT_STAMP) | $(VENV)/.installed
+$(H5): $(ROOT_STAMP) | $(INSTALLED)
 	$(HPE) prep $(ROOT) $@ --profile $(PROFILE)
 
 # --- table 4.3 -----------------------------------------------------------------------------------------
@@ -128,7 +141,7 @@ FIG49_DEPS :=
 FIG49_OURS := --note "Depth-Net and Fuse-Net are missing: ours are trained on synthetic data and cannot be scored against the real NYU ground truth (run DATA=nyu NYU_ROOT=...)." \
   --note "Tompson et al. is missing: lifting its 2D predictions to 3D needs the NYU test depth images (DATA=nyu NYU_ROOT=...)."
 endif
-reproduce-fig4.9: $(FIG49_DEPS) | $(VENV)/.installed
+reproduce-fig4.9: $(FIG49_DEPS) | $(INSTALLED)
 	@test -f $(BASELINES)/nyu_test_groundtruth_label.txt || { echo "error: published baselines not found in $(BASELINES) (set BASELINES=...)"; exit 2; }
 	$(HPE) figure compare --gt $(BASELINES)/nyu_test_groundtruth_label.txt \
 	  --title "Figure 4.9: comparison with the state of the art (NYU test set)" \
@@ -144,7 +157,7 @@ reproduce-all: reproduce-fig4.1 reproduce-table4.3 reproduce-fig4.7 reproduce-fi
 demo: reproduce-fig4.1 $(RUNS)/fig4.7/depthnet/result.json reproduce-fig4.10
 	$(HPE) figure compare --gt $(H5) --title "Depth-Net on $(DATA) data" \
 	  --out $(RESULTS)/demo/$(DATA)-$(PROFILE)/depthnet --method Depth-Net=$(RUNS)/fig4.7/depthnet
-	@$(BIN)/python -c "import json; r = json.load(open('$(RUNS)/fig4.7/depthnet/result.json')); \
+	@$(PY) -c "import json; r = json.load(open('$(RUNS)/fig4.7/depthnet/result.json')); \
 	  print(f\"Depth-Net: test mean joint error {r['test_mean_mm']:.2f} mm vs {r['mean_pose_mm']:.2f} mm for the mean training pose ({r['epochs']} epochs, {r['seconds']:.0f} s on {r['device']})\")"
 	@echo "figures: $(RESULTS)/reproduce-fig4.1/ $(RESULTS)/reproduce-fig4.10/ $(RESULTS)/demo/"
 
@@ -158,14 +171,37 @@ SEARCH_ARGS ?=
 search: $(H5)
 	$(HPE) search experiments/fig4.7/depthnet.toml --preset $(PRESET) --data $(H5) --out $(RUNS)/search $(SEARCH_ARGS)
 
-bench: | $(VENV)/.installed
+bench: | $(INSTALLED)
 	$(HPE) bench
 
-test: $(VENV)/.installed
-	$(BIN)/python -m pytest -q -m "not slow"
+# The speed check of README "Speed", made to run in one call on a lent GPU (`make gpu-check VENV=none
+# CHECK_OUT=$$OUT SYNTH_TRAIN=6000`): the benchmark with an operator profile, then Figure 4.7's Depth-Net trained
+# for CHECK_EPOCHS epochs twice with the same seed on $(H5): CHECK_PRESET as it is (the fp32 eager reference)
+# and with CHECK_FAST_SET's switches (the fast path).  Everything lands in CHECK_OUT; summary.txt says it all.
+CHECK_OUT ?= $(RESULTS)/gpu-check
+CHECK_EPOCHS ?= 30
+CHECK_PRESET ?= experiments/presets/nyu.toml
+CHECK_FAST_SET ?= precision=bf16 channels_last=True tf32=True cudnn_benchmark=True compile=True
+CHECK_RUNS := $(RESULTS)/runs/gpu-check-$(DATA)-$(PROFILE)
+gpu-check: $(H5) | $(INSTALLED)
+	mkdir -p $(CHECK_OUT)
+	$(HPE) bench --profile-ops --json $(CHECK_OUT)/bench.json > /dev/null
+	for mode in reference fast; do \
+	  sets="--set profile=$(PROFILE) --set max_epochs=$(CHECK_EPOCHS)"; \
+	  [ $$mode = fast ] && sets="$$sets $(foreach s,$(CHECK_FAST_SET),--set $(s))"; \
+	  rm -rf $(CHECK_RUNS)/$$mode; \
+	  $(HPE) train experiments/fig4.7/depthnet.toml --preset $(CHECK_PRESET) --data $(H5) \
+	    --out $(CHECK_RUNS)/$$mode --quiet $$sets || exit 1; \
+	  cp $(CHECK_RUNS)/$$mode/result.json $(CHECK_OUT)/$$mode-result.json; \
+	  cp $(CHECK_RUNS)/$$mode/log.csv $(CHECK_OUT)/$$mode-log.csv; \
+	done
+	$(HPE) bench --report $(CHECK_OUT) | tee $(CHECK_OUT)/summary.txt
 
-test-all: $(VENV)/.installed
-	$(BIN)/python -m pytest -q
+test: $(INSTALLED)
+	$(PY) -m pytest -q -m "not slow"
+
+test-all: $(INSTALLED)
+	$(PY) -m pytest -q
 
 clean-results:
 	rm -rf results/runs results/reproduce-* results/demo

@@ -1,146 +1,297 @@
-"""``hpe bench``: one JSON object with training images/s, the training loop's share of a bare
-forward+backward+update loop, inference latency (batch 1) and throughput (batch 128) for Depth-Net in both
-profiles, plus data-prep frames/s against the PNG-decode bound.  Synthetic tensors; GPU timings are taken
-after warm-up with explicit synchronisation.
+"""``hpe bench``: one JSON object that says how fast Depth-Net trains and predicts on this device.
 
-Each profile is measured twice in the same run: the fp32 eager reference and the fast path; the ratio is
-reported.  On a CPU the nets are measured at reduced size (64x64, width 0.25) to finish in minutes.
+For each profile (thesis, icip2018), in the same run, the fp32 eager reference and the fast path (bf16
+autocast, channels_last, TF32, cuDNN autotuning, and torch.compile on CUDA):
+
+* ``train_images_per_s``: :func:`hpe.train.train_epoch`, the very loop ``hpe train`` runs (shuffle, index
+  the device-resident split, assemble inputs, step, accumulate the loss), over an in-memory synthetic split;
+* ``bare_step_images_per_s``: forward + backward + update on one batch already in memory, and
+  ``loop_over_bare``, the share of that the training loop delivers;
+* ``train_tflops``: images/s x 3 x 2 x the net's forward multiply-accumulates (``hpe.nets.forward_macs``);
+* inference latency at batch 1 and throughput at batch 128.
+
+``run`` trains the fast thesis Depth-Net through :func:`hpe.train.train` itself for a few epochs on a prepared
+HDF5 file (the prep benchmark's frames, tiled), so validation, logging and checkpointing are counted, and
+projects a 100-epoch NYU run from it.  ``prep`` times data preparation against the PNG-decode bound.
+
+Timings on a GPU come after warm-up (which includes compilation) with explicit synchronisation.  On a CPU the
+nets are measured at reduced size (64x64, width 0.25) so that the whole benchmark takes well under 3 minutes.
 """
 from __future__ import annotations
 
+import csv
 import json
+import os
+import statistics
 import tempfile
 import time
 from pathlib import Path
 
+import h5py
+import numpy as np
 import torch
 
-from hpe.data import InputAssembler
-from hpe.nets import NetConfig, PoseNet
+from hpe.data import InputAssembler, SplitData
+from hpe.nets import NetConfig, PoseNet, forward_macs
 from hpe.optim import LasagneMomentum
 from hpe.profiles import get_profile
-from hpe.train import Accel, pose_loss
+from hpe.train import COMPILE_MODES, Accel, TrainConfig, pose_loss, train, train_epoch
+
+NYU_TRAIN_FRAMES = 72757  # the real NYU training set; with val_fraction 0.25, 3/4 of it is trained on
 
 
-def _sync(dev):
+def _sync(dev: torch.device) -> None:
     if dev.type == "cuda":
-        torch.cuda.synchronize()
+        torch.cuda.synchronize(dev)
 
 
-def _timed(fn, dev, iters: int, warmup: int) -> float:
+def _timed(fn, dev: torch.device, repeats: int, warmup: int) -> float:
+    """Seconds per call: ``warmup`` untimed calls, then the median of ``repeats`` synchronised timings."""
     for _ in range(warmup):
         fn()
-    _sync(dev)
-    t = time.perf_counter()
-    for _ in range(iters):
+    times = []
+    for _ in range(repeats):
+        _sync(dev)
+        t = time.perf_counter()
         fn()
-    _sync(dev)
-    return (time.perf_counter() - t) / iters
+        _sync(dev)
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
 
 
-def _measure(profile: str, dev: torch.device, size: int, width: float, batch: int, iters: int, fast: bool) -> dict:
-    """One mode: the reference (fp32, eager, contiguous) or the fast path (bf16 autocast, channels_last, TF32,
-    cuDNN autotuning, and torch.compile on CUDA)."""
-    prof = get_profile(profile)
-    torch.manual_seed(0)
+def _fast_switches(fast: bool) -> None:
     torch.backends.cudnn.benchmark = fast
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = fast
+
+
+def _measure(profile: str, dev: torch.device, size: int, width: float, batch: int, steps: int, fast: bool,
+             compile_mode: str = "default", profile_steps: int = 0) -> dict:
+    """One mode: the reference (fp32, eager, contiguous) or the fast path."""
+    prof = get_profile(profile)
+    torch.manual_seed(0)
+    _fast_switches(fast)
     accel = Accel(dev, "bf16" if fast else "fp32", channels_last=fast)
-    model = PoseNet(NetConfig("net6", 1, size, 14, width, max(64, int(4096 * width)), prof.pool, 0.03)).to(dev)
+    cfg = NetConfig("net6", 1, size, 14, width, max(64, int(4096 * width)), prof.pool, 0.03)
+    model = PoseNet(cfg).to(dev)
     if fast:
         model = model.to(memory_format=torch.channels_last)
-    net = torch.compile(model) if fast and dev.type == "cuda" else model
+    compiled = fast and dev.type == "cuda"
+    net = torch.compile(model, mode=compile_mode, dynamic=False) if compiled else model
     opt = LasagneMomentum(model.parameters(), 0.009, 0.98, prof.nesterov)
-    n = batch * 8
-    depth16 = (torch.rand(n, 1, size, size, device=dev) * 2 - 1).half()
-    target = torch.rand(n, 42, device=dev) * 2 - 1
-    x32, y32 = depth16[:batch].float(), target[:batch]
+    n = batch * steps  # one epoch = `steps` full batches
+    split = SplitData((torch.rand(n, 1, size, size, device=dev) * 2 - 1).half(), None,
+                      torch.rand(n, 14, 3, device=dev) * 2 - 1)
+    targets = split.joints.view(n, -1)
     assemble = InputAssembler("depth", prof)
+    x32, y32 = split.depth[:batch].float(), targets[:batch]
 
-    def bare():  # forward + backward + update on tensors already in memory
-        loss = pose_loss(accel.forward(net, (x32,)), y32, prof.loss_scale)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+    def bare():  # forward + backward + update on one batch already in memory, `steps` times
+        for _ in range(steps):
+            loss = pose_loss(accel.forward(net, (x32,)), y32, prof.loss_scale)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
 
-    state = {"perm": torch.randperm(n, device=dev), "s": 0, "acc": torch.zeros((), device=dev)}
+    gen = torch.Generator().manual_seed(0)
 
-    def loop():  # what train() does per batch: index a shuffled permutation, assemble, step, accumulate
-        s = state["s"]
-        if s + batch > n:
-            state["perm"], s = torch.randperm(n, device=dev), 0
-        idx = state["perm"][s:s + batch]
-        loss = pose_loss(accel.forward(net, assemble(depth16[idx], None)), target[idx], prof.loss_scale)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        state["acc"] += loss.detach() * batch
-        state["s"] = s + batch
+    def loop():  # exactly what train() runs per epoch
+        perm = torch.randperm(n, generator=gen).to(dev)
+        train_epoch(net, opt, accel, assemble, split, targets, perm, batch, prof.loss_scale)
 
-    warm = 5 if fast and dev.type == "cuda" else 2  # compilation happens in the warm-up
     model.train()
-    # Bare, loop, bare again: the best of the two bare timings, so warm-up order cannot flatter the loop.
-    t_bare = _timed(bare, dev, iters, warm)
-    t_loop = _timed(loop, dev, iters, warm)
-    t_bare = min(t_bare, _timed(bare, dev, iters, 1))
+    warm = 2 if compiled else 1  # compilation happens in the warm-up
+    # Bare, loop, bare again: the better bare timing, so warm-up order cannot flatter the loop.
+    t_bare = _timed(bare, dev, 3, warm)
+    t_loop = _timed(loop, dev, 3, 1)
+    t_bare = min(t_bare, _timed(bare, dev, 3, 0))
+    train_ips = n / t_loop
+    out = {"train_images_per_s": round(train_ips, 1), "bare_step_images_per_s": round(n / t_bare, 1),
+           "loop_over_bare": round(t_bare / t_loop, 3),
+           "train_tflops": round(train_ips * 6 * forward_macs(cfg) / 1e12, 2)}
+    if profile_steps:
+        out["profile_top_ops"] = _profile(lambda: (loop(), _sync(dev)), dev, steps)
     model.eval()
     with torch.no_grad():
-        one = x32[:1]
-        t1 = _timed(lambda: accel.forward(net, (one,)), dev, iters * 4, warm)
+        one = x32[:1].clone()
+        t1 = _timed(lambda: accel.forward(net, (one,)), dev, 50, 5 if compiled else 2)
         big = torch.rand(128, 1, size, size, device=dev)
-        t128 = _timed(lambda: accel.forward(net, (big,)), dev, max(2, iters // 2), warm)
-    return {"train_images_per_s": round(batch / t_loop, 1), "bare_step_images_per_s": round(batch / t_bare, 1),
-            "loop_over_bare": round(t_bare / t_loop, 3), "infer_latency_ms_batch1": round(1000 * t1, 3),
-            "infer_images_per_s_batch128": round(128 / t128, 1)}
+        t128 = _timed(lambda: accel.forward(net, (big,)), dev, 10, 3 if compiled else 1)
+    out.update({"infer_latency_ms_batch1": round(1000 * t1, 3), "infer_images_per_s_batch128": round(128 / t128, 1)})
+    return out
 
 
-def bench_net(profile: str, dev: torch.device, size: int, width: float, batch: int, iters: int) -> dict:
-    ref = _measure(profile, dev, size, width, batch, iters, fast=False)
-    fast = _measure(profile, dev, size, width, batch, iters, fast=True)
+def _profile(fn, dev: torch.device, steps: int, top: int = 12) -> list[dict]:
+    """Where one epoch's time goes: the operators with the most self time (device time on a GPU), per step."""
+    from torch.profiler import ProfilerActivity, profile
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if dev.type == "cuda" else [])
+    with profile(activities=acts) as p:
+        fn()
+    key = "self_device_time_total" if dev.type == "cuda" else "self_cpu_time_total"
+    events = sorted(p.key_averages(), key=lambda e: getattr(e, key), reverse=True)
+    total = sum(getattr(e, key) for e in events) or 1.0
+    return [{"op": e.key[:80], "ms_per_step": round(getattr(e, key) / 1000 / steps, 4),
+             "share": round(getattr(e, key) / total, 4), "calls_per_step": round(e.count / steps, 2)}
+            for e in events[:top]]
+
+
+def bench_net(profile: str, dev: torch.device, size: int, width: float, batch: int, steps: int,
+              compile_mode: str = "default", profile_steps: int = 0) -> dict:
+    ref = _measure(profile, dev, size, width, batch, steps, fast=False)
+    fast = _measure(profile, dev, size, width, batch, steps, fast=True, compile_mode=compile_mode,
+                    profile_steps=profile_steps)
     return {"reference": ref, "fast": fast,
             "fast_over_reference": {"train": round(fast["train_images_per_s"] / ref["train_images_per_s"], 3),
                                     "infer_batch128": round(fast["infer_images_per_s_batch128"]
                                                             / ref["infer_images_per_s_batch128"], 3),
                                     "latency_batch1": round(ref["infer_latency_ms_batch1"]
                                                             / fast["infer_latency_ms_batch1"], 3)},
-            "input_size": size, "width": width, "batch_size": batch}
+            "input_size": size, "width": width, "batch_size": batch,
+            "forward_gmacs_per_image": round(forward_macs(NetConfig("net6", 1, size, 14, width,
+                                                                    max(64, int(4096 * width)),
+                                                                    get_profile(profile).pool)) / 1e9, 4)}
 
 
-def bench_prep(frames: int = 600) -> dict:
+def _tile_h5(src: Path, dst: Path, n_train: int) -> None:
+    """A prepared file with ``n_train`` training frames (``src``'s repeated) and a third as many for
+    validation, the NYU ratio at val_fraction 0.25."""
+    with h5py.File(src, "r") as a, h5py.File(dst, "w") as b:
+        b.attrs.update(dict(a.attrs))
+        for split, n in (("train", n_train), ("val", max(1, n_train // 3)), ("test", a["test"]["depth"].shape[0])):
+            g = b.create_group(split)
+            for name, ds in a["train" if split == "val" else split].items():
+                data = ds[:]
+                g.create_dataset(name, data=np.concatenate([data] * -(-n // len(data)))[:n])
+
+
+def bench_run(h5: Path, dev: torch.device, size: int, width: float, epochs: int, compile_mode: str) -> dict:
+    """The fast thesis Depth-Net through train() for a few epochs, validation and checkpoints included."""
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = TrainConfig(data=str(h5), out=str(Path(tmp) / "run"), width=width, fc_units=max(64, int(4096 * width)),
+                          input_size=size, max_epochs=epochs, patience=epochs + 1, device=str(dev), progress=False,
+                          predict_test=False, precision="bf16", channels_last=True, tf32=True, cudnn_benchmark=True,
+                          compile=dev.type == "cuda", compile_mode=compile_mode)
+        result = train(cfg)
+        with open(Path(tmp) / "run" / "log.csv") as f:
+            rows = list(csv.DictReader(f))
+    loop_s = [float(r["seconds"]) for r in rows]
+    with h5py.File(h5, "r") as f:
+        n_train = f["train/depth"].shape[0]
+    warm = loop_s[1:] or loop_s  # the first epoch compiles
+    loop_ips = n_train / statistics.median(warm)
+    # Everything in an epoch that is not the training loop: validation, best-weights copy, log, checkpoint.
+    bookkeeping = max(0.0, result["seconds"] - sum(loop_s)) / epochs
+    epoch_s = n_train / loop_ips + bookkeeping
+    nyu_epoch = NYU_TRAIN_FRAMES * 0.75 / n_train * epoch_s
+    compile_s = max(0.0, loop_s[0] - n_train / loop_ips)  # what the first epoch took beyond a warm one
+    return {"epochs": epochs, "train_frames": n_train, "input_size": size, "width": width, "loop_images_per_s": round(loop_ips, 1),
+            "bookkeeping_s_per_epoch": round(bookkeeping, 3), "bookkeeping_share": round(bookkeeping / epoch_s, 3),
+            "first_epoch_extra_s": round(compile_s, 2),
+            "projected_nyu_100_epochs_min": round((100 * nyu_epoch + compile_s) / 60, 2)}
+
+
+def bench_prep(tmp: Path, frames: int = 600) -> tuple[dict, Path]:
     from data_prep.synthetic_nyu import generate
     from hpe.nyu import read_depth, read_rgb
     from hpe.prep import PrepConfig, prep
-    with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp) / "nyu"
-        generate(root, frames, 8, seed=0)
-        files = sorted((root / "train").glob("depth_1_*.png"))
-        t = time.perf_counter()
-        for f in files:
-            read_depth(f)
-            read_rgb(Path(str(f).replace("depth_1_", "rgb_1_")))
-        decode = len(files) / (time.perf_counter() - t)
-        stats = prep(root, Path(tmp) / "b.h5", PrepConfig(), progress=False)
-    import os
+    root = tmp / "nyu"
+    generate(root, frames, 8, seed=0)
+    files = sorted((root / "train").glob("depth_1_*.png"))
+    t = time.perf_counter()
+    for f in files:
+        read_depth(f)
+        read_rgb(Path(str(f).replace("depth_1_", "rgb_1_")))
+    decode = len(files) / (time.perf_counter() - t)
+    h5 = tmp / "bench.h5"
+    stats = prep(root, h5, PrepConfig(), progress=False)
     cores = os.cpu_count() or 1
     return {"prep_frames_per_s": stats["frames_per_s"], "decode_frames_per_s_one_core": round(decode, 1),
             "decode_bound_frames_per_s": round(decode * cores, 1),
-            "prep_over_decode_bound": round(stats["frames_per_s"] / (decode * cores), 3)}
+            "prep_over_decode_bound": round(stats["frames_per_s"] / (decode * cores), 3)}, h5
 
 
-def run(device: str = "auto", quick: bool | None = None) -> dict:
+def run(device: str = "auto", quick: bool | None = None, compile_mode: str = "default",
+        profile_ops: bool = False) -> dict:
+    if compile_mode not in COMPILE_MODES:
+        raise ValueError(f"compile mode must be one of {', '.join(COMPILE_MODES)}, got '{compile_mode}'")
     dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
                        ("cpu" if device == "auto" else device))
     quick = dev.type == "cpu" if quick is None else quick
-    # On a CPU the full-size nets would take minutes per step: measure the same topology at reduced size.
-    size, width, iters = (64, 0.25, 6) if quick else (128, 1.0, 30)
+    # On a CPU the full-size nets would take seconds per step: measure the same topology at reduced size.
+    size, width, steps, run_batches, epochs = (64, 0.25, 4, 4, 3) if quick else (128, 1.0, 30, 64, 4)
     out = {"device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
-           "torch": torch.__version__, "threads": torch.get_num_threads()}
+           "torch": torch.__version__, "threads": torch.get_num_threads(), "compile_mode": compile_mode}
+    t0 = time.perf_counter()
     for profile in ("thesis", "icip2018"):
         batch = get_profile(profile).batch_size
-        out[f"depthnet_{profile}"] = bench_net(profile, dev, size, width, batch, iters)
-    out["prep"] = bench_prep()
+        out[f"depthnet_{profile}"] = bench_net(profile, dev, size, width, batch, steps, compile_mode,
+                                               profile_ops and profile == "thesis")
+    with tempfile.TemporaryDirectory() as tmp:
+        out["prep"], h5 = bench_prep(Path(tmp))
+        tiled = Path(tmp) / "tiled.h5"
+        _tile_h5(h5, tiled, get_profile("thesis").batch_size * run_batches)
+        out["run_thesis_fast"] = bench_run(tiled, dev, size, width, epochs, compile_mode)
+    _fast_switches(False)
+    out["bench_seconds"] = round(time.perf_counter() - t0, 1)
     return out
 
 
-def main(device: str = "auto", quick: bool | None = None) -> None:
-    print(json.dumps(run(device, quick)))
+TARGETS = {"train_images_per_s": 20000, "infer_latency_ms_batch1": 1.0, "loop_over_bare": 0.9}
+
+
+def _warm_images_per_s(log: Path) -> float:
+    with open(log) as f:
+        rates = [float(r["images_per_s"]) for r in csv.DictReader(f)]
+    return statistics.median(rates[1:] or rates)  # the first epoch compiles / autotunes
+
+
+def report(folder: Path) -> str:
+    """The speed check's summary (``make gpu-check``): the benchmark against the targets, then the reference and
+    fast training runs side by side."""
+    folder = Path(folder)
+    path = folder / "bench.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"missing {path}: run `hpe bench --json {path}` first")
+    b = json.loads(path.read_text())
+    lines = [f"device {b['device']}, torch {b['torch']}, compile mode {b['compile_mode']}"]
+    for prof in ("thesis", "icip2018"):
+        r = b[f"depthnet_{prof}"]
+        for mode in ("reference", "fast"):
+            m = r[mode]
+            lines.append(f"Depth-Net {prof:8s} {mode:9s}: train {m['train_images_per_s']:>9.0f} img/s "
+                         f"({m['train_tflops']:.1f} TFLOP/s), loop/bare {m['loop_over_bare']:.2f}, "
+                         f"batch-1 {m['infer_latency_ms_batch1']:.3f} ms, batch-128 {m['infer_images_per_s_batch128']:.0f} img/s")
+        lines.append(f"Depth-Net {prof:8s} fast/reference: train {r['fast_over_reference']['train']:.2f}x "
+                     f"(input {r['input_size']}, width {r['width']}, batch {r['batch_size']})")
+    fast = b["depthnet_thesis"]["fast"]
+    if b["depthnet_thesis"]["width"] != 1.0 or b["depthnet_thesis"]["input_size"] != 128:
+        lines.append("(reduced nets: the speed targets below are for the full-size Depth-Net on one H100/H200)")
+    for key, target in TARGETS.items():
+        ok = fast[key] <= target if key.startswith("infer_latency") else fast[key] >= target
+        lines.append(f"target {key} {'<=' if key.startswith('infer_latency') else '>='} {target}: "
+                     f"{fast[key]} {'met' if ok else 'MISSED'}")
+    run = b["run_thesis_fast"]
+    lines.append(f"train() fast thesis: {run['loop_images_per_s']:.0f} img/s in the loop, bookkeeping "
+                 f"{100 * run['bookkeeping_share']:.1f}% of an epoch, 100 NYU epochs ~ {run['projected_nyu_100_epochs_min']} min")
+    if "profile_top_ops" in fast:
+        lines.append("fast thesis loop, most expensive operators: " + "; ".join(
+            f"{o['op']} {100 * o['share']:.1f}%" for o in fast["profile_top_ops"][:6]))
+    lines.append(f"prep {b['prep']['prep_frames_per_s']} frames/s ({b['prep']['prep_over_decode_bound']} of the decode bound)")
+    runs = {m: folder / f"{m}-result.json" for m in ("reference", "fast")}
+    if all(p.is_file() for p in runs.values()):
+        res = {m: json.loads(p.read_text()) for m, p in runs.items()}
+        for m, r in res.items():
+            lines.append(f"training {m:9s}: test {r['test_mean_mm']:.2f} mm (mean pose {r['mean_pose_mm']:.2f}), "
+                         f"{r['epochs']} epochs in {r['seconds']:.0f} s, {_warm_images_per_s(folder / f'{m}-log.csv'):.0f} "
+                         f"img/s after the first epoch, on {r['device']}")
+        ref, fst = res["reference"]["test_mean_mm"], res["fast"]["test_mean_mm"]
+        lines.append(f"fast vs reference test error: {100 * (fst - ref) / ref:+.1f}%")
+    return "\n".join(lines)
+
+
+def main(device: str = "auto", quick: bool | None = None, compile_mode: str = "default",
+         profile_ops: bool = False, out: Path | None = None) -> None:
+    text = json.dumps(run(device, quick, compile_mode, profile_ops))
+    if out is not None:
+        from hpe.io import atomic_write_text
+        atomic_write_text(Path(out), text + "\n")
+    print(text)

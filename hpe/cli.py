@@ -160,7 +160,11 @@ def _cmd_search(a) -> int:
 
 def _cmd_bench(a) -> int:
     from hpe.bench import main as bench
-    bench(a.device or "auto", True if a.quick else None)
+    if a.report:
+        from hpe.bench import report
+        print(report(a.report))
+        return 0
+    bench(a.device or "auto", True if a.quick else None, a.compile_mode, a.profile_ops, a.json)
     return 0
 
 
@@ -276,6 +280,14 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("bench", help="speed benchmark: training/inference images/s, loop vs bare ratio, prep (JSON)")
     s.add_argument("--device")
     s.add_argument("--quick", action="store_true", help="reduced-size nets (default on CPU)")
+    s.add_argument("--compile-mode", default="default",
+                   help="torch.compile mode for the fast path on CUDA: default, reduce-overhead, max-autotune, "
+                        "max-autotune-no-cudagraphs")
+    s.add_argument("--profile-ops", action="store_true",
+                   help="add the fast thesis loop's most expensive operators (torch.profiler)")
+    s.add_argument("--json", type=Path, help="also write the JSON object to this file")
+    s.add_argument("--report", type=Path, metavar="DIR",
+                   help="instead of measuring, summarise DIR (bench.json + training runs, as `make gpu-check` leaves it)")
     s.set_defaults(func=_cmd_bench)
     return p
 

@@ -99,12 +99,19 @@ class InputAssembler:
         std = np.asarray(rgb_std if rgb_std is not None else [1.0, 1.0, 1.0], np.float32)
         self.mean = torch.from_numpy(mean).view(1, 3, 1, 1)
         self.std = torch.from_numpy(std).view(1, 3, 1, 1)
+        self._on_device: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def _stats(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        # Copied to the device once: a host-to-device copy per batch would synchronise the GPU every step.
+        if device not in self._on_device:
+            self._on_device[device] = (self.mean.to(device), self.std.to(device))
+        return self._on_device[device]
 
     def rgb(self, depth: torch.Tensor, rgb8: torch.Tensor) -> torch.Tensor:
         mask = (depth < 1).to(torch.float32)
         if self.profile.rgb_mode == "unit+mask":
             return torch.cat([rgb8.to(torch.float32) / 255.0, mask], dim=1)
-        mean, std = self.mean.to(depth.device), self.std.to(depth.device)
+        mean, std = self._stats(depth.device)
         return (rgb8.to(torch.float32) * mask - mean) / std
 
     def __call__(self, depth16: torch.Tensor, rgb8: torch.Tensor | None) -> tuple[torch.Tensor, ...]:

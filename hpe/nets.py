@@ -212,3 +212,21 @@ def table_parameter_count(name: str, input_size: int = 128, num_joints: int = 14
         c = out
     flat = c * s * s
     return total + flat * fc_units + fc_units + fc_units * fc_units + fc_units + fc_units * 3 * num_joints + 3 * num_joints
+
+
+def forward_macs(cfg: NetConfig) -> int:
+    """Multiply-accumulates of one image's forward pass (convs and fc layers; ReLU, pooling and bias ignored).
+
+    Training costs about three times this (forward, gradient w.r.t. inputs, gradient w.r.t. weights); the
+    benchmark divides images/s by it to report the achieved TFLOP/s against the device's peak.
+    """
+    total, s = 0, cfg.input_size
+    for layer in _layers(cfg):
+        if layer[0] == "pool":
+            s //= cfg.pool
+        elif layer[0] == "conv":
+            _, cin, cout, k = layer
+            total += s * s * k * k * cin * cout
+        elif layer[0] in ("fc", "out"):
+            total += layer[1] * layer[2]
+    return total

@@ -29,6 +29,7 @@ from hpe.optim import LasagneMomentum
 from hpe.profiles import get_profile
 
 INPUTS = ("depth", "rgb", "rgbd", "depth+rgb")  # depth+rgb: double-stream Fuse-Net
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 LOG_FIELDS = ("epoch", "train_loss", "train_mse", "val_loss", "val_mse", "lr", "seconds", "images_per_s")
 
 
@@ -61,10 +62,12 @@ class TrainConfig:
     divergence_factor: float = 100.0  # train loss above factor x the first epoch's (or NaN) = diverged
     progress: bool = True
     predict_test: bool = True
+    checkpoint_interval_s: float = 30.0  # write checkpoint.pt/best.pt at most this often (and at the end)
     # Fast path switches (the fp32 eager defaults are the reference).  See README "Speed".
     precision: str = "fp32"          # fp32 | bf16 (autocast; loss, weights and optimizer state stay fp32)
     channels_last: bool = False
     compile: bool = False            # torch.compile the training model
+    compile_mode: str = "default"    # torch.compile mode: default | reduce-overhead | max-autotune[-no-cudagraphs]
     tf32: bool = False               # TF32 matmuls/convolutions on CUDA
     cudnn_benchmark: bool = False    # cuDNN autotuning (ignored in deterministic mode)
 
@@ -93,6 +96,8 @@ class TrainConfig:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         if not 0 <= self.dropout < 1:
             raise ValueError(f"dropout must lie in [0, 1), got {self.dropout}")
+        if self.compile_mode not in COMPILE_MODES:
+            raise ValueError(f"compile_mode must be one of {', '.join(COMPILE_MODES)}, got '{self.compile_mode}'")
         if self.precision not in ("fp32", "bf16"):
             raise ValueError(f"precision must be 'fp32' or 'bf16', got '{self.precision}'")
         if not 0 <= self.momentum <= 1:
@@ -163,8 +168,63 @@ def predict(model: torch.nn.Module, data: SplitData, assemble: InputAssembler, b
     out = []
     for s in range(0, len(data), batch):
         rgb = None if data.rgb is None else data.rgb[s:s + batch].to(dev)
-        out.append(accel.forward(model, assemble(data.depth[s:s + batch].to(dev), rgb)).cpu())
-    return torch.cat(out).view(len(data), -1, 3).numpy()
+        out.append(accel.forward(model, assemble(data.depth[s:s + batch].to(dev), rgb)))
+    return torch.cat(out).cpu().view(len(data), -1, 3).numpy()  # one copy back: a GPU sync per batch stalls
+
+
+class _LossReader:
+    """The progress bar's loss, read without stalling the GPU: copied to pinned memory asynchronously and shown
+    once the copy has landed (a few batches late).  ``.item()`` would wait for every queued kernel."""
+
+    def __init__(self, device: torch.device):
+        self.cuda = device.type == "cuda"
+        self.value = float("nan")
+        if self.cuda:
+            self.host, self.event, self.pending = torch.zeros((), pin_memory=True), torch.cuda.Event(), False
+
+    def __call__(self, loss: torch.Tensor) -> float:
+        if not self.cuda:
+            return loss.item()  # on a CPU the value is already there
+        if self.pending and self.event.query():
+            self.value, self.pending = self.host.item(), False
+        if not self.pending:
+            self.host.copy_(loss.detach(), non_blocking=True)
+            self.event.record()
+            self.pending = True
+        return self.value
+
+
+def epoch_starts(n: int, batch_size: int, world: int = 1) -> list[int]:
+    """First frame of each global batch.  Under DDP a tail too short to give every rank a frame is dropped, so
+    all ranks take the same number of steps."""
+    return [s for s in range(0, n, batch_size) if world == 1 or min(batch_size, n - s) >= world]
+
+
+def train_epoch(net: torch.nn.Module, opt: torch.optim.Optimizer, accel: Accel, assemble: InputAssembler,
+                data: SplitData, targets: torch.Tensor, perm: torch.Tensor, batch_size: int, loss_scale: str,
+                rank: int = 0, world: int = 1, desc: str = "", progress: bool = False) -> tuple[torch.Tensor, int]:
+    """One pass over a split already on the device, in the order ``perm``: index, assemble, forward, backward,
+    update.  Nothing per batch goes through a data loader or the host, and nothing waits for the GPU.
+    Returns the summed loss (a device tensor) and the number of frames it sums over (all ranks together).
+    ``hpe bench`` times this same function."""
+    n = len(perm)
+    starts = epoch_starts(n, batch_size, world)
+    loss_sum = torch.zeros((), device=targets.device)
+    t0 = time.perf_counter()
+    bar = tqdm(starts, desc=desc, unit="batch", disable=not progress, leave=False, dynamic_ncols=True)
+    read = _LossReader(targets.device)
+    for b, s in enumerate(bar):
+        idx = perm[s:s + batch_size][rank::world]  # under DDP each rank takes every world-th frame of the batch
+        rgb = None if data.rgb is None else data.rgb[idx]
+        loss = pose_loss(accel.forward(net, assemble(data.depth[idx], rgb)), targets[idx], loss_scale)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        loss_sum += loss.detach() * len(idx)
+        if progress and b % 10 == 0:
+            bar.set_postfix(loss=f"{read(loss):.5f}",
+                            img_s=f"{(s + batch_size) / max(time.perf_counter() - t0, 1e-9):.0f}")
+    return loss_sum, sum(min(batch_size, n - s) for s in starts)
 
 
 def to_mm(pred_norm: np.ndarray, data: SplitData) -> tuple[np.ndarray, np.ndarray]:
@@ -179,6 +239,7 @@ class _Run:
     def __init__(self, out: Path):
         self.dir = Path(out)
         self.ckpt, self.best = self.dir / "checkpoint.pt", self.dir / "best.pt"
+        self.best_prev = self.dir / "best.prev.pt"
         self.log = self.dir / "log.csv"
 
     def write_log(self, rows: list[dict]) -> None:
@@ -188,6 +249,36 @@ class _Run:
         w.writeheader()
         w.writerows(rows)
         atomic_write_text(self.log, buf.getvalue())
+
+
+def _save_run(run: _Run, model, opt, device, cfg: TrainConfig, new_best: dict | None, progress: dict) -> None:
+    """Write best.pt (if the best changed) and then checkpoint.pt, each atomically.
+
+    The previous best.pt is kept as best.prev.pt until the new checkpoint is in place, so a kill between the two
+    writes still leaves the best weights that the surviving checkpoint refers to (see :func:`_load_best`).
+    """
+    if new_best is not None:
+        if run.best.exists():
+            os.replace(run.best, run.best_prev)
+        atomic_torch_save({"model": {k: v.cpu() for k, v in new_best.items()}, "epoch": progress["best_epoch"],
+                           "val_mse": progress["best_val"], "config": asdict(cfg)}, run.best)
+    atomic_torch_save({"model": model.state_dict(), "optimizer": opt.state_dict(), "rng": torch.get_rng_state(),
+                       "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+                       "config": asdict(cfg), **progress}, run.ckpt)
+    run.best_prev.unlink(missing_ok=True)
+
+
+def _load_best(run: _Run, best_epoch: int) -> dict | None:
+    """The best weights that a checkpoint with ``best_epoch`` refers to (None before the first finished epoch)."""
+    if best_epoch == 0:
+        return None
+    for path in (run.best, run.best_prev):
+        if path.exists():
+            saved = torch.load(path, map_location="cpu", weights_only=False)
+            if saved["epoch"] == best_epoch:
+                return saved["model"]
+    raise DataError(f"{run.dir}: checkpoint.pt refers to the best weights of epoch {best_epoch}, but neither "
+                    f"best.pt nor best.prev.pt holds them; delete {run.dir} to start over")
 
 
 def _set_determinism(cfg: TrainConfig, rank: int) -> None:
@@ -229,12 +320,12 @@ def train(config: TrainConfig | dict, resume: bool = False) -> dict:
                                   f"or choose another output folder")
         state = torch.load(run.ckpt, map_location="cpu", weights_only=False)
         saved = TrainConfig.from_dict(state["config"])
-        runtime = {"device", "progress", "out"}
+        runtime = {"device", "progress", "out", "checkpoint_interval_s"}
         changed = sorted(k for k, v in asdict(cfg).items() if k not in runtime and asdict(saved)[k] != v)
         if changed:
             raise ValueError(f"{run.ckpt} was trained with other settings ({', '.join(changed)}); "
                              f"delete {run.dir} to start over, or resume with the same config")
-        cfg = replace(saved, device=cfg.device, progress=cfg.progress)
+        cfg = replace(saved, device=cfg.device, progress=cfg.progress, checkpoint_interval_s=cfg.checkpoint_interval_s)
     rank, world, device = _distributed(cfg)
     main = rank == 0  # only rank 0 writes the run folder
     if main:
@@ -271,8 +362,7 @@ def train(config: TrainConfig | dict, resume: bool = False) -> dict:
         rows, epoch, lr = state["rows"], state["epoch"], state["lr"]
         best_val, best_epoch, wait, halvings = state["best_val"], state["best_epoch"], state["wait"], state["halvings"]
         first_loss, status, reason = state["first_loss"], state["status"], state["reason"]
-    best_weights = (torch.load(run.best, map_location="cpu", weights_only=False)["model"]
-                    if run.best.exists() and state is not None else None)
+    best_weights = _load_best(run, state["best_epoch"]) if state is not None else None
 
     # `net` is what the training step calls: the model, wrapped for DDP and/or compiled; `model` stays the
     # plain module whose state_dict is saved.
@@ -281,11 +371,17 @@ def train(config: TrainConfig | dict, resume: bool = False) -> dict:
         from torch.nn.parallel import DistributedDataParallel
         net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     if cfg.compile:
-        net = torch.compile(net)
+        # Static shapes: the full batch and the epoch's last, shorter batch each get their own graph, instead of
+        # one dynamic-shape graph that the full batches would then also run through.
+        net = torch.compile(net, mode=cfg.compile_mode, dynamic=False)
+    val_dev = val_d.to(device)
+
+    def progress() -> dict:  # what a checkpoint records besides weights, optimizer and RNG
+        return {"rows": rows, "epoch": epoch, "lr": lr, "best_val": best_val, "best_epoch": best_epoch, "wait": wait,
+                "halvings": halvings, "first_loss": first_loss, "status": status, "reason": reason}
+  # validated every epoch: keep it next to the model too
     n = len(gpu_train)
-    # Under DDP each rank takes every world-th frame of each global batch; a tail too short to give every rank
-    # a frame is dropped so all ranks take the same number of steps.
-    starts = [s for s in range(0, n, cfg.batch_size) if world == 1 or min(cfg.batch_size, n - s) >= world]
+    saved_at, best_dirty = time.perf_counter(), False
     t_start = time.perf_counter()
     while status == "running" and epoch < cfg.max_epochs:
         epoch += 1
@@ -295,32 +391,19 @@ def train(config: TrainConfig | dict, resume: bool = False) -> dict:
         gen = torch.Generator().manual_seed(cfg.seed * 100003 + epoch)  # same order whether resumed or not
         perm = torch.randperm(n, generator=gen).to(device)
         t0 = time.perf_counter()
-        loss_sum = torch.zeros((), device=device)
-        bar = tqdm(starts, desc=f"epoch {epoch}/{cfg.max_epochs}", unit="batch",
-                   disable=not (cfg.progress and main), leave=False, dynamic_ncols=True)
-        for b, s in enumerate(bar):
-            idx = perm[s:s + cfg.batch_size][rank::world]
-            rgb = None if gpu_train.rgb is None else gpu_train.rgb[idx]
-            out = accel.forward(net, assemble(gpu_train.depth[idx], rgb))
-            loss = pose_loss(out, targets[idx], cfg.loss_scale)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            loss_sum += loss.detach() * len(idx)
-            if cfg.progress and main and b % 10 == 0:  # .item() syncs the GPU: only now and then
-                el = time.perf_counter() - t0
-                bar.set_postfix(loss=f"{loss.item():.5f}", img_s=f"{(s + cfg.batch_size) / max(el, 1e-9):.0f}")
+        loss_sum, seen = train_epoch(net, opt, accel, assemble, gpu_train, targets, perm, cfg.batch_size,
+                                     cfg.loss_scale, rank, world, f"epoch {epoch}/{cfg.max_epochs}",
+                                     cfg.progress and main)
         if world > 1:
             import torch.distributed as dist
             dist.all_reduce(loss_sum)
-        seen = sum(min(cfg.batch_size, n - s) for s in starts)
         train_loss = float(loss_sum) / seen
         seconds = time.perf_counter() - t0
         if not math.isfinite(train_loss) or (first_loss is not None and train_loss > cfg.divergence_factor * first_loss):
             status, reason = "diverged", f"training loss {train_loss:.4g} at epoch {epoch} (first epoch {first_loss})"
             break
         first_loss = first_loss if first_loss is not None else train_loss
-        val_pred = predict(model, val_d, assemble, accel=accel)  # identical on every rank: same weights, same data
+        val_pred = predict(model, val_dev, assemble, accel=accel)  # identical on every rank: same weights, same data
         val_mse = normalised_mse(val_pred, val_d.joints.numpy())
         scale = 1.0 / (2 * n_joints) if cfg.loss_scale == "1/(2J)" else 0.5
         row = {"epoch": epoch, "train_loss": train_loss, "train_mse": train_loss / scale / (3 * n_joints),
@@ -331,10 +414,9 @@ def train(config: TrainConfig | dict, resume: bool = False) -> dict:
             status, reason = "diverged", f"validation error is {val_mse} at epoch {epoch}"
             break
         if val_mse < best_val:
-            best_val, best_epoch, wait = val_mse, epoch, 0
-            best_weights = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-            if main:
-                atomic_torch_save({"model": best_weights, "epoch": epoch, "val_mse": val_mse, "config": asdict(cfg)}, run.best)
+            # Kept in memory (on the device) and written with the next checkpoint, not every epoch.
+            best_val, best_epoch, wait, best_dirty = val_mse, epoch, 0, True
+            best_weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
         else:
             wait += 1
             if wait >= cfg.patience:  # the validation error saturated: halve the learning rate
@@ -348,15 +430,17 @@ def train(config: TrainConfig | dict, resume: bool = False) -> dict:
             status, reason = "done", f"reached max_epochs = {cfg.max_epochs}"
         if not main:
             continue
-        atomic_torch_save({"model": model.state_dict(), "optimizer": opt.state_dict(), "rng": torch.get_rng_state(),
-                           "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
-                           "rows": rows, "epoch": epoch, "lr": lr, "best_val": best_val, "best_epoch": best_epoch,
-                           "wait": wait, "halvings": halvings, "first_loss": first_loss, "status": status,
-                           "reason": reason, "config": asdict(cfg)}, run.ckpt)
         run.write_log(rows)
         if cfg.progress:
             tqdm.write(f"epoch {epoch}: train {row['train_mse']:.5f} val {val_mse:.5f} lr {lr:.4g} "
                        f"{row['images_per_s']:.0f} img/s")
+        # A checkpoint of Depth-Net is 1.2 GB; on a fast GPU an NYU epoch takes seconds, so write one only every
+        # checkpoint_interval_s (and always at the end): a kill loses at most that much training.
+        if status != "running" or time.perf_counter() - saved_at >= cfg.checkpoint_interval_s:
+            _save_run(run, model, opt, device, cfg, best_weights if best_dirty else None, progress())
+            saved_at, best_dirty = time.perf_counter(), False
+    if main and status == "diverged":  # keep what the diverged run had, so a resume reports instead of retraining
+        _save_run(run, model, opt, device, cfg, best_weights if best_dirty else None, progress())
     if status == "running":
         status, reason = "done", f"reached max_epochs = {cfg.max_epochs}"
     if world > 1:

@@ -53,3 +53,19 @@ def test_cli_dry_run_and_nets(synthetic_h5, tmp_path):
     r = subprocess.run([sys.executable, "-m", "hpe", "train", "--data", str(tmp_path / "missing.h5"),
                         "--out", str(tmp_path / "x")], capture_output=True, text=True)
     assert r.returncode == 2 and "missing prepared dataset" in r.stderr and len(r.stderr.splitlines()) == 1
+
+
+def test_make_gpu_check_without_a_venv(tmp_path):
+    """The one-call speed check a GPU session runs (`make gpu-check VENV=none`), here on a CPU at tiny size."""
+    r = _make(tmp_path, "gpu-check", VENV="none", CHECK_OUT=f"{tmp_path}/check", CHECK_EPOCHS=2,
+              CHECK_PRESET="experiments/presets/tiny.toml", CHECK_FAST_SET="precision=bf16 channels_last=True")
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    check = tmp_path / "check"
+    assert sorted(p.name for p in check.iterdir()) == sorted(
+        ["bench.json", "summary.txt", "reference-result.json", "reference-log.csv", "fast-result.json",
+         "fast-log.csv"])
+    bench = json.loads((check / "bench.json").read_text())
+    assert bench["depthnet_thesis"]["fast"]["profile_top_ops"]
+    summary = (check / "summary.txt").read_text()
+    assert "fast vs reference test error" in summary and "target train_images_per_s" in summary
+    assert json.loads((check / "fast-result.json").read_text())["config"]["precision"] == "bf16"

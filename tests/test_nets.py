@@ -1,8 +1,17 @@
 import pytest
 import torch
 
-from hpe.nets import (FUSION_FUNCTIONS, FuseNet, NetConfig, PoseNet, count_parameters, fusion_points, list_nets,
-                      table_parameter_count)
+from hpe.nets import (
+    FUSION_FUNCTIONS,
+    FuseNet,
+    NetConfig,
+    PoseNet,
+    count_parameters,
+    forward_macs,
+    fusion_points,
+    list_nets,
+    table_parameter_count,
+)
 
 SMALL = dict(input_size=32, width=0.125, fc_units=256, num_joints=14)
 
@@ -59,7 +68,44 @@ def test_bad_configs():
         FuseNet(NetConfig("net6", **SMALL), 3, "conv4", "avg")
 
 
+@pytest.mark.parametrize("name", list_nets())
+@pytest.mark.parametrize("pool", [2, 3])
+def test_forward_macs_match_the_layers_run(name, pool):
+    """The plan-based count equals what the built layers compute, read off forward hooks."""
+    size = 48 if pool == 2 else 81
+    cfg = NetConfig(name, 1, size, 14, 0.25, 64, pool)
+    try:
+        model, macs = PoseNet(cfg), []
+    except ValueError:
+        pytest.skip(f"{name} with {pool}x{pool} pooling does not fit a {size}x{size} input")
+
+    def hook(m, inp, out):
+        w = m.weight
+        macs.append(out[0].numel() * w[0].numel() if isinstance(m, torch.nn.Conv2d) else w.numel())
+    for m in model.modules():
+        if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)):
+            m.register_forward_hook(hook)
+    model(torch.zeros(1, 1, size, size))
+    assert forward_macs(cfg) == sum(macs)
+    assert forward_macs(NetConfig("net6")) == 986_357_760  # thesis Depth-Net: about 1 GMAC per image
+
+
 def test_bench_reports_ratio():
     from hpe.bench import bench_net
     r = bench_net("thesis", torch.device("cpu"), 32, 0.125, 8, 2)["reference"]
     assert r["train_images_per_s"] > 0 and 0 < r["loop_over_bare"] < 10 and r["infer_latency_ms_batch1"] > 0
+
+
+def test_bench_run_counts_bookkeeping(synthetic_h5, tmp_path):
+    """The end-to-end part runs train() itself on a tiled prepared file and splits loop from bookkeeping time."""
+    import h5py
+
+    from hpe.bench import _tile_h5, bench_run
+    _tile_h5(synthetic_h5, tmp_path / "tiled.h5", 40)
+    with h5py.File(synthetic_h5) as src, h5py.File(tmp_path / "tiled.h5") as f:
+        n0 = src["train/frame"].shape[0]
+        assert n0 < 40 and f["train/depth"].shape[0] == 40 and f["val/depth"].shape[0] == 13
+        assert (f["train/frame"][n0:] == src["train/frame"][:40 - n0]).all()  # repeated from the start
+    r = bench_run(tmp_path / "tiled.h5", torch.device("cpu"), 32, 0.125, 2, "default")
+    assert r["train_frames"] == 40 and r["loop_images_per_s"] > 0 and 0 <= r["bookkeeping_share"] < 1
+    assert r["projected_nyu_100_epochs_min"] > 0

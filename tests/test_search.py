@@ -107,7 +107,7 @@ def test_killed_worker_trial_is_failed_and_requeued(synthetic_h5, tmp_path):
     out = tmp_path / "search"
     cmd = [sys.executable, "-m", "hpe", "search", "--data", str(synthetic_h5), "--out", str(out), "--rounds", "1",
            "--samples", "2", "--heartbeat", "1", "--quiet"] + sum(
-        [["--set", f"{k}={v}"] for k, v in {**BASE, "max_epochs": 40, "limit_train": 24}.items()], [])
+        [["--set", f"{k}={v}"] for k, v in {**BASE, "max_epochs": 40, "limit_train": 24, "checkpoint_interval_s": 0}.items()], [])
     p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     ckpt = out / "trial-0000" / "checkpoint.pt"
     deadline = time.time() + 120

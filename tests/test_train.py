@@ -67,7 +67,7 @@ def _cmd(h5, out):
     return [sys.executable, "-m", "hpe", "train", "--data", str(h5), "--out", str(out), "--quiet", "--resume",
             "--device", "cpu"] + sum([["--set", f"{k}={v}"] for k, v in dict(
                 width=0.125, fc_units=128, input_size=32, batch_size=4, max_epochs=4, deterministic=True,
-                patience=10, limit_train=24, predict_test=False).items()], [])
+                patience=10, limit_train=24, predict_test=False, checkpoint_interval_s=0).items()], [])
 
 
 def test_kill9_and_resume_matches_uninterrupted(synthetic_h5, tmp_path):
@@ -89,6 +89,26 @@ def test_kill9_and_resume_matches_uninterrupted(synthetic_h5, tmp_path):
         assert torch.equal(a["model"][k], b["model"][k]), k
     with pytest.raises(subprocess.CalledProcessError):  # a different config refuses to resume
         subprocess.run(_cmd(synthetic_h5, tmp_path / "cut") + ["--set", "lr=0.5"], check=True, capture_output=True)
+
+
+def test_checkpoints_are_rate_limited_and_best_survives_a_kill_between_writes(synthetic_h5, tmp_path):
+    from hpe.train import _load_best, _Run
+    r = train(dict(data=str(synthetic_h5), out=str(tmp_path / "r"), limit_train=16, max_epochs=3, patience=10,
+                   predict_test=False, checkpoint_interval_s=1e9, **TINY))
+    ck = torch.load(tmp_path / "r" / "checkpoint.pt", weights_only=False)
+    assert ck["epoch"] == 3 and ck["status"] == "done"  # the last epoch is always saved
+    assert len((tmp_path / "r" / "log.csv").read_text().splitlines()) == 4  # the log is written every epoch
+    assert not (tmp_path / "r" / "best.prev.pt").exists()
+    run = _Run(tmp_path / "r")
+    best = torch.load(run.best, weights_only=False)
+    assert best["epoch"] == r["best_epoch"] == ck["best_epoch"]
+    # Killed after a new best.pt but before its checkpoint: the checkpoint's best is still in best.prev.pt.
+    os.replace(run.best, run.best_prev)
+    torch.save({**best, "epoch": best["epoch"] + 1, "model": {}}, run.best)
+    assert _load_best(run, ck["best_epoch"]).keys() == best["model"].keys()
+    run.best_prev.unlink()
+    with pytest.raises(Exception, match="best weights of epoch"):
+        _load_best(run, ck["best_epoch"])
 
 
 def _train_args(h5, out, **over):
