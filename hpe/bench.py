@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from hpe.data import InputAssembler, SplitData
+from hpe.io import atomic_torch_save, atomic_write_text
 from hpe.nets import NetConfig, PoseNet, forward_macs
 from hpe.optim import LasagneMomentum
 from hpe.profiles import get_profile
@@ -163,8 +164,23 @@ def _tile_h5(src: Path, dst: Path, n_train: int) -> None:
                 g.create_dataset(name, data=np.concatenate([data] * -(-n // len(data)))[:n])
 
 
+def _checkpoint_seconds(cfg: TrainConfig, dev: torch.device, folder: Path) -> float:
+    """One checkpoint write as train() does it: weights + momentum of the same net, from the device."""
+    model = PoseNet(NetConfig(cfg.net, 1, cfg.input_size, 14, cfg.width, cfg.fc_units)).to(dev)
+    velocity = {k: torch.zeros_like(v) for k, v in model.state_dict().items()}
+    _sync(dev)
+    t = time.perf_counter()
+    atomic_torch_save({"model": model.state_dict(), "optimizer": velocity}, folder / "checkpoint.pt")
+    return time.perf_counter() - t
+
+
 def bench_run(h5: Path, dev: torch.device, size: int, width: float, epochs: int, compile_mode: str) -> dict:
-    """The fast thesis Depth-Net through train() for a few epochs, validation and checkpoints included."""
+    """The fast thesis Depth-Net through train() for a few epochs, and the 100-epoch NYU run it projects.
+
+    The projection scales the warm training loop to NYU's 54,568 training frames and validation to its 18,189
+    validation frames, adds the rest of each epoch's bookkeeping, one checkpoint per ``checkpoint_interval_s``
+    and the first epoch's compilation.
+    """
     with tempfile.TemporaryDirectory() as tmp:
         cfg = TrainConfig(data=str(h5), out=str(Path(tmp) / "run"), width=width, fc_units=max(64, int(4096 * width)),
                           input_size=size, max_epochs=epochs, patience=epochs + 1, device=str(dev), progress=False,
@@ -173,20 +189,27 @@ def bench_run(h5: Path, dev: torch.device, size: int, width: float, epochs: int,
         result = train(cfg)
         with open(Path(tmp) / "run" / "log.csv") as f:
             rows = list(csv.DictReader(f))
-    loop_s = [float(r["seconds"]) for r in rows]
+        save_s = _checkpoint_seconds(cfg, dev, Path(tmp))
     with h5py.File(h5, "r") as f:
-        n_train = f["train/depth"].shape[0]
-    warm = loop_s[1:] or loop_s  # the first epoch compiles
-    loop_ips = n_train / statistics.median(warm)
-    # Everything in an epoch that is not the training loop: validation, best-weights copy, log, checkpoint.
-    bookkeeping = max(0.0, result["seconds"] - sum(loop_s)) / epochs
-    epoch_s = n_train / loop_ips + bookkeeping
-    nyu_epoch = NYU_TRAIN_FRAMES * 0.75 / n_train * epoch_s
+        n_train, n_val = f["train/depth"].shape[0], f["val/depth"].shape[0]
+    loop_s = [float(r["seconds"]) for r in rows]
+    val_s = [float(r["val_seconds"]) for r in rows]
+    loop_ips = n_train / statistics.median(loop_s[1:] or loop_s)  # the first epoch compiles
+    val_ips = n_val / statistics.median(val_s[1:] or val_s)
     compile_s = max(0.0, loop_s[0] - n_train / loop_ips)  # what the first epoch took beyond a warm one
-    return {"epochs": epochs, "train_frames": n_train, "input_size": size, "width": width, "loop_images_per_s": round(loop_ips, 1),
-            "bookkeeping_s_per_epoch": round(bookkeeping, 3), "bookkeeping_share": round(bookkeeping / epoch_s, 3),
+    # The rest of an epoch: best-weights copy, log; the run's one checkpoint write is taken out.
+    other = max(0.0, result["seconds"] - sum(loop_s) - sum(val_s) - save_s) / epochs
+    nyu_train = NYU_TRAIN_FRAMES - NYU_TRAIN_FRAMES // 4
+    epoch = nyu_train / loop_ips + (NYU_TRAIN_FRAMES - nyu_train) / val_ips + other
+    saves = 1 + 100 * epoch / cfg.checkpoint_interval_s
+    total = 100 * epoch + saves * save_s + compile_s
+    return {"epochs": epochs, "train_frames": n_train, "val_frames": n_val, "input_size": size, "width": width,
+            "loop_images_per_s": round(loop_ips, 1), "val_images_per_s": round(val_ips, 1),
+            "other_s_per_epoch": round(other, 3), "checkpoint_s": round(save_s, 3),
             "first_epoch_extra_s": round(compile_s, 2),
-            "projected_nyu_100_epochs_min": round((100 * nyu_epoch + compile_s) / 60, 2)}
+            "projected_nyu_epoch_s": round(epoch, 2),
+            "bookkeeping_share": round(1 - 100 * nyu_train / loop_ips / total, 3),
+            "projected_nyu_100_epochs_min": round(total / 60, 2)}
 
 
 def bench_prep(tmp: Path, frames: int = 600) -> tuple[dict, Path]:
@@ -210,7 +233,9 @@ def bench_prep(tmp: Path, frames: int = 600) -> tuple[dict, Path]:
 
 
 def run(device: str = "auto", quick: bool | None = None, compile_mode: str = "default",
-        profile_ops: bool = False) -> dict:
+        profile_ops: bool = False, keep: Path | None = None) -> dict:
+    """The whole benchmark.  With ``keep``, the object so far is written there after each part (with
+    ``"complete": false`` until the end), so a run cut short by a time limit still leaves its numbers."""
     if compile_mode not in COMPILE_MODES:
         raise ValueError(f"compile mode must be one of {', '.join(COMPILE_MODES)}, got '{compile_mode}'")
     dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
@@ -221,17 +246,25 @@ def run(device: str = "auto", quick: bool | None = None, compile_mode: str = "de
     out = {"device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
            "torch": torch.__version__, "threads": torch.get_num_threads(), "compile_mode": compile_mode}
     t0 = time.perf_counter()
+
+    def save(complete: bool = False) -> None:
+        out.update(complete=complete, bench_seconds=round(time.perf_counter() - t0, 1))
+        if keep is not None:
+            atomic_write_text(Path(keep), json.dumps(out) + "\n")
+
     for profile in ("thesis", "icip2018"):
         batch = get_profile(profile).batch_size
         out[f"depthnet_{profile}"] = bench_net(profile, dev, size, width, batch, steps, compile_mode,
                                                profile_ops and profile == "thesis")
+        save()
     with tempfile.TemporaryDirectory() as tmp:
         out["prep"], h5 = bench_prep(Path(tmp))
+        save()
         tiled = Path(tmp) / "tiled.h5"
         _tile_h5(h5, tiled, get_profile("thesis").batch_size * run_batches)
         out["run_thesis_fast"] = bench_run(tiled, dev, size, width, epochs, compile_mode)
     _fast_switches(False)
-    out["bench_seconds"] = round(time.perf_counter() - t0, 1)
+    save(complete=True)
     return out
 
 
@@ -251,10 +284,17 @@ def report(folder: Path) -> str:
     path = folder / "bench.json"
     if not path.is_file():
         raise FileNotFoundError(f"missing {path}: run `hpe bench --json {path}` first")
-    b = json.loads(path.read_text())
+    try:
+        b = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path} is not valid JSON: {exc}") from None
     lines = [f"device {b['device']}, torch {b['torch']}, compile mode {b['compile_mode']}"]
+    if not b.get("complete", True):
+        lines.append(f"(incomplete benchmark: it stopped after {b.get('bench_seconds')} s)")
     for prof in ("thesis", "icip2018"):
-        r = b[f"depthnet_{prof}"]
+        r = b.get(f"depthnet_{prof}")
+        if r is None:
+            continue
         for mode in ("reference", "fast"):
             m = r[mode]
             lines.append(f"Depth-Net {prof:8s} {mode:9s}: train {m['train_images_per_s']:>9.0f} img/s "
@@ -262,20 +302,26 @@ def report(folder: Path) -> str:
                          f"batch-1 {m['infer_latency_ms_batch1']:.3f} ms, batch-128 {m['infer_images_per_s_batch128']:.0f} img/s")
         lines.append(f"Depth-Net {prof:8s} fast/reference: train {r['fast_over_reference']['train']:.2f}x "
                      f"(input {r['input_size']}, width {r['width']}, batch {r['batch_size']})")
-    fast = b["depthnet_thesis"]["fast"]
-    if b["depthnet_thesis"]["width"] != 1.0 or b["depthnet_thesis"]["input_size"] != 128:
-        lines.append("(reduced nets: the speed targets below are for the full-size Depth-Net on one H100/H200)")
-    for key, target in TARGETS.items():
-        ok = fast[key] <= target if key.startswith("infer_latency") else fast[key] >= target
-        lines.append(f"target {key} {'<=' if key.startswith('infer_latency') else '>='} {target}: "
-                     f"{fast[key]} {'met' if ok else 'MISSED'}")
-    run = b["run_thesis_fast"]
-    lines.append(f"train() fast thesis: {run['loop_images_per_s']:.0f} img/s in the loop, bookkeeping "
-                 f"{100 * run['bookkeeping_share']:.1f}% of an epoch, 100 NYU epochs ~ {run['projected_nyu_100_epochs_min']} min")
-    if "profile_top_ops" in fast:
-        lines.append("fast thesis loop, most expensive operators: " + "; ".join(
-            f"{o['op']} {100 * o['share']:.1f}%" for o in fast["profile_top_ops"][:6]))
-    lines.append(f"prep {b['prep']['prep_frames_per_s']} frames/s ({b['prep']['prep_over_decode_bound']} of the decode bound)")
+    if "depthnet_thesis" in b:
+        fast = b["depthnet_thesis"]["fast"]
+        if b["depthnet_thesis"]["width"] != 1.0 or b["depthnet_thesis"]["input_size"] != 128:
+            lines.append("(reduced nets: the speed targets below are for the full-size Depth-Net on one H100/H200)")
+        for key, target in TARGETS.items():
+            ok = fast[key] <= target if key.startswith("infer_latency") else fast[key] >= target
+            lines.append(f"target {key} {'<=' if key.startswith('infer_latency') else '>='} {target}: "
+                         f"{fast[key]} {'met' if ok else 'MISSED'}")
+        if "profile_top_ops" in fast:
+            lines.append("fast thesis loop, most expensive operators: " + "; ".join(
+                f"{o['op']} {100 * o['share']:.1f}%" for o in fast["profile_top_ops"][:6]))
+    if "run_thesis_fast" in b:
+        run = b["run_thesis_fast"]
+        lines.append(f"train() fast thesis: {run['loop_images_per_s']:.0f} img/s in the loop, validation "
+                     f"{run['val_images_per_s']:.0f} img/s, a checkpoint {run['checkpoint_s']:.2f} s, compilation "
+                     f"{run['first_epoch_extra_s']:.1f} s: 100 NYU epochs ~ {run['projected_nyu_100_epochs_min']} min "
+                     f"({100 * run['bookkeeping_share']:.1f}% outside the training loop)")
+    if "prep" in b:
+        lines.append(f"prep {b['prep']['prep_frames_per_s']} frames/s "
+                     f"({b['prep']['prep_over_decode_bound']} of the decode bound)")
     runs = {m: folder / f"{m}-result.json" for m in ("reference", "fast")}
     if all(p.is_file() for p in runs.values()):
         res = {m: json.loads(p.read_text()) for m, p in runs.items()}
@@ -290,8 +336,4 @@ def report(folder: Path) -> str:
 
 def main(device: str = "auto", quick: bool | None = None, compile_mode: str = "default",
          profile_ops: bool = False, out: Path | None = None) -> None:
-    text = json.dumps(run(device, quick, compile_mode, profile_ops))
-    if out is not None:
-        from hpe.io import atomic_write_text
-        atomic_write_text(Path(out), text + "\n")
-    print(text)
+    print(json.dumps(run(device, quick, compile_mode, profile_ops, keep=out)))

@@ -30,7 +30,8 @@ from hpe.profiles import get_profile
 
 INPUTS = ("depth", "rgb", "rgbd", "depth+rgb")  # depth+rgb: double-stream Fuse-Net
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
-LOG_FIELDS = ("epoch", "train_loss", "train_mse", "val_loss", "val_mse", "lr", "seconds", "images_per_s")
+LOG_FIELDS = ("epoch", "train_loss", "train_mse", "val_loss", "val_mse", "lr", "seconds", "images_per_s",
+              "val_seconds")
 
 
 @dataclass
@@ -403,12 +404,14 @@ def train(config: TrainConfig | dict, resume: bool = False) -> dict:
             status, reason = "diverged", f"training loss {train_loss:.4g} at epoch {epoch} (first epoch {first_loss})"
             break
         first_loss = first_loss if first_loss is not None else train_loss
+        t_val = time.perf_counter()
         val_pred = predict(model, val_dev, assemble, accel=accel)  # identical on every rank: same weights, same data
         val_mse = normalised_mse(val_pred, val_d.joints.numpy())
         scale = 1.0 / (2 * n_joints) if cfg.loss_scale == "1/(2J)" else 0.5
         row = {"epoch": epoch, "train_loss": train_loss, "train_mse": train_loss / scale / (3 * n_joints),
                "val_loss": val_mse * 3 * n_joints * scale, "val_mse": val_mse, "lr": lr,
-               "seconds": round(seconds, 3), "images_per_s": round(n / seconds, 1)}
+               "seconds": round(seconds, 3), "images_per_s": round(n / seconds, 1),
+               "val_seconds": round(time.perf_counter() - t_val, 3)}
         rows.append(row)
         if not math.isfinite(val_mse):
             status, reason = "diverged", f"validation error is {val_mse} at epoch {epoch}"
