@@ -172,7 +172,7 @@ search: $(H5)
 	$(HPE) search experiments/fig4.7/depthnet.toml --preset $(PRESET) --data $(H5) --out $(RUNS)/search $(SEARCH_ARGS)
 
 bench: | $(INSTALLED)
-	$(HPE) bench
+	@$(HPE) bench
 
 # The speed check of README "Speed", made to run in one call on a lent GPU (`make gpu-check VENV=none
 # CHECK_OUT=$$OUT SYNTH_TRAIN=6000`): the benchmark with an operator profile, then Figure 4.7's Depth-Net trained
