@@ -77,6 +77,8 @@ def _measure(profile: str, dev: torch.device, size: int, width: float, batch: in
     if fast:
         model = model.to(memory_format=torch.channels_last)
     compiled = fast and dev.type == "cuda"
+    if compiled:  # each measurement compiles its own graphs: stay clear of dynamo's per-function cache limit
+        torch._dynamo.reset()
     net = torch.compile(model, mode=compile_mode, dynamic=False) if compiled else model
     opt = LasagneMomentum(model.parameters(), 0.009, 0.98, prof.nesterov)
     n = batch * steps  # one epoch = `steps` full batches
@@ -186,6 +188,7 @@ def bench_run(h5: Path, dev: torch.device, size: int, width: float, epochs: int,
                           input_size=size, max_epochs=epochs, patience=epochs + 1, device=str(dev), progress=False,
                           predict_test=False, precision="bf16", channels_last=True, tf32=True, cudnn_benchmark=True,
                           compile=dev.type == "cuda", compile_mode=compile_mode)
+        torch._dynamo.reset()
         result = train(cfg)
         with open(Path(tmp) / "run" / "log.csv") as f:
             rows = list(csv.DictReader(f))
