@@ -293,6 +293,16 @@ def _set_determinism(cfg: TrainConfig, rank: int) -> None:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
 
 
+def _to_device(split: SplitData, device: torch.device, name: str, path: str) -> SplitData:
+    """Put a whole split on the device, or say in one line why it does not fit."""
+    try:
+        return split.to(device)
+    except torch.OutOfMemoryError:
+        size = sum(t.numel() * t.element_size() for t in (split.depth, split.rgb, split.joints) if t is not None)
+        raise DataError(f"the '{name}' split of {path} ({size / 2**30:.1f} GiB) does not fit in the free memory of "
+                        f"{device}; use a device with more memory, or limit_train=N to train on fewer frames") from None
+
+
 def _distributed(cfg: TrainConfig) -> tuple[int, int, torch.device]:
     """(rank, world size, device).  Under torchrun (WORLD_SIZE > 1) joins the process group: NCCL on GPUs,
     gloo on CPUs; each rank gets one GPU (LOCAL_RANK)."""
@@ -347,7 +357,7 @@ def train(config: TrainConfig | dict, resume: bool = False) -> dict:
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     opt = LasagneMomentum(model.parameters(), cfg.lr, cfg.momentum, cfg.nesterov)
-    gpu_train = train_d.to(device)
+    gpu_train = _to_device(train_d, device, "train", cfg.data)
     targets = gpu_train.joints.view(len(gpu_train), -1)
 
     rows: list[dict] = []
@@ -375,7 +385,7 @@ def train(config: TrainConfig | dict, resume: bool = False) -> dict:
         # Static shapes: the full batch and the epoch's last, shorter batch each get their own graph, instead of
         # one dynamic-shape graph that the full batches would then also run through.
         net = torch.compile(net, mode=cfg.compile_mode, dynamic=False)
-    val_dev = val_d.to(device)
+    val_dev = _to_device(val_d, device, "val", cfg.data)
 
     def progress() -> dict:  # what a checkpoint records besides weights, optimizer and RNG
         return {"rows": rows, "epoch": epoch, "lr": lr, "best_val": best_val, "best_epoch": best_epoch, "wait": wait,

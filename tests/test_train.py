@@ -139,3 +139,14 @@ def test_fast_switches_run(synthetic_h5, tmp_path):
     assert r["status"] == "done" and np.isfinite(r["test_mean_mm"])
     with pytest.raises(ValueError, match="precision must be"):
         train(dict(data=str(synthetic_h5), out=str(tmp_path / "x"), precision="fp8"))
+
+
+def test_split_too_big_for_the_device_is_one_clear_error(synthetic_h5, tmp_path, monkeypatch):
+    from hpe import DataError
+    from hpe.data import SplitData
+
+    def no_room(self, device):
+        raise torch.OutOfMemoryError("CUDA out of memory")
+    monkeypatch.setattr(SplitData, "to", no_room)
+    with pytest.raises(DataError, match=r"'train' split of .* does not fit in the free memory"):
+        train(dict(data=str(synthetic_h5), out=str(tmp_path / "r"), **TINY))
