@@ -36,7 +36,7 @@ from hpe.io import atomic_torch_save, atomic_write_text
 from hpe.nets import NetConfig, PoseNet, forward_macs
 from hpe.optim import LasagneMomentum
 from hpe.profiles import get_profile
-from hpe.train import COMPILE_MODES, Accel, TrainConfig, pose_loss, train, train_epoch
+from hpe.train import COMPILE_MODES, Accel, TrainConfig, pick_device, pose_loss, train, train_epoch
 
 NYU_TRAIN_FRAMES = 72757  # the real NYU training set; with val_fraction 0.25, 3/4 of it is trained on
 
@@ -241,8 +241,7 @@ def run(device: str = "auto", quick: bool | None = None, compile_mode: str = "de
     ``"complete": false`` until the end), so a run cut short by a time limit still leaves its numbers."""
     if compile_mode not in COMPILE_MODES:
         raise ValueError(f"compile mode must be one of {', '.join(COMPILE_MODES)}, got '{compile_mode}'")
-    dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
-                       ("cpu" if device == "auto" else device))
+    dev = pick_device(device)
     quick = dev.type == "cpu" if quick is None else quick
     # On a CPU the full-size nets would take seconds per step: measure the same topology at reduced size.
     size, width, steps, run_batches, epochs = (64, 0.25, 4, 4, 3) if quick else (128, 1.0, 30, 64, 4)

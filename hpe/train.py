@@ -117,9 +117,21 @@ class TrainConfig:
 
 
 def pick_device(name: str) -> torch.device:
+    """``auto`` (a GPU if there is one), ``cpu``, ``cuda`` or ``cuda:N``; a device that is not there is a clear
+    error instead of a failure deep inside torch."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"unknown device '{name}' (use auto, cpu, cuda or cuda:N)") from None
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ValueError(f"device '{name}' asked for, but torch {torch.__version__} sees no CUDA GPU")
+        if device.index is not None and device.index >= count:
+            raise ValueError(f"device '{name}' asked for, but there are only {count} CUDA GPU(s)")
+    return device
 
 
 def build_model(cfg: TrainConfig, in_size: int, num_joints: int) -> torch.nn.Module:

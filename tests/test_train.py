@@ -50,6 +50,8 @@ def test_overfits_a_few_frames(synthetic_h5, tmp_path):
     (dict(inputs="thermal"), "unknown inputs"),
     (dict(lr=-1.0), "lr must be positive"),
     (dict(bogus=1), "unknown config keys: bogus"),
+    (dict(device="gpu"), "unknown device 'gpu'"),
+    (dict(device="cuda:64"), "cuda:64' asked for, but"),
 ])
 def test_bad_configs_fail_at_once(bad, message, tmp_path):
     with pytest.raises(ValueError, match=message):
