@@ -294,12 +294,17 @@ def _load_best(run: _Run, best_epoch: int) -> dict | None:
                     f"best.pt nor best.prev.pt holds them; delete {run.dir} to start over")
 
 
+def set_backend_switches(tf32: bool, cudnn_benchmark: bool) -> None:
+    """The process-wide kernel switches of the fast path (TF32 matmuls/convolutions, cuDNN autotuning)."""
+    torch.backends.cudnn.benchmark = cudnn_benchmark
+    torch.backends.cuda.matmul.allow_tf32 = tf32
+    torch.backends.cudnn.allow_tf32 = tf32
+
+
 def _set_determinism(cfg: TrainConfig, rank: int) -> None:
     torch.manual_seed(cfg.seed + rank)  # per-rank dropout masks; DDP broadcasts rank 0's initial weights
     np.random.seed((cfg.seed + rank) % 2**32)
-    torch.backends.cudnn.benchmark = cfg.cudnn_benchmark and not cfg.deterministic
-    torch.backends.cuda.matmul.allow_tf32 = cfg.tf32
-    torch.backends.cudnn.allow_tf32 = cfg.tf32
+    set_backend_switches(cfg.tf32, cfg.cudnn_benchmark and not cfg.deterministic)
     if cfg.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
@@ -397,14 +402,18 @@ def train(config: TrainConfig | dict, resume: bool = False) -> dict:
         # Static shapes: the full batch and the epoch's last, shorter batch each get their own graph, instead of
         # one dynamic-shape graph that the full batches would then also run through.
         net = torch.compile(net, mode=cfg.compile_mode, dynamic=False)
-    val_dev = _to_device(val_d, device, "val", cfg.data)
+    val_dev = _to_device(val_d, device, "val", cfg.data)  # validated every epoch: keep it next to the model
 
-    def progress() -> dict:  # what a checkpoint records besides weights, optimizer and RNG
-        return {"rows": rows, "epoch": epoch, "lr": lr, "best_val": best_val, "best_epoch": best_epoch, "wait": wait,
-                "halvings": halvings, "first_loss": first_loss, "status": status, "reason": reason}
-  # validated every epoch: keep it next to the model too
     n = len(gpu_train)
-    saved_at, best_dirty = time.perf_counter(), False
+    saved_at, saved_best = time.perf_counter(), best_epoch  # on resume best.pt already holds best_epoch's weights
+
+    def save() -> None:
+        """best.pt if the best moved since the last save, then checkpoint.pt with the loop's state."""
+        nonlocal saved_at, saved_best
+        _save_run(run, model, opt, device, cfg, best_weights if best_epoch != saved_best else None,
+                  {"rows": rows, "epoch": epoch, "lr": lr, "best_val": best_val, "best_epoch": best_epoch,
+                   "wait": wait, "halvings": halvings, "first_loss": first_loss, "status": status, "reason": reason})
+        saved_at, saved_best = time.perf_counter(), best_epoch
     t_start = time.perf_counter()
     while status == "running" and epoch < cfg.max_epochs:
         epoch += 1
@@ -440,7 +449,7 @@ def train(config: TrainConfig | dict, resume: bool = False) -> dict:
             break
         if val_mse < best_val:
             # Kept in memory (on the device) and written with the next checkpoint, not every epoch.
-            best_val, best_epoch, wait, best_dirty = val_mse, epoch, 0, True
+            best_val, best_epoch, wait = val_mse, epoch, 0
             best_weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
         else:
             wait += 1
@@ -462,10 +471,9 @@ def train(config: TrainConfig | dict, resume: bool = False) -> dict:
         # A checkpoint of Depth-Net is 1.2 GB; on a fast GPU an NYU epoch takes seconds, so write one only every
         # checkpoint_interval_s (and always at the end): a kill loses at most that much training.
         if status != "running" or time.perf_counter() - saved_at >= cfg.checkpoint_interval_s:
-            _save_run(run, model, opt, device, cfg, best_weights if best_dirty else None, progress())
-            saved_at, best_dirty = time.perf_counter(), False
+            save()
     if main and status == "diverged":  # keep what the diverged run had, so a resume reports instead of retraining
-        _save_run(run, model, opt, device, cfg, best_weights if best_dirty else None, progress())
+        save()
     if status == "running":
         status, reason = "done", f"reached max_epochs = {cfg.max_epochs}"
     if world > 1:
@@ -487,7 +495,7 @@ def train(config: TrainConfig | dict, resume: bool = False) -> dict:
     model.load_state_dict(best_weights)
     train_eval = predict(model, train_d, assemble, accel=accel)
     result["train_mse"] = normalised_mse(train_eval, train_d.joints.numpy())
-    val_pred = predict(model, val_d, assemble, accel=accel)
+    val_pred = predict(model, val_dev, assemble, accel=accel)
     _save_predictions(run.dir / "val_predictions.npz", val_pred, val_d)
     if cfg.predict_test:
         test_d = load_split(cfg.data, "test", **{**load, "limit": cfg.limit_train})
