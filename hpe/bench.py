@@ -297,14 +297,19 @@ def _warm_images_per_s(log: Path) -> float:
 def report(folder: Path) -> str:
     """The speed check's summary (``make gpu-check``): the benchmark against the targets, then the reference and
     fast training runs side by side."""
-    folder = Path(folder)
-    path = folder / "bench.json"
+    path = Path(folder) / "bench.json"
     if not path.is_file():
         raise FileNotFoundError(f"missing {path}: run `hpe bench --json {path}` first")
     try:
-        b = json.loads(path.read_text())
+        return _report(Path(folder), json.loads(path.read_text()))
     except json.JSONDecodeError as exc:
         raise ValueError(f"{path} is not valid JSON: {exc}") from None
+    except KeyError as exc:
+        raise ValueError(f"{path} (or a run beside it) lacks {exc}: written by another hpe version? "
+                         f"run the benchmark again") from None
+
+
+def _report(folder: Path, b: dict) -> str:
     lines = [f"device {b['device']}, torch {b['torch']}, compile mode {b['compile_mode']}"]
     if not b.get("complete", True):
         lines.append(f"(incomplete benchmark: it stopped after {b.get('bench_seconds')} s)")

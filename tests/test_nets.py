@@ -109,3 +109,14 @@ def test_bench_run_counts_bookkeeping(synthetic_h5, tmp_path):
     r = bench_run(tmp_path / "tiled.h5", torch.device("cpu"), 32, 0.125, 2, "default")
     assert r["train_frames"] == 40 and r["loop_images_per_s"] > 0 and 0 <= r["bookkeeping_share"] < 1
     assert r["projected_nyu_100_epochs_min"] > 0
+
+
+def test_bench_report_rejects_a_foreign_file(tmp_path):
+    from hpe.bench import report
+    (tmp_path / "bench.json").write_text('{"device": "cpu", "torch": "x", "compile_mode": "default", '
+                                         '"run_thesis_fast": {"loop_images_per_s": 1}}')
+    with pytest.raises(ValueError, match="lacks 'val_images_per_s'"):
+        report(tmp_path)
+    (tmp_path / "bench.json").write_text("{")
+    with pytest.raises(ValueError, match="not valid JSON"):
+        report(tmp_path)
