@@ -6,18 +6,16 @@ PYTHON ?= python3
 VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
 ifeq ($(VENV),none)
-  # No virtual environment: $(PYTHON)'s own packages (a GPU machine with torch preinstalled, a conda env).
-  PY := $(PYTHON)
-  HPE := PYTHONPATH=$(CURDIR)$(if $(PYTHONPATH),:$(PYTHONPATH)) $(PYTHON) -m hpe
+  # No virtual environment: $(PYTHON)'s own packages (a GPU machine with torch preinstalled, a conda env, the tests).
+  PY := PYTHONPATH=$(CURDIR)$(if $(PYTHONPATH),:$(PYTHONPATH)) $(PYTHON)
   INSTALLED := deps-check
 else
   PY := $(VENV)/bin/python
-  HPE := $(VENV)/bin/hpe
   INSTALLED := $(VENV)/.installed
 endif
+HPE := $(PY) -m hpe
 DATA ?= synthetic
 PROFILE ?= thesis
-BASELINES ?= ../shared/baselines/nyu
 SYNTH_TRAIN ?= 1800
 SYNTH_TEST ?= 600
 DATA_DIR ?= data
@@ -36,24 +34,28 @@ else
   PRESET ?= experiments/presets/synthetic.toml
 endif
 H5 := $(DATA_DIR)/$(DATA)-$(PROFILE).h5
-RUNS := $(RESULTS)/runs/$(DATA)-$(PROFILE)
-TRAIN = $(HPE) train $< --preset $(PRESET) --data $(H5) --out $(@D) --resume --quiet --set profile=$(PROFILE)
-# A finished run whose experiment file changed is retrained from scratch; an interrupted one resumes.
-FRESH = if [ -f $@ ]; then rm -rf $(@D); fi
+# Runs are kept per data, profile and preset: switching PRESET= never reuses another preset's runs.
+RUNS := $(RESULTS)/runs/$(DATA)-$(PROFILE)/$(basename $(notdir $(PRESET)))
+OUT := $(DATA)-$(PROFILE)-$(basename $(notdir $(PRESET)))
+# A run depends on its experiment file, the preset and the data; a changed one restarts it (same ones resume).
+TRAIN = $(HPE) train $< --preset $(PRESET) --data $(H5) --out $(@D) --resume --restart-if-changed \
+  --progress epochs --set profile=$(PROFILE)
 
-.PHONY: help demo test test-all venv deps-check data prep bench gpu-check search sweep-fusion clean clean-results \
-        reproduce-all reproduce-fig4.1 reproduce-table4.3 reproduce-fig4.7 reproduce-fig4.8 reproduce-fig4.9 reproduce-fig4.10
+.PHONY: help demo test test-all venv deps-check data prep bench gpu-check search sweep-fusion leaderboard clean \
+        clean-results reproduce-all reproduce-fig4.1 reproduce-table4.3 reproduce-fig4.7 reproduce-fig4.8 \
+        reproduce-fig4.9 reproduce-fig4.10
 
 help:
 	@echo "make demo                 set up, generate + prep synthetic data, train Depth-Net, draw figures"
 	@echo "make test                 unit + short end-to-end tests (what CI runs)"
 	@echo "make reproduce-table4.3   Net1-Net9 (table 4.3)"
-	@echo "make reproduce-fig4.1     figures 4.1/4.2 for the real sample frame and a synthetic one"
+	@echo "make reproduce-fig4.1     figures 4.1/4.2 for the real NYU sample frame and a DATA frame"
 	@echo "make reproduce-fig4.7     Depth-Net vs RGB-Net, RGBD-Net, FusePred-Net, Fuse-Net"
 	@echo "make reproduce-fig4.8     Fuse-Net's four fusion functions"
 	@echo "make reproduce-fig4.9     Depth-Net and Fuse-Net vs the published baselines"
 	@echo "make reproduce-fig4.10    qualitative results (figures 4.10 and 4.11)"
 	@echo "make reproduce-all        all of the above"
+	@echo "make leaderboard          your runs among every NYU result of the evaluation kit (fetched)"
 	@echo "make sweep-fusion         Fuse-Net fused at every layer"
 	@echo "make search               random-search hyperparameter optimisation"
 	@echo "make bench                speed benchmark (JSON)"
@@ -63,7 +65,7 @@ help:
 
 # --- environment ---------------------------------------------------------------------------------------
 venv: $(INSTALLED)
-$(VENV)/.installed: setup.py
+$(VENV)/.installed: pyproject.toml setup.py
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
 	$(VENV)/bin/pip install -q "$(TORCH_SPEC)"
@@ -73,103 +75,104 @@ deps-check:
 	@$(PYTHON) -c "import torch, numpy, scipy, h5py, matplotlib, PIL, tqdm" || \
 	  { echo "error: VENV=none needs torch, numpy, scipy, h5py, matplotlib, Pillow and tqdm in $(PYTHON)"; exit 2; }
 
-# --- data ----------------------------------------------------------------------------------------------
+# --- data: Make chains the two data_prep/ scripts ------------------------------------------------------
 $(DATA_DIR)/synthetic/hpe_synthetic.json: | $(INSTALLED)
-	$(HPE) synth $(DATA_DIR)/synthetic --train $(SYNTH_TRAIN) --test $(SYNTH_TEST)
+	$(PY) data_prep/synthetic_nyu.py $(DATA_DIR)/synthetic --train $(SYNTH_TRAIN) --test $(SYNTH_TEST) --quiet
 
 data: $(ROOT_STAMP)
 prep: $(H5)
 $(H5): $(ROOT_STAMP) | $(INSTALLED)
-	$(HPE) prep $(ROOT) $@ --profile $(PROFILE)
+	$(PY) data_prep/nyu_to_hdf5.py $(ROOT) $@ --profile $(PROFILE) --quiet
 
 # --- table 4.3 -----------------------------------------------------------------------------------------
 NETS := net1 net2 net3 net4 net5 net6 net7 net8 net9
-$(RUNS)/table4.3/%/result.json: experiments/table4.3/%.toml $(H5)
-	@$(FRESH)
+$(RUNS)/table4.3/%/result.json: experiments/table4.3/%.toml $(PRESET) $(H5)
 	$(TRAIN)
 
 reproduce-table4.3: $(foreach n,$(NETS),$(RUNS)/table4.3/$(n)/result.json)
-	$(HPE) figure table4.3 --out $(RESULTS)/reproduce-table4.3/$(DATA)-$(PROFILE)/table4.3 \
+	$(HPE) figure table4.3 --out $(RESULTS)/reproduce-table4.3/$(OUT)/table4.3 \
 	  $(foreach n,$(NETS),--method $(n)=$(RUNS)/table4.3/$(n))
 
 # --- figures 4.1 / 4.2 ---------------------------------------------------------------------------------
+# The real NYU frame's RGB panel is standardised with real statistics: the NYU training set's, or the frame's own.
+REAL_STATS := $(if $(filter nyu,$(DATA)),--stats $(H5))
 reproduce-fig4.1: $(H5)
-	@if [ -f $(BASELINES)/sample/depth_1_0000001.png ]; then \
-	  $(HPE) figure frame --depth $(BASELINES)/sample/depth_1_0000001.png --rgb $(BASELINES)/sample/rgb_1_0000001.png \
-	    --label $(BASELINES)/nyu_test_groundtruth_label.txt --frame 1 --stats $(H5) \
-	    --title "NYU test frame 1 (real)" --out $(RESULTS)/reproduce-fig4.1/nyu-test-frame1; \
-	else echo "note: $(BASELINES)/sample not found: skipping the real NYU frame (set BASELINES=...)"; fi
+	$(HPE) figure frame --title "NYU test frame 1 (real)" $(REAL_STATS) \
+	  --out $(RESULTS)/reproduce-fig4.1/$(DATA)-$(PROFILE)/nyu-test-frame1
 	$(HPE) figure frame --depth $(ROOT)/test/depth_1_0000001.png --rgb $(ROOT)/test/rgb_1_0000001.png \
-	  --joints-mat $(ROOT)/test/joint_data.mat --frame 1 --stats $(H5) \
-	  --title "$(DATA) test frame 1" --out $(RESULTS)/reproduce-fig4.1/$(DATA)-test-frame1
+	  --joints-mat $(ROOT)/test/joint_data.mat --frame 1 --stats $(H5) --title "$(DATA) test frame 1" \
+	  --out $(RESULTS)/reproduce-fig4.1/$(DATA)-$(PROFILE)/$(DATA)-test-frame1
 
 # --- figures 4.7 / 4.8 ---------------------------------------------------------------------------------
 FUNCS := max sum cat conv
-$(RUNS)/fig4.7/%/result.json: experiments/fig4.7/%.toml $(H5)
-	@$(FRESH)
+$(RUNS)/fig4.7/%/result.json: experiments/fig4.7/%.toml $(PRESET) $(H5)
 	$(TRAIN)
-$(RUNS)/fig4.8/%/result.json: experiments/fig4.8/%.toml $(H5)
-	@$(FRESH)
+$(RUNS)/fig4.8/%/result.json: experiments/fig4.8/%.toml $(PRESET) $(H5)
 	$(TRAIN)
-FUSEPRED_WEIGHTS ?= fixed
-$(RUNS)/fig4.7/fusepred/result.json: $(RUNS)/fig4.7/depthnet/result.json $(RUNS)/fig4.7/rgbnet/result.json experiments/fig4.7/fusepred.toml
-	$(HPE) fusepred --depth-run $(RUNS)/fig4.7/depthnet --rgb-run $(RUNS)/fig4.7/rgbnet --weights $(FUSEPRED_WEIGHTS) --out $(@D)
+$(RUNS)/fig4.7/fusepred/result.json: experiments/fig4.7/fusepred.toml $(RUNS)/fig4.7/depthnet/result.json \
+                                     $(RUNS)/fig4.7/rgbnet/result.json
+	$(HPE) fusepred $< --depth-run $(RUNS)/fig4.7/depthnet --rgb-run $(RUNS)/fig4.7/rgbnet --out $(@D)
 
 FIG47 := depthnet rgbnet rgbdnet fusepred
 reproduce-fig4.7: $(foreach m,$(FIG47),$(RUNS)/fig4.7/$(m)/result.json) $(RUNS)/fig4.8/fusenet-conv/result.json
 	$(HPE) figure compare --gt $(H5) --title "Figure 4.7: fusion approaches vs Depth-Net ($(DATA))" \
-	  --out $(RESULTS)/reproduce-fig4.7/$(DATA)-$(PROFILE)/fig4.7 \
+	  --out $(RESULTS)/reproduce-fig4.7/$(OUT)/fig4.7 \
 	  --method Depth-Net=$(RUNS)/fig4.7/depthnet --method RGB-Net=$(RUNS)/fig4.7/rgbnet \
 	  --method RGBD-Net=$(RUNS)/fig4.7/rgbdnet --method FusePred-Net=$(RUNS)/fig4.7/fusepred \
 	  --method Fuse-Net=$(RUNS)/fig4.8/fusenet-conv
 
 reproduce-fig4.8: $(foreach f,$(FUNCS),$(RUNS)/fig4.8/fusenet-$(f)/result.json)
 	$(HPE) figure compare --gt $(H5) --title "Figure 4.8: Fuse-Net fusion functions ($(DATA))" \
-	  --out $(RESULTS)/reproduce-fig4.8/$(DATA)-$(PROFILE)/fig4.8 \
+	  --out $(RESULTS)/reproduce-fig4.8/$(OUT)/fig4.8 \
 	  $(foreach f,$(FUNCS),--method $(f)=$(RUNS)/fig4.8/fusenet-$(f))
 
-# --- figure 4.9: against the published baselines on the real NYU test set ------------------------------
-BASELINE_FILES := --method "DeepPrior-Refine (Oberweger et al. 2015)"=$(BASELINES)/CVWW15_NYU_Prior-Refinement.txt \
-  --method "Feedback (Oberweger et al. 2015)"=$(BASELINES)/ICCV15_NYU_Feedback.txt \
-  --method "DeepModel (Zhou et al. 2016)"=$(BASELINES)/IJCAI16_NYU_DeepModel.txt
+# --- figure 4.9: against the published baselines on the real NYU test set (bundled with hpe) ------------
+THESIS_BASELINES := --bundled DeepPrior --bundled DeepPrior-Refine --bundled Feedback --bundled DeepModel
 ifeq ($(DATA),nyu)
-FIG49_DEPS := $(RUNS)/fig4.7/depthnet/result.json $(RUNS)/fig4.8/fusenet-conv/result.json
-FIG49_OURS := --method Depth-Net=$(RUNS)/fig4.7/depthnet --method Fuse-Net=$(RUNS)/fig4.8/fusenet-conv \
-  --tompson $(BASELINES)/test_predictions.mat --depth-dir $(NYU_ROOT)/test
+OURS_DEPS := $(RUNS)/fig4.7/depthnet/result.json $(RUNS)/fig4.8/fusenet-conv/result.json
+OURS := --method Depth-Net=$(RUNS)/fig4.7/depthnet --method Fuse-Net=$(RUNS)/fig4.8/fusenet-conv
+FIG49_TOMPSON := --tompson bundled --depth-dir $(NYU_ROOT)/test
 else
-FIG49_DEPS :=
-FIG49_OURS := --note "Depth-Net and Fuse-Net are missing: ours are trained on synthetic data and cannot be scored against the real NYU ground truth (run DATA=nyu NYU_ROOT=...)." \
-  --note "Tompson et al. is missing: lifting its 2D predictions to 3D needs the NYU test depth images (DATA=nyu NYU_ROOT=...)."
+OURS_DEPS :=
+OURS := --note "Depth-Net and Fuse-Net are not shown: runs trained on synthetic data cannot be scored against the real NYU ground truth (DATA=nyu NYU_ROOT=...)."
+FIG49_TOMPSON := --note "Tompson et al. is not shown: lifting its 2D predictions to 3D needs the NYU test depth images (DATA=nyu NYU_ROOT=...)."
 endif
-reproduce-fig4.9: $(FIG49_DEPS) | $(INSTALLED)
-	@test -f $(BASELINES)/nyu_test_groundtruth_label.txt || { echo "error: published baselines not found in $(BASELINES) (set BASELINES=...)"; exit 2; }
-	$(HPE) figure compare --gt $(BASELINES)/nyu_test_groundtruth_label.txt \
-	  --title "Figure 4.9: comparison with the state of the art (NYU test set)" \
-	  --out $(RESULTS)/reproduce-fig4.9/$(DATA)-$(PROFILE)/fig4.9 $(FIG49_OURS) $(BASELINE_FILES)
+reproduce-fig4.9: $(OURS_DEPS) | $(INSTALLED)
+	$(HPE) figure compare --title "Figure 4.9: comparison with the state of the art (NYU test set)" \
+	  --out $(RESULTS)/reproduce-fig4.9/$(OUT)/fig4.9 $(OURS) $(FIG49_TOMPSON) $(THESIS_BASELINES)
 
 # --- figures 4.10 / 4.11 -------------------------------------------------------------------------------
 reproduce-fig4.10: $(RUNS)/fig4.7/depthnet/result.json
-	$(HPE) figure qualitative --run $(RUNS)/fig4.7/depthnet --data $(H5) --out $(RESULTS)/reproduce-fig4.10/$(DATA)-$(PROFILE)/depthnet
+	$(HPE) figure qualitative --run $(RUNS)/fig4.7/depthnet --data $(H5) --out $(RESULTS)/reproduce-fig4.10/$(OUT)/depthnet
 
 reproduce-all: reproduce-fig4.1 reproduce-table4.3 reproduce-fig4.7 reproduce-fig4.8 reproduce-fig4.9 reproduce-fig4.10
+
+# --- the whole NYU field: the evaluation kit's result files, fetched and verified ------------------------
+KIT_DIR ?= $(DATA_DIR)/kit
+KIT_MIRROR ?=
+leaderboard: $(OURS_DEPS) | $(INSTALLED)
+	$(HPE) baselines fetch --dest $(KIT_DIR) $(if $(KIT_MIRROR),--mirror $(KIT_MIRROR)) --quiet
+	$(HPE) figure compare --leaderboard --baselines $(KIT_DIR) $(OURS) \
+	  --title "NYU test set: $(if $(filter nyu,$(DATA)),our runs among ,)the evaluation kit's methods" \
+	  --out $(RESULTS)/leaderboard/$(OUT)/leaderboard
 
 # --- demo: the main job end to end on the synthetic data -----------------------------------------------
 demo: reproduce-fig4.1 $(RUNS)/fig4.7/depthnet/result.json reproduce-fig4.10
 	$(HPE) figure compare --gt $(H5) --title "Depth-Net on $(DATA) data" \
-	  --out $(RESULTS)/demo/$(DATA)-$(PROFILE)/depthnet --method Depth-Net=$(RUNS)/fig4.7/depthnet
+	  --out $(RESULTS)/demo/$(OUT)/depthnet --method Depth-Net=$(RUNS)/fig4.7/depthnet
 	@$(PY) -c "import json; r = json.load(open('$(RUNS)/fig4.7/depthnet/result.json')); \
 	  print(f\"Depth-Net: test mean joint error {r['test_mean_mm']:.2f} mm vs {r['mean_pose_mm']:.2f} mm for the mean training pose ({r['epochs']} epochs, {r['seconds']:.0f} s on {r['device']})\")"
 	@echo "figures: $(RESULTS)/reproduce-fig4.1/ $(RESULTS)/reproduce-fig4.10/ $(RESULTS)/demo/"
 
 # --- other jobs ----------------------------------------------------------------------------------------
 SWEEP_FUNCTION ?= conv
-sweep-fusion: $(H5)
-	$(HPE) sweep-fusion experiments/fig4.8/fusenet-$(SWEEP_FUNCTION).toml --preset $(PRESET) --data $(H5) \
-	  --out $(RUNS)/sweep-fusion-$(SWEEP_FUNCTION) --quiet --set profile=$(PROFILE)
+sweep-fusion: experiments/fig4.8/fusenet-$(SWEEP_FUNCTION).toml $(PRESET) $(H5)
+	$(HPE) sweep-fusion $< --preset $(PRESET) --data $(H5) --out $(RUNS)/sweep-fusion-$(SWEEP_FUNCTION) \
+	  --quiet --set profile=$(PROFILE)
 
 SEARCH_ARGS ?=
-search: $(H5)
-	$(HPE) search experiments/fig4.7/depthnet.toml --preset $(PRESET) --data $(H5) --out $(RUNS)/search $(SEARCH_ARGS)
+search: experiments/fig4.7/depthnet.toml $(PRESET) $(H5)
+	$(HPE) search $< --preset $(PRESET) --data $(H5) --out $(RUNS)/search --set profile=$(PROFILE) $(SEARCH_ARGS)
 
 bench: | $(INSTALLED)
 	@$(HPE) bench
@@ -187,11 +190,11 @@ gpu-check: $(H5) | $(INSTALLED)
 	mkdir -p $(CHECK_OUT)
 	$(HPE) bench --profile-ops --json $(CHECK_OUT)/bench.json > /dev/null
 	for mode in reference fast; do \
-	  sets="--set profile=$(PROFILE) --set max_epochs=$(CHECK_EPOCHS)"; \
+	  sets="--set profile=$(PROFILE) --set max_epochs=$(CHECK_EPOCHS) --set require_learning=false"; \
 	  [ $$mode = fast ] && sets="$$sets $(foreach s,$(CHECK_FAST_SET),--set $(s))"; \
 	  rm -rf $(CHECK_RUNS)/$$mode; \
 	  $(HPE) train experiments/fig4.7/depthnet.toml --preset $(CHECK_PRESET) --data $(H5) \
-	    --out $(CHECK_RUNS)/$$mode --quiet $$sets || exit 1; \
+	    --out $(CHECK_RUNS)/$$mode --progress epochs $$sets || exit 1; \
 	  cp $(CHECK_RUNS)/$$mode/result.json $(CHECK_OUT)/$$mode-result.json; \
 	  cp $(CHECK_RUNS)/$$mode/log.csv $(CHECK_OUT)/$$mode-log.csv; \
 	done
@@ -204,6 +207,6 @@ test-all: $(INSTALLED)
 	$(PY) -m pytest -q
 
 clean-results:
-	rm -rf results/runs results/reproduce-* results/demo
+	rm -rf $(RESULTS)/runs $(RESULTS)/reproduce-* $(RESULTS)/demo $(RESULTS)/leaderboard
 clean: clean-results
-	rm -rf data
+	rm -rf $(DATA_DIR)

@@ -1,6 +1,6 @@
 """hpe: Kazakos (2017) hand pose estimation with ConvNets on RGB-D data, reproduced in PyTorch."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 
 class DataError(ValueError):

@@ -8,7 +8,8 @@ autocast, channels_last, TF32, cuDNN autotuning, and torch.compile on CUDA):
 * ``bare_step_images_per_s``: forward + backward + update on one batch already in memory, and
   ``loop_over_bare``, the share of that the training loop delivers;
 * ``train_tflops``: images/s x 3 x 2 x the net's forward multiply-accumulates (``hpe.nets.forward_macs``);
-* inference latency at batch 1 and throughput at batch 128.
+* inference latency at batch 1 and throughput at batch 128, and the same through ONNX Runtime on the CPU when
+  it is installed (``pip install 'hpe[export]'``).
 
 ``run`` trains the fast thesis Depth-Net through :func:`hpe.train.train` itself for a few epochs on a prepared
 HDF5 file (the prep benchmark's frames, tiled), so validation, logging and checkpointing are counted, and
@@ -22,6 +23,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import typing
 import statistics
 import tempfile
 import time
@@ -31,23 +33,15 @@ import h5py
 import numpy as np
 import torch
 
-from hpe.data import InputAssembler, SplitData
-from hpe.io import atomic_torch_save, atomic_write_text
+from hpe.atomic import torch_save, write_text
+from hpe.config import CompileMode, TrainConfig, profile_section
+from hpe.dataset import InputAssembler, SplitData
 from hpe.nets import NetConfig, PoseNet, forward_macs
+from hpe.nyu import TRAIN_FRAMES
 from hpe.optim import LasagneMomentum
-from hpe.profiles import get_profile
-from hpe.train import (
-    COMPILE_MODES,
-    Accel,
-    TrainConfig,
-    pick_device,
-    pose_loss,
-    set_backend_switches,
-    train,
-    train_epoch,
-)
+from hpe.train import Accel, pick_device, pose_loss, set_backend_switches, train, train_epoch
 
-NYU_TRAIN_FRAMES = 72757  # the real NYU training set; with val_fraction 0.25, 3/4 of it is trained on
+COMPILE_MODES = typing.get_args(CompileMode)
 
 
 def _sync(dev: torch.device) -> None:
@@ -71,7 +65,8 @@ def _timed(fn, dev: torch.device, repeats: int, warmup: int) -> float:
 
 def _depthnet(profile: str, size: int, width: float) -> NetConfig:
     """Depth-Net (Net6) as benchmarked: the profile's pooling, conv and fc widths scaled together."""
-    return NetConfig("net6", 1, size, 14, width, _fc_units(width), get_profile(profile).pool, 0.03)
+    return NetConfig(name="net6", in_channels=1, input_size=size, num_joints=14, width=width,
+                     fc_units=_fc_units(width), pool=profile_section(profile, "train")["pool"], dropout=0.03)
 
 
 def _fc_units(width: float) -> int:
@@ -85,7 +80,7 @@ def _warm_median(values: list[float]) -> float:
 def _measure(profile: str, dev: torch.device, size: int, width: float, batch: int, steps: int, fast: bool,
              compile_mode: str = "default", profile_steps: int = 0) -> dict:
     """One mode: the reference (fp32, eager, contiguous) or the fast path."""
-    prof = get_profile(profile)
+    prof = profile_section(profile, "train")
     torch.manual_seed(0)
     set_backend_switches(tf32=fast, cudnn_benchmark=fast)
     accel = Accel(dev, "bf16" if fast else "fp32", channels_last=fast)
@@ -97,17 +92,17 @@ def _measure(profile: str, dev: torch.device, size: int, width: float, batch: in
     if compiled:  # each measurement compiles its own graphs: stay clear of dynamo's per-function cache limit
         torch._dynamo.reset()
     net = torch.compile(model, mode=compile_mode, dynamic=False) if compiled else model
-    opt = LasagneMomentum(model.parameters(), 0.009, 0.98, prof.nesterov)
+    opt = LasagneMomentum(model.parameters(), 0.009, 0.98, prof["nesterov"])
     n = batch * steps  # one epoch = `steps` full batches
     split = SplitData((torch.rand(n, 1, size, size, device=dev) * 2 - 1).half(), None,
                       torch.rand(n, 14, 3, device=dev) * 2 - 1)
     targets = split.joints.view(n, -1)
-    assemble = InputAssembler("depth", prof)
+    assemble = InputAssembler("depth")
     x32, y32 = split.depth[:batch].float(), targets[:batch]
 
     def bare():  # forward + backward + update on one batch already in memory, `steps` times
         for _ in range(steps):
-            loss = pose_loss(accel.forward(net, (x32,)), y32, prof.loss_scale)
+            loss = pose_loss(accel.forward(net, (x32,)), y32, prof["loss_scale"])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -116,7 +111,7 @@ def _measure(profile: str, dev: torch.device, size: int, width: float, batch: in
 
     def loop():  # exactly what train() runs per epoch
         perm = torch.randperm(n, generator=gen).to(dev)
-        train_epoch(net, opt, accel, assemble, split, targets, perm, batch, prof.loss_scale)
+        train_epoch(net, opt, accel, assemble, split, targets, perm, batch, prof["loss_scale"])
 
     model.train()
     warm = 2 if compiled else 1  # compilation happens in the warm-up
@@ -137,7 +132,31 @@ def _measure(profile: str, dev: torch.device, size: int, width: float, batch: in
         big = torch.rand(128, 1, size, size, device=dev)
         t128 = _timed(lambda: accel.forward(net, (big,)), dev, 10, 3 if compiled else 1)
     out.update({"infer_latency_ms_batch1": round(1000 * t1, 3), "infer_images_per_s_batch128": round(128 / t128, 1)})
+    if not fast:
+        out.update(_onnx_inference(model, size))
     return out
+
+
+def _onnx_inference(model: torch.nn.Module, size: int) -> dict:
+    """Batch-1 latency and batch-128 throughput of the same net exported to ONNX, through ONNX Runtime on the CPU
+    (what ``hpe export`` produces); empty when onnxruntime is not installed."""
+    try:
+        import onnxruntime as ort
+    except ModuleNotFoundError:
+        return {}
+    from hpe.export import export_onnx
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "net.onnx"
+        export_onnx(model.float().to(memory_format=torch.contiguous_format).cpu().eval(), [(1, size, size)], path)
+        sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        name = sess.get_inputs()[0].name
+        one = np.random.rand(1, 1, size, size).astype(np.float32) * 2 - 1
+        big = np.random.rand(128, 1, size, size).astype(np.float32) * 2 - 1
+        cpu = torch.device("cpu")
+        t1 = _timed(lambda: sess.run(None, {name: one}), cpu, 50, 2)
+        t128 = _timed(lambda: sess.run(None, {name: big}), cpu, 5, 1)
+    return {"onnxruntime_cpu_latency_ms_batch1": round(1000 * t1, 3),
+            "onnxruntime_cpu_images_per_s_batch128": round(128 / t128, 1)}
 
 
 def _profile(fn, dev: torch.device, steps: int, top: int = 12) -> list[dict]:
@@ -187,7 +206,7 @@ def _checkpoint_seconds(net: NetConfig, dev: torch.device, folder: Path) -> floa
     velocity = {k: torch.zeros_like(v) for k, v in model.state_dict().items()}
     _sync(dev)
     t = time.perf_counter()
-    atomic_torch_save({"model": model.state_dict(), "optimizer": velocity}, folder / "checkpoint.pt")
+    torch_save({"model": model.state_dict(), "optimizer": velocity}, folder / "checkpoint.pt")
     return time.perf_counter() - t
 
 
@@ -200,9 +219,9 @@ def bench_run(h5: Path, dev: torch.device, size: int, width: float, epochs: int,
     """
     with tempfile.TemporaryDirectory() as tmp:
         cfg = TrainConfig(data=str(h5), out=str(Path(tmp) / "run"), width=width, fc_units=_fc_units(width),
-                          input_size=size, max_epochs=epochs, patience=epochs + 1, device=str(dev), progress=False,
-                          predict_test=False, precision="bf16", channels_last=True, tf32=True, cudnn_benchmark=True,
-                          compile=dev.type == "cuda", compile_mode=compile_mode)
+                          input_size=size, max_epochs=epochs, patience=epochs + 1, device=str(dev), progress="none",
+                          predict_test=False, require_learning=False, precision="bf16", channels_last=True, tf32=True,
+                          cudnn_benchmark=True, compile=dev.type == "cuda", compile_mode=compile_mode)
         torch._dynamo.reset()
         result = train(cfg)
         with open(Path(tmp) / "run" / "log.csv") as f:
@@ -217,8 +236,8 @@ def bench_run(h5: Path, dev: torch.device, size: int, width: float, epochs: int,
     compile_s = max(0.0, loop_s[0] - n_train / loop_ips)  # what the first epoch took beyond a warm one
     # The rest of an epoch: best-weights copy, log; the run's one checkpoint write is taken out.
     other = max(0.0, result["seconds"] - sum(loop_s) - sum(val_s) - save_s) / epochs
-    nyu_train = NYU_TRAIN_FRAMES - NYU_TRAIN_FRAMES // 4
-    epoch = nyu_train / loop_ips + (NYU_TRAIN_FRAMES - nyu_train) / val_ips + other
+    nyu_train = TRAIN_FRAMES - TRAIN_FRAMES // 4
+    epoch = nyu_train / loop_ips + (TRAIN_FRAMES - nyu_train) / val_ips + other
     saves = 1 + 100 * epoch / cfg.checkpoint_interval_s
     total = 100 * epoch + saves * save_s + compile_s
     return {"epochs": epochs, "train_frames": n_train, "val_frames": n_val, "input_size": size, "width": width,
@@ -231,9 +250,9 @@ def bench_run(h5: Path, dev: torch.device, size: int, width: float, epochs: int,
 
 
 def bench_prep(tmp: Path, frames: int = 600) -> tuple[dict, Path]:
-    from data_prep.synthetic_nyu import generate
     from hpe.nyu import read_depth, read_rgb
-    from hpe.prep import PrepConfig, prep
+    from hpe.prep import prep, prep_config
+    from hpe.synthetic import generate
     root = tmp / "nyu"
     generate(root, frames, 8, seed=0)
     files = sorted((root / "train").glob("depth_1_*.png"))
@@ -243,7 +262,7 @@ def bench_prep(tmp: Path, frames: int = 600) -> tuple[dict, Path]:
         read_rgb(Path(str(f).replace("depth_1_", "rgb_1_")))
     decode = len(files) / (time.perf_counter() - t)
     h5 = tmp / "bench.h5"
-    stats = prep(root, h5, PrepConfig(), progress=False)
+    stats = prep(root, h5, prep_config(), progress=False)
     cores = os.cpu_count() or 1
     return {"prep_frames_per_s": stats["frames_per_s"], "decode_frames_per_s_one_core": round(decode, 1),
             "decode_bound_frames_per_s": round(decode * cores, 1),
@@ -267,10 +286,10 @@ def run(device: str = "auto", quick: bool | None = None, compile_mode: str = "de
     def save(complete: bool = False) -> None:
         out.update(complete=complete, bench_seconds=round(time.perf_counter() - t0, 1))
         if keep is not None:
-            atomic_write_text(Path(keep), json.dumps(out) + "\n")
+            write_text(Path(keep), json.dumps(out) + "\n")
 
     for profile in ("thesis", "icip2018"):
-        batch = get_profile(profile).batch_size
+        batch = profile_section(profile, "train")["batch_size"]
         out[f"depthnet_{profile}"] = bench_net(profile, dev, size, width, batch, steps, compile_mode,
                                                profile_ops and profile == "thesis")
         save()
@@ -278,7 +297,7 @@ def run(device: str = "auto", quick: bool | None = None, compile_mode: str = "de
         out["prep"], h5 = bench_prep(Path(tmp))
         save()
         tiled = Path(tmp) / "tiled.h5"
-        _tile_h5(h5, tiled, get_profile("thesis").batch_size * run_batches)
+        _tile_h5(h5, tiled, profile_section("thesis", "train")["batch_size"] * run_batches)
         out["run_thesis_fast"] = bench_run(tiled, dev, size, width, epochs, compile_mode)
     set_backend_switches(tf32=False, cudnn_benchmark=False)
     save(complete=True)

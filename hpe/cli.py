@@ -1,294 +1,507 @@
-"""The ``hpe`` command line: thin wrappers around the library (``hpe --help`` lists the subcommands)."""
+"""The ``hpe`` command line: it parses arguments and calls the library (``hpe --help`` lists the subcommands).
+
+Every error a user can cause ends as one line ``hpe CMD: error: ...`` and exit status 2; an interrupt (Ctrl-C
+or SIGTERM) removes what was half-written and exits 130 / 143.
+"""
 from __future__ import annotations
 
 import argparse
 import json
 import logging
+import os
+import signal
 import sys
 from pathlib import Path
 
-from hpe import DataError
+from hpe import DataError, __version__
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C so that every ``finally`` and atomic writer cleans up."""
+
+
+def _on_sigterm(signum, frame):
+    raise _Terminated()
+
+
+# --- commands ----------------------------------------------------------------------------------------------
 def _cmd_synth(a) -> int:
-    from data_prep.synthetic_nyu import generate
-    info = generate(a.root, a.train, a.test, a.seed, a.workers)
-    n = info["train_frames"] + info["test_frames"]
-    print(f"wrote {n} synthetic NYU frames to {a.root} in {info['seconds']} s")
+    from hpe.synthetic import generate
+    info = generate(a.root, a.train, a.test, a.seed, a.workers, force=a.force)
+    print(f"wrote {info['train_frames'] + info['test_frames']} synthetic NYU frames to {a.root} in {info['seconds']} s")
     return 0
 
 
 def _cmd_prep(a) -> int:
-    from hpe.prep import PrepConfig, prep
-    cfg = PrepConfig(profile=a.profile, centre=a.centre, cube_mm=a.cube, cube_mm_subject2=a.cube_subject2,
-                     size=a.size, val_fraction=a.val_fraction, seed=a.seed, joints=a.joints, limit=a.limit,
-                     skip_bad=a.skip_bad, workers=a.workers)
-    stats = prep(a.root, a.out, cfg, progress=not a.quiet)
-    print(json.dumps(stats))
+    from hpe.prep import prep, prep_config
+    cfg = prep_config(a.profile, centre=a.centre, cube_mm=a.cube, cube_mm_subject2=a.cube_subject2, size=a.size,
+                      val_fraction=a.val_fraction, val_seed=a.seed, joints=a.joints, limit=a.limit,
+                      skip_bad=a.skip_bad, workers=a.workers, xyz_tolerance_mm=a.xyz_tolerance)
+    print(json.dumps(prep(a.root, a.out, cfg, progress=not a.quiet)))
     return 0
 
 
 def _cmd_nets(a) -> int:
+    from hpe.config import profile_section
     from hpe.nets import NET_SPECS, NetConfig, PoseNet, count_parameters, list_nets, num_convs
-    from hpe.profiles import get_profile
-    pool = get_profile(a.profile).pool
+    pool = profile_section(a.profile, "train")["pool"]
     print(f"{'net':6} {'convs':>5} {'pools':>5} {'parameters':>14}   ({a.profile} profile, {a.input_size}x"
           f"{a.input_size} input, {a.joints} joints)")
     for name in list_nets():
-        pools = NET_SPECS[name].count("M")
         try:
-            n = f"{count_parameters(PoseNet(NetConfig(name, 1, a.input_size, a.joints, pool=pool))):,}"
+            n = f"{count_parameters(PoseNet(NetConfig(name=name, input_size=a.input_size, num_joints=a.joints, pool=pool))):,}"
         except ValueError as exc:
             n = f"n/a: {exc}"
-        print(f"{name:6} {num_convs(name):>5} {pools:>5} {n:>14}" + ("   Depth-Net" if name == "net6" else ""))
+        print(f"{name:6} {num_convs(name):>5} {NET_SPECS[name].count('M'):>5} {n:>14}"
+              + ("   Depth-Net" if name == "net6" else ""))
     return 0
 
 
-def _train_config(a) -> dict:
-    from hpe.experiments import experiment_config, parse_overrides
-    cfg = experiment_config(a.experiment, a.preset, parse_overrides(a.set))
-    for key in ("data", "out", "device"):
-        if getattr(a, key, None):
-            cfg[key] = getattr(a, key)
+def _run_layers(a) -> list[tuple[str, dict]]:
+    """The user's config layers: experiment file < preset < command-line options < --set."""
+    from hpe.config import parse_overrides, user_layers
+    layers = user_layers(a.experiment, a.preset)
+    cli = {k: getattr(a, k) for k in ("data", "out", "device") if getattr(a, k, None)}
     if a.quiet:
-        cfg["progress"] = False
+        cli["progress"] = "none"
+    elif getattr(a, "progress", None):
+        cli["progress"] = a.progress
+    if cli:
+        layers.append(("command line", cli))
+    sets = parse_overrides(a.set)
+    if sets:
+        layers.append(("--set", sets))
     if a.dry_run:  # a couple of tiny epochs on a few frames: checks the whole path in seconds
-        cfg.update(max_epochs=2, limit_train=64, width=min(cfg.get("width", 1.0), 0.125),
-                   fc_units=min(cfg.get("fc_units", 4096), 256), input_size=min(cfg.get("input_size") or 128, 32),
-                   batch_size=16)
-    return cfg
+        merged = {k: v for _, layer in layers for k, v in layer.items()}
+        layers.append(("--dry-run", {"max_epochs": 2, "limit_train": 64, "width": min(merged.get("width", 1.0), 0.125),
+                                     "fc_units": min(merged.get("fc_units", 4096), 256), "batch_size": 16,
+                                     "input_size": min(merged.get("input_size", 32), 32), "require_learning": False}))
+    return layers
 
 
 def _cmd_train(a) -> int:
+    from hpe.config import build_train_config
     from hpe.train import train
-    result = train(_train_config(a), resume=a.resume)
-    print(json.dumps({k: v for k, v in result.items() if k != "config"}, indent=2))
-    return 0 if result["status"] in ("done", "stopped") else 3
+    result = train(build_train_config(_run_layers(a)), resume=a.resume, restart_if_changed=a.restart_if_changed)
+    print(json.dumps({k: v for k, v in result.items() if k not in ("config", "provenance")}, indent=2))
+    ok = result["status"] in ("done", "stopped")
+    print(f"hpe train: {result['status']}: {result['reason']}" + ("" if ok else " (exit status 3)"), file=sys.stderr)
+    return 0 if ok else 3
 
 
 def _cmd_evaluate(a) -> int:
-    from hpe.evaluate import evaluate_files
-    evaluate_files(a.pred, a.gt, names=a.name, json_path=a.json, csv_path=a.csv,
-                   subject1_frames=a.subject1_frames, tompson=a.tompson, depth_dir=a.depth_dir)
+    from hpe.baselines import bundled
+    from hpe.evaluate import collect, format_table, load_ground_truth, summaries, write_results
+    from hpe.nyu import parse_joint_order
+    if a.name and len(a.name) != len(a.pred):
+        raise ValueError(f"{len(a.name)} --name labels for {len(a.pred)} --pred files")
+    gt = load_ground_truth(a.gt, a.subject1_frames)
+    preds = list(zip(a.name or [Path(p).name.split(".")[0] for p in a.pred], a.pred))
+    baselines = bundled("KIT_MANIFEST.tsv").parent if a.baselines == "bundled" else a.baselines
+    methods = collect(preds, gt, a.format, parse_joint_order(a.joint_order), _tompson(a.tompson), a.depth_dir,
+                      baselines)
+    results = summaries(methods, gt, a.success)
+    print(f"ground truth: {gt.source}")
+    print(format_table(results))
+    write_results(results, a.json, a.csv)
     return 0
 
 
-def _pairs(items: list[str], what: str) -> dict[str, Path]:
-    out = {}
-    for item in items or []:
-        if "=" not in item:
-            raise ValueError(f"{what} '{item}' must look like NAME=PATH")
-        k, v = item.split("=", 1)
-        out[k] = Path(v)
-    return out
-
-
-def _cmd_figure(a) -> int:
-    from hpe import reproduce
-    from hpe.plots import with_ext
-    if a.kind == "frame":
-        from hpe.metrics import read_uvd_txt
-        from hpe.nyu import EVAL_JOINTS, load_joint_data, read_depth, read_rgb
-        from hpe.plots import figure_frame
-        if a.label:
-            uvd = read_uvd_txt(a.label)[a.frame - 1]
-        elif a.joints_mat:
-            uvd = load_joint_data(a.joints_mat).uvd[a.frame - 1, list(EVAL_JOINTS)]
-        else:
-            raise ValueError("figure frame needs --label FILE or --joints-mat FILE for the ground-truth pose")
-        mean = std = None
-        if a.stats:
-            from hpe.data import h5_attrs
-            at = h5_attrs(a.stats)
-            mean, std = at["rgb_mean"], at["rgb_std"]
-        paths = figure_frame(read_depth(a.depth, a.frame), read_rgb(a.rgb, a.frame), uvd, a.out, a.cube,
-                             rgb_mean=mean, rgb_std=std, title=a.title or "")
-    elif a.kind == "compare":
-        methods = _pairs(a.method, "--method")
-        reproduce.compare(methods, a.gt, a.out, a.title or "", a.tompson, a.depth_dir, a.note)
-        reproduce.print_summary(with_ext(a.out, "json"))
-        paths = [with_ext(a.out, "png"), with_ext(a.out, "pdf")]
-    elif a.kind == "table4.3":
-        rows = reproduce.table43(_pairs(a.method, "--method"), a.out)
-        for r in rows:
-            print("  " + "  ".join(r))
-        paths = [with_ext(a.out, "png")]
+def _cmd_figure_frame(a) -> int:
+    from hpe.baselines import bundled
+    from hpe.nyu import EVAL_JOINTS, load_joint_data, read_depth, read_joints_txt, read_rgb
+    from hpe.plots import figure_frame
+    depth = a.depth or bundled("sample/depth_1_0000001.png")
+    rgb = a.rgb or bundled("sample/rgb_1_0000001.png")
+    if a.joints_mat:
+        uvd = load_joint_data(a.joints_mat).uvd[a.frame - 1, list(EVAL_JOINTS)]
     else:
-        if not a.run or not a.data:
-            raise ValueError("figure qualitative needs --run DIR and --data H5")
-        paths = reproduce.qualitative(a.run, a.data, a.out)
+        labels = read_joints_txt(a.label or bundled("nyu_test_groundtruth_label.txt"), role="label")
+        if not 1 <= a.frame <= len(labels):
+            raise ValueError(f"--frame {a.frame}: the label file has frames 1-{len(labels)}")
+        uvd = labels[a.frame - 1]
+    mean = std = None
+    source = "this frame's"
+    if a.stats:
+        from hpe.dataset import open_prepared
+        info = open_prepared(a.stats)
+        mean, std, source = info.attrs["rgb_mean"], info.attrs["rgb_std"], f"{Path(a.stats).name}'s training"
+    paths = figure_frame(read_depth(depth, a.frame), read_rgb(rgb, a.frame), uvd, a.out, a.cube, rgb_mean=mean,
+                         rgb_std=std, stats_source=source, title=a.title or "")
     for p in paths:
         print(f"wrote {p}")
     return 0
 
 
+def _tompson(arg: str | None) -> Path | None:
+    """--tompson FILE, or 'bundled' for the copy of test_predictions.mat that ships with hpe."""
+    from hpe.baselines import bundled
+    return None if arg is None else bundled("test_predictions.mat") if arg == "bundled" else Path(arg)
+
+
+def _pairs(items: list[str], what: str) -> list[tuple[str, Path]]:
+    out = []
+    for item in items or []:
+        if "=" not in item:
+            raise ValueError(f"{what} '{item}' must look like NAME=PATH")
+        k, v = item.split("=", 1)
+        out.append((k, Path(v)))
+    return out
+
+
+def _cmd_figure_compare(a) -> int:
+    from hpe.baselines import THESIS_BASELINES, bundled
+    from hpe.experiments import compare, print_summary
+    methods = _pairs(a.method, "--method")
+    for name in a.bundled or []:
+        methods.append((name, bundled(THESIS_BASELINES[name])))
+    results = compare(methods, a.gt, a.out, a.title or "", _tompson(a.tompson), a.depth_dir, a.note, a.baselines,
+                      a.success, leaderboard=a.leaderboard)
+    print_summary(results, a.note)
+    print(f"wrote {a.out}.png, .pdf, .csv, .json")
+    return 0
+
+
+def _cmd_figure_table(a) -> int:
+    from hpe.experiments import TABLE43_NOTE, table43
+    header, rows = table43(dict(_pairs(a.method, "--method")), a.out)
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
+    for r in [header] + rows:
+        print("  " + "  ".join(f"{c:>{w}}" for c, w in zip(r, widths)))
+    print(f"  note: {TABLE43_NOTE}")
+    print(f"wrote {a.out}.png, .pdf, .csv, .md, .tex")
+    return 0
+
+
+def _cmd_figure_qualitative(a) -> int:
+    from hpe.experiments import qualitative
+    for p in qualitative(a.run, a.data, a.out):
+        print(f"wrote {p}")
+    return 0
+
+
+def _cmd_figure_centres(a) -> int:
+    from hpe.experiments import centre_study
+    rows = centre_study(a.run, a.root, a.out, a.limit, centre_run=a.centre_run)
+    print(f"  {'frames':18s} {'centre':8s} {'n':>5} {'to palm mm':>10} {'median':>7} {'joint err mm':>12} {'vs palm':>8}")
+    for r in rows:
+        print(f"  {r[0]:18s} {r[1]:8s} {r[2]:>5} {r[3]:>10} {r[4]:>7} {r[5]:>12} {r[6]:>8}")
+    print(f"wrote {a.out}.png, .pdf, .csv, .md, .tex")
+    return 0
+
+
 def _cmd_fusepred(a) -> int:
-    from hpe.reproduce import fuse_predictions
-    print(json.dumps(fuse_predictions(a.depth_run, a.rgb_run, a.out, a.weights), indent=2))
+    from hpe.experiments import fusepred
+    print(json.dumps(fusepred(a.experiment, a.depth_run, a.rgb_run, a.out, a.weights), indent=2))
     return 0
 
 
 def _cmd_sweep_fusion(a) -> int:
-    """Fuse-Net at every fusion layer (conv1..convN, fc1, fc2): the thesis's open question, one command."""
-    from hpe.nets import fusion_points
-    from hpe.train import train
-    cfg = _train_config(a)
-    cfg["inputs"] = "depth+rgb"
-    rows = []
-    for at in a.layers or fusion_points(cfg.get("net", "net6")):
-        r = train({**cfg, "fusion_layer": at, "out": str(Path(a.out) / at)}, resume=True)
-        rows.append((at, r.get("best_val_mse"), r.get("test_mean_mm")))
-        print(f"{at:6s} val_mse {r.get('best_val_mse')} test {r.get('test_mean_mm')} mm", flush=True)
-    from hpe.plots import figure_table
-    figure_table([[at, f"{v:.5f}" if v is not None else "-", f"{t:.2f}" if t is not None else "-"]
-                  for at, v, t in rows], ["fusion layer", "val MSE", "test mean / mm"], Path(a.out) / "sweep",
-                 f"Fuse-Net ({cfg.get('fusion', 'conv')}) at every fusion layer")
+    from hpe.experiments import sweep_fusion
+    merged = {k: v for _, layer in _run_layers(a) for k, v in layer.items()}
+    out = merged.pop("out")
+    sweep_fusion(merged, a.layers, Path(out))
     return 0
 
 
 def _cmd_search(a) -> int:
     from hpe.search import SearchConfig, search
-    cfg = _train_config(a)
+    merged = {k: v for _, layer in _run_layers(a) for k, v in layer.items()}
+    out = merged.pop("out")
     sc = SearchConfig(rounds=a.rounds, samples=a.samples, shrink=a.shrink, seed=a.seed, study=a.study,
                       storage=a.storage, heartbeat_s=a.heartbeat)
     for item in a.range or []:
-        name, lo, hi, scale = item.split(":")
-        sc.ranges[name] = (float(lo), float(hi), scale == "log")
-    print(json.dumps(search(cfg, Path(a.out), sc, a.max_trials), indent=2))
+        try:
+            name, lo, hi, scale = item.split(":")
+            sc.ranges[name] = (float(lo), float(hi), {"log": True, "linear": False}[scale])
+        except (ValueError, KeyError):
+            raise ValueError(f"--range {item}: give NAME:LOW:HIGH:log or NAME:LOW:HIGH:linear") from None
+    print(json.dumps(search(merged, Path(out), sc, a.max_trials), indent=2))
     return 0
 
 
 def _cmd_bench(a) -> int:
-    from hpe.bench import main as bench
+    from hpe import bench
     if a.report:
-        from hpe.bench import report
-        print(report(a.report))
+        print(bench.report(a.report))
         return 0
-    bench(a.device or "auto", True if a.quick else None, a.compile_mode, a.profile_ops, a.json)
+    bench.main(a.device, True if a.quick else None, a.compile_mode, a.profile_ops, a.json)
     return 0
 
 
-def _add_run_args(s: argparse.ArgumentParser, experiment_help: str, out_help: str, out_required: bool = True) -> None:
-    """The arguments every training command shares (they feed :func:`_train_config`)."""
+def _cmd_baselines_fetch(a) -> int:
+    from hpe.baselines import fetch
+    report = fetch(a.dest, a.mirror, a.only, a.all, progress=not a.quiet)
+    bad = {k: v for k, v in report.items() if v not in ("ok", "present")}
+    print(f"{sum(v == 'ok' for v in report.values())} downloaded, {sum(v == 'present' for v in report.values())} "
+          f"already present and verified, {len(bad)} failed, in {a.dest}")
+    for name, why in bad.items():
+        print(f"hpe baselines fetch: error: {name}: {why}", file=sys.stderr)
+    return 1 if bad else 0
+
+
+def _cmd_baselines_list(a) -> int:
+    from hpe.baselines import kit_results
+    for f in sorted(kit_results(a.all), key=lambda f: f.published_mm or 1e9):
+        print(f"{f.method or '-':24s} {'' if f.published_mm is None else f'{f.published_mm:7.3f}':>7}  {f.name}")
+    return 0
+
+
+def _cmd_predict(a) -> int:
+    from hpe.predict import predict
+    records = predict(a.run, a.inputs, a.out, a.centre, a.rgb, a.camera, a.depth_scale, a.cube, a.batch_size,
+                      a.device, a.overlay, a.refine_steps, progress=not a.quiet, centre_run=a.centre_run)
+    print(f"predicted {len(records)} frames: {Path(a.out) / 'predictions_uvd.txt'}, "
+          f"{Path(a.out) / 'predictions.json'}" + (f", {Path(a.out) / 'overlays'}/" if a.overlay else ""))
+    return 0
+
+
+def _cmd_export(a) -> int:
+    from hpe.export import export
+    meta = export(a.run, a.format, a.out)
+    print(f"wrote {a.out} ({a.format}; inputs {', '.join(i['name'] + ' ' + 'x'.join(map(str, i['shape'])) for i in meta['inputs'])})")
+    return 0
+
+
+# --- parser ------------------------------------------------------------------------------------------------
+class _Help(argparse.ArgumentDefaultsHelpFormatter):
+    """Defaults shown for options that have one (not for flags and unset options)."""
+
+    def _get_help_string(self, action):
+        if action.default in (None, False, [], argparse.SUPPRESS) or action.nargs == 0:
+            return action.help
+        return super()._get_help_string(action)
+
+
+def _common() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument("-v", "--verbose", action="store_true", help="log more (INFO)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
+    return p
+
+
+def _add_run_args(s: argparse.ArgumentParser, experiment_help: str, out_help: str) -> None:
+    """The arguments every training command shares (they feed :func:`_run_layers`)."""
     s.add_argument("experiment", type=Path, nargs="?", help=experiment_help)
     s.add_argument("--preset", type=Path, help="compute preset, e.g. experiments/presets/synthetic.toml")
-    s.add_argument("--data", help="prepared .h5")
-    s.add_argument("--out", required=out_required, help=out_help)
-    s.add_argument("--device", help="auto (default), cpu, cuda, cuda:1")
-    s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
+    s.add_argument("--data", help="prepared .h5 (its profile is the run's)")
+    s.add_argument("--out", help=out_help)
+    s.add_argument("--device", help="auto (a GPU if there is one), cpu, cuda, cuda:N")
+    s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key (repeat); see README 'Experiments' for the keys")
+    s.add_argument("--progress", choices=["bar", "epochs", "none"], help="a progress bar, one line per epoch, or none")
     s.add_argument("--dry-run", action="store_true", help="2 tiny epochs on 64 frames: checks the whole path")
-    s.add_argument("--quiet", action="store_true")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="hpe", description="Hand pose estimation with ConvNets on RGB-D data "
-                                "(Kazakos 2017), reproduced in PyTorch.")
-    p.add_argument("-v", "--verbose", action="store_true")
-    sub = p.add_subparsers(dest="cmd", metavar="COMMAND")
-
-    s = sub.add_parser("synth", help="write a synthetic dataset in NYU's on-disk format")
-    s.add_argument("root", type=Path)
-    s.add_argument("--train", type=int, default=1800)
-    s.add_argument("--test", type=int, default=600)
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--workers", type=int)
+def _data_commands(add, common) -> None:
+    """The subcommands synth, prep, nets."""
+    s = add("synth", "write a synthetic dataset in NYU's on-disk format (refuses a non-empty ROOT)")
+    s.add_argument("root", type=Path, help="new dataset folder (gets train/ and test/)")
+    s.add_argument("--train", type=int, default=1800, help="training frames")
+    s.add_argument("--test", type=int, default=600, help="test frames")
+    s.add_argument("--seed", type=int, default=0, help="random seed (the data is deterministic for a seed)")
+    s.add_argument("--workers", type=int, help="processes (default: all cores)")
+    s.add_argument("--force", action="store_true", help="replace ROOT if hpe generated it (its sidecar says so)")
     s.set_defaults(func=_cmd_synth)
 
-    s = sub.add_parser("prep", help="crop + normalise an NYU-layout dataset into HDF5 (eqs. 4.3-4.12)")
-    s.add_argument("root", type=Path, help="NYU root holding train/ and test/")
+    s = add("prep", "crop + normalise a labelled NYU-layout dataset into HDF5 (eqs. 4.3-4.12)")
+    s.add_argument("root", type=Path, help="NYU root holding train/ and test/ with joint_data.mat")
     s.add_argument("out", type=Path, help="output .h5 (written atomically)")
-    s.add_argument("--profile", default="thesis", help="thesis (default) or icip2018")
-    s.add_argument("--centre", default="palm", help="palm (ground truth, default), com, or segment (no ground truth)")
+    s.add_argument("--profile", choices=["thesis", "icip2018"], default="thesis", help="behaviour to reproduce")
+    s.add_argument("--centre", choices=["palm", "com", "segment"], default="palm",
+                   help="crop centre: ground-truth palm joint, centre of mass around it, or nearest object")
     s.add_argument("--cube", type=float, help="cube edge in mm (default: the profile's, 300)")
     s.add_argument("--cube-subject2", type=float, help="cube edge for test subject 2 (thesis 300, icip2018 261)")
-    s.add_argument("--size", type=int, default=128)
-    s.add_argument("--val-fraction", type=float, default=0.25)
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--joints", default="eval", help="eval (14 joints, default) or all (36)")
+    s.add_argument("--size", type=int, help="crop size in pixels (default 128)")
+    s.add_argument("--val-fraction", type=float, help="validation share of train/ (default: the profile's)")
+    s.add_argument("--seed", type=int, help="validation split seed (default: the profile's)")
+    s.add_argument("--joints", choices=["eval", "all"], help="the 14 evaluation joints (default) or all 36")
     s.add_argument("--limit", type=int, help="only the first N frames of each split")
     s.add_argument("--skip-bad", action="store_true", help="log and skip bad frames instead of stopping")
-    s.add_argument("--workers", type=int)
-    s.add_argument("--quiet", action="store_true")
+    s.add_argument("--xyz-tolerance", type=float, help="mm joint_xyz may differ from joint_uvd (default 1)")
+    s.add_argument("--workers", type=int, help="processes (default: all cores)")
     s.set_defaults(func=_cmd_prep)
 
-    s = sub.add_parser("nets", help="list Net1-Net9 with their parameter counts")
-    s.add_argument("--profile", default="thesis")
-    s.add_argument("--input-size", type=int, default=128)
-    s.add_argument("--joints", type=int, default=14)
+    s = add("nets", "list Net1-Net9 with their parameter counts")
+    s.add_argument("--profile", choices=["thesis", "icip2018"], default="thesis", help="pooling of the profile")
+    s.add_argument("--input-size", type=int, default=128, help="input crop size")
+    s.add_argument("--joints", type=int, default=14, help="joints regressed")
     s.set_defaults(func=_cmd_nets)
 
-    s = sub.add_parser("train", help="train one model from an experiment file")
-    _add_run_args(s, "experiments/... .toml (a thesis table row)", "run folder", out_required=False)
+
+def _training_commands(add, common) -> None:
+    """The subcommands train, sweep-fusion, search."""
+    s = add("train", "train one model from an experiment file")
+    _add_run_args(s, "experiments/... .toml (a thesis table row)", "run folder")
     s.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    s.add_argument("--restart-if-changed", action="store_true",
+                   help="with --resume: start over if the run's settings or data changed (what Make does)")
     s.set_defaults(func=_cmd_train)
 
-    s = sub.add_parser("evaluate", help="mean / per-joint / per-subject error and success rate of prediction files")
-    s.add_argument("--pred", action="append", default=[], type=Path, help="uvd text file (14 x u v d a line)")
-    s.add_argument("--name", action="append", default=[], help="label for each --pred (default: file name)")
-    s.add_argument("--gt", type=Path, required=True, help="ground truth: label .txt or test joint_data.mat")
-    s.add_argument("--tompson", type=Path, help="Tompson's test_predictions.mat (needs --depth-dir)")
-    s.add_argument("--depth-dir", type=Path, help="folder with the test depth_1_*.png images (NYU_ROOT/test)")
-    s.add_argument("--subject1-frames", type=int, default=2440)
-    s.add_argument("--json", type=Path)
-    s.add_argument("--csv", type=Path)
-    s.set_defaults(func=_cmd_evaluate)
-    s = sub.add_parser("figure", help="draw a thesis figure: frame (4.1/4.2), compare (4.7-4.9), table4.3, "
-                       "qualitative (4.10/4.11)")
-    s.add_argument("kind", choices=["frame", "compare", "table4.3", "qualitative"])
-    s.add_argument("--out", type=Path, required=True, help="output prefix (writes .png, .pdf, .csv)")
-    s.add_argument("--title")
-    s.add_argument("--depth", type=Path, help="frame: depth PNG")
-    s.add_argument("--rgb", type=Path, help="frame: RGB PNG")
-    s.add_argument("--label", type=Path, help="frame: label text file (14 x u v d a line)")
-    s.add_argument("--joints-mat", type=Path, help="frame: joint_data.mat")
-    s.add_argument("--frame", type=int, default=1, help="frame: 1-based frame number (line of --label)")
-    s.add_argument("--cube", type=float, default=300.0)
-    s.add_argument("--stats", type=Path, help="frame: prepared .h5 whose training RGB statistics to use")
-    s.add_argument("--method", action="append", default=[], metavar="NAME=PATH",
-                   help="compare/table4.3: a run folder or a prediction file (uvd text); repeat")
-    s.add_argument("--gt", type=Path, help="compare: ground truth (label .txt, joint_data.mat or prepared .h5)")
-    s.add_argument("--tompson", type=Path, help="compare: Tompson's test_predictions.mat (needs --depth-dir)")
-    s.add_argument("--depth-dir", type=Path, help="compare: NYU test depth images for Tompson's lift to 3D")
-    s.add_argument("--note", action="append", default=[], help="compare: a note printed under the figure")
-    s.add_argument("--run", type=Path, help="qualitative: run folder")
-    s.add_argument("--data", type=Path, help="qualitative: prepared .h5")
-    s.set_defaults(func=_cmd_figure)
-
-    s = sub.add_parser("fusepred", help="FusePred-Net: score fusion of a trained Depth-Net and RGB-Net")
-    s.add_argument("--depth-run", type=Path, required=True)
-    s.add_argument("--rgb-run", type=Path, required=True)
-    s.add_argument("--weights", default="fixed", help="fixed (0.5, thesis), error (per joint), learned (per output)")
-    s.add_argument("--out", type=Path, required=True)
-    s.set_defaults(func=_cmd_fusepred)
-
-    s = sub.add_parser("sweep-fusion", help="train Fuse-Net fused at every layer (or --layers) and tabulate")
+    s = add("sweep-fusion", "train Fuse-Net fused at every layer (or --layers) and tabulate")
     _add_run_args(s, "a Fuse-Net experiment file", "folder: one run per layer + sweep.png/.csv")
     s.add_argument("--layers", nargs="*", help="subset, e.g. conv2 conv4 fc1 (default: all)")
     s.set_defaults(func=_cmd_sweep_fusion)
-    s = sub.add_parser("search", help="random-search hyperparameters (Optuna; several workers may share a study)")
+
+    s = add("search", "random-search hyperparameters (Optuna; several workers may share a study)")
     _add_run_args(s, "the experiment to tune", "folder: trials, study.db (default storage), trials.csv, search.png")
     s.add_argument("--storage", help="database URL shared by workers, e.g. postgresql://user@host/db")
-    s.add_argument("--study", default="hpe-search")
-    s.add_argument("--rounds", type=int, default=3)
+    s.add_argument("--study", default="hpe-search", help="study name in the storage")
+    s.add_argument("--rounds", type=int, default=3, help="rounds of random samples")
     s.add_argument("--samples", type=int, default=50, help="samples per round")
     s.add_argument("--shrink", type=float, default=0.5, help="range width factor per round, centred on the best")
-    s.add_argument("--range", action="append", metavar="NAME:LOW:HIGH:log|linear", help="override a range")
+    s.add_argument("--range", action="append", metavar="NAME:LOW:HIGH:log|linear", help="override a range; repeat")
     s.add_argument("--max-trials", type=int, help="this worker stops after N trials")
     s.add_argument("--heartbeat", type=int, default=60, help="seconds; a silent worker's trial is failed + retried")
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--seed", type=int, default=0, help="trial k samples with seed + k")
     s.set_defaults(func=_cmd_search)
-    s = sub.add_parser("bench", help="speed benchmark: training/inference images/s, loop vs bare ratio, prep (JSON)")
-    s.add_argument("--device")
+
+
+def _figure_commands(add, common) -> None:
+    """The subcommand figure KIND: each kind with only its own options."""
+    fig = add("figure", "draw a thesis figure").add_subparsers(dest="kind", metavar="KIND", required=True)
+    fadd = lambda name, help: fig.add_parser(name, help=help, description=help, parents=[common],  # noqa: E731
+                                             formatter_class=_Help)
+    s = fadd("frame", "figures 4.1/4.2 for one frame (default: the bundled real NYU test frame 1)")
+    s.add_argument("--out", type=Path, required=True, help="output prefix (writes .png, .pdf, .csv)")
+    s.add_argument("--depth", type=Path, help="depth PNG (NYU packing)")
+    s.add_argument("--rgb", type=Path, help="registered RGB PNG")
+    s.add_argument("--label", type=Path, help="label file (14 x u v d a line; default: the bundled NYU test labels)")
+    s.add_argument("--joints-mat", type=Path, help="joint_data.mat instead of a label file")
+    s.add_argument("--frame", type=int, default=1, help="1-based frame number (line of the labels)")
+    s.add_argument("--cube", type=float, default=300.0, help="cube edge in mm")
+    s.add_argument("--stats", type=Path, help="prepared .h5 whose training RGB statistics standardise the RGB panel "
+                                              "(default: the frame's own; use real data's for a real frame)")
+    s.add_argument("--title", help="figure title")
+    s.set_defaults(func=_cmd_figure_frame)
+    s = fadd("compare", "figures 4.7-4.9 and the leaderboard: success rate and mean error per joint")
+    s.add_argument("--out", type=Path, required=True, help="output prefix (writes .png, .pdf, .csv, .json)")
+    s.add_argument("--method", action="append", default=[], metavar="NAME=PATH",
+                   help="a run folder or prediction file (uvd text); repeat")
+    s.add_argument("--bundled", action="append", choices=["DeepPrior", "DeepPrior-Refine", "Feedback", "DeepModel"],
+                   help="add a bundled thesis baseline; repeat")
+    s.add_argument("--baselines", type=Path, help="add every kit result file in this folder")
+    s.add_argument("--gt", type=Path, help="ground truth (default: the bundled NYU test labels)")
+    s.add_argument("--tompson", help="Tompson's test_predictions.mat, or 'bundled' (needs --depth-dir)")
+    s.add_argument("--depth-dir", type=Path, help="NYU test depth images for Tompson's lift to 3D")
+    s.add_argument("--success", choices=["max", "mean", "joint"], default="max", help="success-rate definition")
+    s.add_argument("--leaderboard", action="store_true", help="highlight the --method runs, grey the rest")
+    s.add_argument("--note", action="append", default=[], help="a note printed under the figure")
+    s.add_argument("--title", help="figure title")
+    s.set_defaults(func=_cmd_figure_compare)
+    s = fadd("table4.3", "table 4.3 from Net1-Net9 run folders")
+    s.add_argument("--out", type=Path, required=True, help="output prefix (writes .png, .pdf, .csv, .md, .tex)")
+    s.add_argument("--method", action="append", default=[], metavar="NAME=RUN", help="netN=run folder; repeat")
+    s.set_defaults(func=_cmd_figure_table)
+    s = fadd("qualitative", "figures 4.10/4.11 from a run's test predictions")
+    s.add_argument("--out", type=Path, required=True, help="output prefix")
+    s.add_argument("--run", type=Path, required=True, help="run folder")
+    s.add_argument("--data", type=Path, required=True, help="the prepared .h5 it was trained on")
+    s.set_defaults(func=_cmd_figure_qualitative)
+
+    s = fadd("centres", "hand centres without labels: distance to the palm and cost in joint error (a table)")
+    s.add_argument("--out", type=Path, required=True, help="output prefix (writes .png, .pdf, .csv, .md, .tex)")
+    s.add_argument("--run", type=Path, required=True, help="a trained Depth-Net run folder")
+    s.add_argument("--root", type=Path, required=True, help="labelled NYU-layout root whose test/ frames to use")
+    s.add_argument("--limit", type=int, help="only the first N test frames")
+    s.add_argument("--centre-run", type=Path, help="a centre-refinement run (target = centre) for 'refined'")
+    s.set_defaults(func=_cmd_figure_centres)
+
+
+def _evaluation_commands(add, common) -> None:
+    """The subcommands evaluate, fusepred, baselines ACTION."""
+    s = add("evaluate", "score prediction files against the NYU test labels (bundled) or another ground truth")
+    s.add_argument("--pred", action="append", default=[], type=Path, help="prediction file (or run folder); repeat")
+    s.add_argument("--name", action="append", default=[], help="label for each --pred (default: file name)")
+    s.add_argument("--gt", type=Path, help="ground truth: label .txt[.gz], test joint_data.mat or prepared .h5 "
+                                           "(default: the bundled NYU test labels)")
+    s.add_argument("--format", choices=["uvd", "xyz"], default="uvd", help="what the --pred files hold")
+    s.add_argument("--joint-order", default="kit",
+                   help="the NYU joint each column holds: kit, fusenet, or 14 comma-separated indices")
+    s.add_argument("--baselines", help="folder of the kit's result files (hpe baselines fetch), or 'bundled'")
+    s.add_argument("--success", choices=["max", "mean", "joint"], default="max",
+                   help="success rate over each frame's max joint error (thesis), mean joint error, or single joints")
+    s.add_argument("--tompson", help="Tompson's test_predictions.mat, or 'bundled' (needs --depth-dir)")
+    s.add_argument("--depth-dir", type=Path, help="folder with the test depth_1_*.png images (NYU_ROOT/test)")
+    s.add_argument("--subject1-frames", type=int, default=2440, help="test frames of subject 1")
+    s.add_argument("--json", type=Path, help="write the results as JSON")
+    s.add_argument("--csv", type=Path, help="write the results as CSV")
+    s.set_defaults(func=_cmd_evaluate)
+
+    s = add("fusepred", "FusePred-Net: score fusion of a trained Depth-Net and RGB-Net")
+    s.add_argument("experiment", type=Path, help="experiments/fig4.7/fusepred.toml (its [fusepred] weights)")
+    s.add_argument("--depth-run", type=Path, required=True, help="Depth-Net run folder")
+    s.add_argument("--rgb-run", type=Path, required=True, help="RGB-Net run folder")
+    s.add_argument("--weights", choices=["fixed", "error", "learned"], help="override the experiment's weights")
+    s.add_argument("--out", type=Path, required=True, help="output folder")
+    s.set_defaults(func=_cmd_fusepred)
+
+    bl = add("baselines", "the NYU field's published results").add_subparsers(dest="action", metavar="ACTION",
+                                                                               required=True)
+    s = bl.add_parser("fetch", help="download and verify the evaluation kit's NYU result files",
+                      description="download and verify the evaluation kit's NYU result files (pinned commit)",
+                      parents=[common], formatter_class=_Help)
+    s.add_argument("--dest", type=Path, required=True, help="folder for the files")
+    s.add_argument("--mirror", help="base URL instead of the kit's raw files at the pinned commit")
+    s.add_argument("--only", nargs="+", metavar="NAME", help="file or method names (default: the kit's leaderboard)")
+    s.add_argument("--all", action="store_true", help="every NYU result file, not only the leaderboard's")
+    s.set_defaults(func=_cmd_baselines_fetch)
+    s = bl.add_parser("list", help="the kit's NYU methods and published means", parents=[common], formatter_class=_Help)
+    s.add_argument("--all", action="store_true", help="every NYU result file")
+    s.set_defaults(func=_cmd_baselines_list)
+
+
+def _tool_commands(add, common) -> None:
+    """The subcommands bench, predict, export."""
+    s = add("bench", "speed benchmark: training/inference images/s, loop vs bare ratio, prep (JSON)")
+    s.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     s.add_argument("--quick", action="store_true", help="reduced-size nets (default on CPU)")
     s.add_argument("--compile-mode", default="default",
-                   help="torch.compile mode for the fast path on CUDA: default, reduce-overhead, max-autotune, "
-                        "max-autotune-no-cudagraphs")
-    s.add_argument("--profile-ops", action="store_true",
-                   help="add the fast thesis loop's most expensive operators (torch.profiler)")
+                   choices=["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"],
+                   help="torch.compile mode for the fast path on CUDA")
+    s.add_argument("--profile-ops", action="store_true", help="add the fast thesis loop's top operators")
     s.add_argument("--json", type=Path, help="also write the JSON object to this file")
-    s.add_argument("--report", type=Path, metavar="DIR",
-                   help="instead of measuring, summarise DIR (bench.json + training runs, as `make gpu-check` leaves it)")
+    s.add_argument("--report", type=Path, metavar="DIR", help="summarise DIR (as `make gpu-check` leaves it)")
     s.set_defaults(func=_cmd_bench)
+
+    s = add("predict", "run a trained model on depth frames without labels")
+    s.add_argument("inputs", nargs="+", metavar="FILE|DIR|GLOB", help="depth frames: NYU PNG, 16-bit PNG or .npy")
+    s.add_argument("--run", type=Path, required=True, help="trained run folder (its best.pt)")
+    s.add_argument("--out", type=Path, required=True, help="output folder")
+    s.add_argument("--centre", default="refined", help="segment, com, refined, or a fixed U,V,D")
+    s.add_argument("--centre-run", type=Path, help="centre-refinement run (target = centre) for --centre refined "
+                                                   "(default: the pose run's own palm prediction)")
+    s.add_argument("--rgb", nargs="+", metavar="FILE|DIR", help="registered colour frames (RGB and fusion nets)")
+    s.add_argument("--camera", help="fx,fy,cx,cy of your sensor (default: NYU's, for 640x480 frames)")
+    s.add_argument("--depth-scale", type=float, default=1.0, help="mm per stored unit (e.g. 0.1, 0.125)")
+    s.add_argument("--cube", type=float, help="cube edge in mm (default: the run's)")
+    s.add_argument("--refine-steps", type=int, default=3, help="re-crops on the predicted palm (--centre refined)")
+    s.add_argument("--batch-size", type=int, default=64, help="frames per batch")
+    s.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    s.add_argument("--overlay", action="store_true", help="also draw each frame's skeleton (overlays/*.png)")
+    s.set_defaults(func=_cmd_predict)
+
+    s = add("export", "export a trained run's network to ONNX or TorchScript")
+    s.add_argument("--run", type=Path, required=True, help="trained run folder")
+    s.add_argument("--format", choices=["onnx", "torchscript"], default="onnx", help="file format")
+    s.add_argument("--out", type=Path, required=True, help="output file")
+    s.set_defaults(func=_cmd_export)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = _common()
+    p = argparse.ArgumentParser(prog="hpe", formatter_class=_Help, parents=[common],
+                                description="Hand pose estimation with ConvNets on RGB-D data (Kazakos 2017), "
+                                            "reproduced in PyTorch.")
+    p.add_argument("--version", action="version", version=f"hpe {__version__}")
+    sub = p.add_subparsers(dest="cmd", metavar="COMMAND")
+    add = lambda name, help: sub.add_parser(name, help=help, description=help, parents=[common],  # noqa: E731
+                                            formatter_class=_Help)
+    _data_commands(add, common)
+    _training_commands(add, common)
+    _evaluation_commands(add, common)
+    _figure_commands(add, common)
+    _tool_commands(add, common)
     return p
 
 
@@ -299,11 +512,21 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(a, "func", None):
         parser.print_help()
         return 2
+    name = " ".join(filter(None, [a.cmd, getattr(a, "kind", None), getattr(a, "action", None)]))
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         return a.func(a)
     except (DataError, ValueError, FileNotFoundError, FileExistsError) as exc:
-        print(f"hpe {a.cmd}: error: {exc}", file=sys.stderr)
+        print(f"hpe {name}: error: {exc}", file=sys.stderr)
         return 2
+    except _Terminated:
+        print(f"hpe {name}: terminated; nothing half-written was kept", file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
-        print(f"hpe {a.cmd}: interrupted", file=sys.stderr)
+        print(f"hpe {name}: interrupted; nothing half-written was kept", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `hpe nets | head`: the reader left, which is not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -1,4 +1,5 @@
-"""Hand crop and normalisation, thesis section 4.3.1 (equations 4.6-4.12).
+"""Hand crop and normalisation, thesis section 4.3.1 (eq. 4.6 depth, eqs. 4.7, 4.8, 4.9 joints, eqs. 4.10, 4.11,
+4.12 RGB).
 
 A cube of edge ``cube`` mm is centred on the hand; its front face is projected to a pixel box, the depth in
 the box is clamped to the cube, resized (nearest neighbour, aspect kept) onto a ``size`` x ``size`` canvas and
@@ -57,9 +58,9 @@ def centre_of_mass(depth: np.ndarray, start_uvd: np.ndarray, cube: float, camera
     return c
 
 
-def segment_nearest(depth: np.ndarray, cube: float, camera: Camera = NYU_CAMERA,
-                    min_pixels: int = 50) -> np.ndarray | None:
-    """Centre without ground truth: the nearest sizeable object (depth within cube/2 of its front) + centre of mass."""
+def nearest_object(depth: np.ndarray, cube: float, min_pixels: int = 50) -> np.ndarray | None:
+    """Mean (u, v, d) of the nearest sizeable object: the connected pixels within cube/2 of its front (the hand is
+    assumed to be the object nearest the camera), or None."""
     from scipy import ndimage
 
     valid = valid_depth(depth)
@@ -79,22 +80,30 @@ def segment_nearest(depth: np.ndarray, cube: float, camera: Camera = NYU_CAMERA,
     if not np.isfinite(fronts[k]):
         return None
     vv, uu = np.nonzero(labels == k)
-    start = np.array([uu.mean(), vv.mean(), d[vv, uu].mean()])
-    return centre_of_mass(depth, start, cube, camera)
+    return np.array([uu.mean(), vv.mean(), d[vv, uu].mean()])
+
+
+def segment_nearest(depth: np.ndarray, cube: float, camera: Camera = NYU_CAMERA,
+                    min_pixels: int = 50) -> np.ndarray | None:
+    """Centre without ground truth: DeepPrior's centre of mass inside the cube around the nearest object."""
+    start = nearest_object(depth, cube, min_pixels)
+    return None if start is None else centre_of_mass(depth, start, cube, camera)
 
 
 def find_centre(depth: np.ndarray, method: str, cube: float, palm_uvd: np.ndarray | None = None,
                 camera: Camera = NYU_CAMERA) -> np.ndarray:
-    """Crop centre (u, v, d): ground-truth palm joint (C, NYU joint 32), centre of mass near it, or
-    nearest-object segmentation (no ground truth needed)."""
-    if method in ("palm", "com") and palm_uvd is None:
-        raise ValueError(f"centre '{method}' needs the ground-truth palm joint; use 'segment' for unlabelled frames")
+    """Crop centre (u, v, d): ``palm``, the ground-truth palm joint (C, NYU joint 32); ``com``, DeepPrior's centre
+    of mass inside the cube around the palm joint, or without labels around the nearest object; ``segment``, the
+    nearest object's mean (no labels needed)."""
+    if method == "palm" and palm_uvd is None:
+        raise ValueError("centre 'palm' needs the ground-truth palm joint; use 'com' or 'segment' for unlabelled frames")
     if method == "palm":
         return np.asarray(palm_uvd, np.float64)
     if method == "com":
-        c = centre_of_mass(depth, palm_uvd, cube, camera)
+        c = (centre_of_mass(depth, palm_uvd, cube, camera) if palm_uvd is not None
+             else segment_nearest(depth, cube, camera))
     elif method == "segment":
-        c = segment_nearest(depth, cube, camera)
+        c = nearest_object(depth, cube)
     else:
         raise ValueError(f"unknown centre '{method}' (choose from {', '.join(CENTRES)})")
     if c is None:
@@ -154,6 +163,7 @@ def crop_hand(depth: np.ndarray, centre_uvd: np.ndarray, cube: float, size: int 
     front, back = zc - half, zc + half
     ok = valid_depth(patch) & inside_r[:, None] & inside_c[None, :] & (patch <= back)
     norm = np.ones((size, size), np.float32)
+    # eq. 4.6: d_norm = (d - I(cm)) / (cs / 2), with d clamped to the cube's front face and background +1
     norm[oy:oy + nh, ox:ox + nw] = np.where(ok, (np.maximum(patch, front) - zc) / half, 1.0)
 
     sx, sy = nw / w, nh / h
@@ -168,25 +178,46 @@ def crop_hand(depth: np.ndarray, centre_uvd: np.ndarray, cube: float, size: int 
     return Crop(depth=norm, rgb=rgb_crop, box=box.astype(np.int32), transform=transform)
 
 
-def hand_mask(norm_depth: np.ndarray) -> np.ndarray:
-    """Binary hand silhouette of a normalised crop: every pixel nearer than the background (+1)."""
-    return norm_depth < 1.0
+def hand_mask(norm_depth, rule: str = "hand"):
+    """Binary hand silhouette of a normalised crop (numpy array or torch tensor): every pixel nearer than the
+    background (+1); rule ``hand-not-front`` (the author's code) also drops pixels clamped to the front face (-1)."""
+    mask = norm_depth < 1.0
+    if rule == "hand-not-front":
+        mask = mask & (norm_depth > -1.0)
+    return mask
+
+
+def crop_frame(depth_mm: np.ndarray, rgb: np.ndarray | None, centre_uvd: np.ndarray, cube: float, size: int,
+               camera: Camera = NYU_CAMERA) -> dict:
+    """One frame in the stored form of a prepared dataset: what ``hpe prep`` writes and ``hpe predict`` feeds the
+    net (the same function, so a labelled frame gives the same input either way).  Refuses a crop with no depth."""
+    centre_uvd = np.asarray(centre_uvd, np.float64)
+    crop = crop_hand(depth_mm, centre_uvd, cube, size, rgb, camera)
+    if not hand_mask(crop.depth).any():
+        raise DataError(f"no depth inside the {cube:.0f} mm cube around centre (u={centre_uvd[0]:.1f}, "
+                        f"v={centre_uvd[1]:.1f}, d={centre_uvd[2]:.1f})")
+    return {"depth": crop.depth.astype(np.float16),
+            "rgb": (crop.rgb if crop.rgb is not None else np.zeros((size, size, 3), np.uint8)).transpose(2, 0, 1),
+            "centre_uvd": centre_uvd, "centre_xyz": camera.uvd_to_xyz(centre_uvd), "cube": np.float32(cube),
+            "box": crop.box, "transform": crop.transform}
 
 
 def normalise_joints(xyz: np.ndarray, centre_xyz: np.ndarray, cube: np.ndarray | float,
                      clip: bool = False) -> np.ndarray:
-    """Eqs. 4.7-4.9: (xyz - centre) / (cube / 2); ``clip`` to [-1, 1] as the author's code does."""
+    """(xyz - centre) / (cube / 2) per joint; ``clip`` to [-1, 1] as the author's code does."""
     cube = np.asarray(cube, np.float64)
+    # eq. 4.7 (x' = (x - cm_x) / (cs/2)), eq. 4.8 (y') and eq. 4.9 (z' = (z - I(cm)) / (cs/2)), all three at once
     out = (np.asarray(xyz, np.float64) - np.asarray(centre_xyz, np.float64)[..., None, :]) / (cube[..., None, None] / 2)
     return np.clip(out, -1, 1) if clip else out
 
 
 def denormalise_joints(norm: np.ndarray, centre_xyz: np.ndarray, cube: np.ndarray | float) -> np.ndarray:
-    """Inverse of eqs. 4.7-4.9: norm * (cube / 2) + centre, in mm."""
+    """Inverse of eqs. 4.7, 4.8 and 4.9: norm * (cube / 2) + centre, in mm."""
     cube = np.asarray(cube, np.float64)
     return np.asarray(norm, np.float64) * (cube[..., None, None] / 2) + np.asarray(centre_xyz, np.float64)[..., None, :]
 
 
 def standardise_rgb(rgb: np.ndarray, mask: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
-    """Eqs. 4.10-4.12 on the mask-multiplied crop: (c - mu_c) / sigma_c per channel (channels last)."""
+    """The mask-multiplied crop standardised per channel (channels last), as the thesis feeds RGB nets."""
+    # eq. 4.10 (R' = (R - mu_R) / sigma_R), eq. 4.11 (G'), eq. 4.12 (B'): channel by channel through broadcasting
     return (rgb.astype(np.float32) * mask[..., None] - mean) / std

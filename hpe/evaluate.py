@@ -1,79 +1,200 @@
-"""``hpe evaluate``: compare any number of prediction files (published format) against the NYU ground truth."""
+"""The one evaluation path: prediction files, run folders and published baselines scored against one ground truth.
+
+``hpe evaluate`` and the figure targets (``hpe figure compare``, ``make reproduce-fig4.*``, ``make
+leaderboard``) all call :func:`collect` and :func:`summaries`.  A file is refused, in one line that suggests the
+likely cause, when its numbers are implausible for the declared format (uvd or xyz): depths outside 100-3000
+mm, u, v far outside the image, or a mean error above 150 mm against the ground truth.
+"""
 from __future__ import annotations
 
 import csv
 import io
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from hpe import DataError
-from hpe.camera import NYU_CAMERA
-from hpe.io import atomic_write_json, atomic_write_text
-from hpe.metrics import joint_errors, read_ground_truth, read_tompson, read_uvd_txt, summarise, test_subjects
-from hpe.nyu import EVAL_NAMES
+from hpe.atomic import write_json, write_text
+from hpe.baselines import TOMPSON, ground_truth_file, methods_in
+from hpe.camera import NYU_CAMERA, Camera
+from hpe.metrics import THRESHOLDS, joint_errors, summarise
+from hpe.nyu import (EVAL_JOINTS, EVAL_NAMES, JOINT_ORDERS, TEST_SUBJECT1_FRAMES, read_ground_truth, read_joints_txt,
+                     read_tompson, subjects_of, to_kit_order)
 
 REPORT_THRESHOLDS = (10, 20, 30, 40, 50, 60, 70, 80)
+DEPTH_RANGE_MM = (100.0, 3000.0)
+MAX_PLAUSIBLE_MEAN_MM = 150.0
+PUBLISHED_TOLERANCE_MM = 0.001
 
 
-def evaluate_uvd(pred_uvd: np.ndarray, gt_xyz: np.ndarray, subject1_frames: int = 2440) -> tuple[dict, np.ndarray]:
-    if pred_uvd.shape != gt_xyz.shape:
-        raise DataError(f"{pred_uvd.shape[0]} predicted frames x {pred_uvd.shape[1]} joints, but the ground truth "
-                        f"has {gt_xyz.shape[0]} x {gt_xyz.shape[1]}")
-    err = joint_errors(NYU_CAMERA.uvd_to_xyz(pred_uvd), gt_xyz)
-    return summarise(err, test_subjects(len(err), subject1_frames)), err
+@dataclass
+class GroundTruth:
+    uvd: np.ndarray
+    xyz: np.ndarray
+    subjects: np.ndarray
+    source: str
+    camera: Camera = NYU_CAMERA
+
+
+def load_ground_truth(path: Path | None = None, subject1_frames: int = TEST_SUBJECT1_FRAMES) -> GroundTruth:
+    """The NYU test labels bundled with hpe (``path`` None), a label file, a test ``joint_data.mat``, or a prepared
+    ``.h5`` (its test split, for runs trained on it)."""
+    path = Path(path) if path is not None else ground_truth_file()
+    if path.suffix == ".h5":
+        from hpe.dataset import open_prepared, test_ground_truth
+        cam = Camera(*np.asarray(open_prepared(path).attrs["camera"], np.float64))
+        uvd, xyz, subjects = test_ground_truth(path)
+        return GroundTruth(uvd, xyz, subjects, str(path), cam)
+    uvd, xyz = read_ground_truth(path)
+    return GroundTruth(uvd, xyz, subjects_of(np.arange(1, len(uvd) + 1), subject1_frames), str(path))
+
+
+@dataclass
+class Method:
+    name: str
+    xyz: np.ndarray
+    source: str
+    published_mm: float | None = None
+    errors: np.ndarray = field(default=None, repr=False)
+
+
+def _implausible(pred: np.ndarray, fmt: str, cam: Camera) -> str | None:
+    """Why ``pred`` cannot be (N, 14, 3) joints in ``fmt``, or None."""
+    lo, hi = DEPTH_RANGE_MM
+    d = np.median(pred[..., 2])
+    if fmt == "uvd":
+        u, v = pred[..., 0], pred[..., 1]
+        if (u < 0).mean() > 0.05 and (np.abs(pred[..., :2]) < 400).all():
+            return "many u values are negative: it looks like an xyz file (pass --format xyz)"
+        if d < 10:
+            return f"the median depth is {d:.3g}: depths in metres? (hpe wants mm)"
+        if ((u < -cam.width) | (u > 2 * cam.width) | (v < -cam.height) | (v > 2 * cam.height)).mean() > 0.01:
+            return f"u, v lie far outside the {cam.width}x{cam.height} image: not uvd pixels (another format?)"
+    elif d < 10:
+        return f"the median z is {d:.3g}: coordinates in metres? (hpe wants mm)"
+    out = ((pred[..., 2] < lo) | (pred[..., 2] > hi)).mean()
+    if out > 0.01:
+        return f"{100 * out:.1f}% of the depths lie outside {lo:.0f}-{hi:.0f} mm (wrong units or format?)"
+    return None
+
+
+def load_method(name: str, src: Path, gt: GroundTruth, fmt: str = "uvd", joint_order: tuple[int, ...] = EVAL_JOINTS,
+                published_mm: float | None = None) -> Method:
+    """A run folder (its ``test_predictions_uvd.txt``) or a prediction file, checked and lifted to xyz."""
+    src = Path(src)
+    if src.is_dir():
+        path = src / "test_predictions_uvd.txt"
+        if not path.is_file():
+            raise DataError(f"no test predictions in run folder {src} (missing {path.name}); train the run first")
+        src, fmt, joint_order = path, "uvd", EVAL_JOINTS
+    raw = read_joints_txt(src, role="prediction")
+    if raw.shape != gt.uvd.shape:
+        raise DataError(f"{src}: {raw.shape[0]} frames do not match the ground truth's {gt.uvd.shape[0]} "
+                        f"({gt.source})")
+    pred = to_kit_order(raw, joint_order)
+    problem = _implausible(pred, fmt, gt.camera)
+    if problem:
+        raise DataError(f"{src} is not a plausible {fmt} prediction file: {problem}")
+    lift = (lambda p: gt.camera.uvd_to_xyz(p)) if fmt == "uvd" else (lambda p: p)  # noqa: E731
+    m = Method(name, lift(pred), str(src), published_mm)
+    m.errors = joint_errors(m.xyz, gt.xyz)
+    declared = m.errors.mean()
+    for other, order in JOINT_ORDERS.items():  # a file in another known joint order fits far better read that way
+        if declared > 25 and order != joint_order:
+            alt = joint_errors(lift(to_kit_order(raw, order)), gt.xyz).mean()
+            if alt < 0.6 * declared:
+                raise DataError(f"{src}: mean error {declared:.1f} mm in the declared joint order, but {alt:.1f} mm "
+                                f"read in the '{other}' order: pass --joint-order {other}")
+    if declared > MAX_PLAUSIBLE_MEAN_MM:
+        raise DataError(f"{src}: mean error {m.errors.mean():.1f} mm against {gt.source} is implausible for a hand "
+                        f"pose method: another joint order (--joint-order), another test set or frame order, or the "
+                        f"wrong --format?")
+    return m
+
+
+def tompson_method(mat: Path, depth_dir: Path | None, gt: GroundTruth) -> Method:
+    if depth_dir is None:
+        raise ValueError("Tompson's 2D predictions need --depth-dir (the NYU test depth images) to be lifted to 3D")
+    xyz = gt.camera.uvd_to_xyz(read_tompson(mat, depth_dir, gt.uvd, gt.camera))
+    m = Method(TOMPSON, xyz, str(mat))
+    m.errors = joint_errors(xyz, gt.xyz)
+    return m
+
+
+def collect(preds: list[tuple[str, Path]], gt: GroundTruth, fmt: str = "uvd",
+            joint_order: tuple[int, ...] = EVAL_JOINTS, tompson: Path | None = None, depth_dir: Path | None = None,
+            baselines: Path | None = None) -> list[Method]:
+    """Every method to compare: the given files / run folders, Tompson et al. (lifted to 3D) and the kit's files
+    in ``baselines`` (named by method, with their published means)."""
+    methods = [load_method(name, src, gt, fmt, joint_order) for name, src in preds]
+    if tompson is not None:
+        methods.append(tompson_method(tompson, depth_dir, gt))
+    if baselines is not None:
+        for method, path, entry in methods_in(baselines):
+            methods.append(load_method(method, path, gt, "uvd", EVAL_JOINTS, entry.published_mm))
+    names = [m.name for m in methods]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise ValueError(f"two methods are called {', '.join(dupes)}: give each --pred its own --name")
+    if not methods:
+        raise ValueError("nothing to evaluate: give --pred FILE, --tompson MAT or --baselines DIR")
+    return methods
+
+
+def summaries(methods: list[Method], gt: GroundTruth, success: str = "max") -> dict[str, dict]:
+    out = {}
+    for m in methods:
+        s = summarise(m.errors, gt.subjects, kind=success)
+        s["source"] = m.source
+        if m.published_mm is not None:
+            s["published_mm"] = m.published_mm
+            s["agrees_with_published"] = bool(abs(s["mean_mm"] - m.published_mm) < PUBLISHED_TOLERANCE_MM)
+        out[m.name] = s
+    return out
 
 
 def format_table(results: dict[str, dict]) -> str:
-    names = list(results)
-    w = max(12, *(len(n) for n in names)) + 1
-    lines = [f"{'':8}" + "".join(f"{n:>{w}}" for n in names)]
-    lines.append(f"{'mean mm':8}" + "".join(f"{results[n]['mean_mm']:>{w}.3f}" for n in names))
-    for s in sorted({s for r in results.values() for s in r.get("per_subject_mm", {})}):
-        lines.append(f"{'subj ' + str(s):8}" + "".join(f"{results[n]['per_subject_mm'].get(s, float('nan')):>{w}.3f}"
-                                                         for n in names))
-    for j in EVAL_NAMES:
-        lines.append(f"{j:8}" + "".join(f"{results[n]['per_joint_mm'][j]:>{w}.3f}" for n in names))
-    for t in REPORT_THRESHOLDS:
-        lines.append(f"{'<=' + str(t) + 'mm':8}" + "".join(f"{100 * results[n]['success_rate'][t]:>{w - 1}.1f}%"
-                                                           for n in names))
-    return "\n".join(lines)
+    """One row per method (sorted by mean error), with the published mean beside ours where there is one."""
+    rows = sorted(results.items(), key=lambda kv: kv[1]["mean_mm"])
+    w = max(14, *(len(n) for n in results)) + 1
+    subjects = sorted({s for r in results.values() for s in r.get("per_subject_mm", {})})
+    kind = next(iter(results.values()))["success"]
+    head = (f"{'method':<{w}}{'mean mm':>9}{'published':>11}" + "".join(f"{'subj ' + str(s):>9}" for s in subjects)
+            + "".join(f"{'<=' + str(t):>7}" for t in REPORT_THRESHOLDS))
+    lines = [f"success rate = fraction of {'frames whose maximum joint error' if kind == 'max' else 'frames whose mean joint error' if kind == 'mean' else 'joints whose error'} is within T mm, in %", head]
+    notes = []
+    for name, r in rows:
+        pub = r.get("published_mm")
+        mark = "" if pub is None or r["agrees_with_published"] else " *"
+        if mark:
+            notes.append(f"* {name}: {r['mean_mm']:.3f} mm here vs {pub:.3f} mm published (differs by more than "
+                         f"{PUBLISHED_TOLERANCE_MM} mm)")
+        lines.append(f"{name:<{w}}{r['mean_mm']:>9.3f}{'' if pub is None else f'{pub:.3f}':>11}{mark}"
+                     + "".join(f"{r['per_subject_mm'].get(s, float('nan')):>9.3f}" for s in subjects)
+                     + "".join(f"{100 * r['success_rate'][t]:>7.1f}" for t in REPORT_THRESHOLDS))
+    per_joint = [f"{'per joint':<{w}}" + "".join(f"{j:>8}" for j in EVAL_NAMES)]
+    per_joint += [f"{name:<{w}}" + "".join(f"{r['per_joint_mm'][j]:>8.2f}" for j in EVAL_NAMES) for name, r in rows]
+    return "\n".join(lines + notes + [""] + per_joint)
 
 
 def to_csv(results: dict[str, dict]) -> str:
     buf = io.StringIO()
     w = csv.writer(buf)
-    w.writerow(["method", "mean_mm", "subject1_mm", "subject2_mm"] + [f"{j}_mm" for j in EVAL_NAMES]
-               + [f"success_{t}mm" for t in REPORT_THRESHOLDS])
-    for name, r in results.items():
+    w.writerow(["method", "mean_mm", "published_mm", "subject1_mm", "subject2_mm"] + [f"{j}_mm" for j in EVAL_NAMES]
+               + [f"success_{t}mm" for t in THRESHOLDS])
+    for name, r in sorted(results.items(), key=lambda kv: kv[1]["mean_mm"]):
         ps = r.get("per_subject_mm", {})
-        w.writerow([name, f"{r['mean_mm']:.4f}", f"{ps.get(1, float('nan')):.4f}", f"{ps.get(2, float('nan')):.4f}"]
+        w.writerow([name, f"{r['mean_mm']:.4f}", "" if r.get("published_mm") is None else f"{r['published_mm']:.3f}",
+                    f"{ps.get(1, float('nan')):.4f}", f"{ps.get(2, float('nan')):.4f}"]
                    + [f"{r['per_joint_mm'][j]:.4f}" for j in EVAL_NAMES]
-                   + [f"{r['success_rate'][t]:.4f}" for t in REPORT_THRESHOLDS])
+                   + [f"{r['success_rate'][int(t)]:.4f}" for t in THRESHOLDS])
     return buf.getvalue()
 
 
-def evaluate_files(preds: list[Path], gt: Path, names: list[str] | None = None, json_path: Path | None = None,
-                   csv_path: Path | None = None, subject1_frames: int = 2440, tompson: Path | None = None,
-                   depth_dir: Path | None = None, quiet: bool = False) -> dict[str, dict]:
-    """Evaluate prediction files; print the table; write JSON / CSV if asked.  Returns {name: summary}."""
-    names = list(names or [])
-    if names and len(names) != len(preds):
-        raise ValueError(f"{len(names)} --name labels for {len(preds)} --pred files")
-    gt_uvd, gt_xyz = read_ground_truth(gt)
-    results = {}
-    for i, path in enumerate(preds):
-        results[names[i] if names else Path(path).stem] = evaluate_uvd(read_uvd_txt(path), gt_xyz, subject1_frames)[0]
-    if tompson is not None:
-        if depth_dir is None:
-            raise ValueError("--tompson needs --depth-dir (the NYU test depth images)")
-        results["Tompson"] = evaluate_uvd(read_tompson(tompson, depth_dir, gt_uvd), gt_xyz, subject1_frames)[0]
-    if not results:
-        raise ValueError("nothing to evaluate: give --pred FILE (and/or --tompson)")
-    if not quiet:
-        print(format_table(results))
+def write_results(results: dict[str, dict], json_path: Path | None = None, csv_path: Path | None = None,
+                  notes: list[str] | None = None) -> None:
     if json_path:
-        atomic_write_json(json_path, results)
+        write_json(json_path, {"methods": results, "notes": notes or []})
     if csv_path:
-        atomic_write_text(csv_path, to_csv(results))
-    return results
+        write_text(csv_path, to_csv(results))

@@ -1,46 +1,203 @@
-"""Experiment files (one per thesis table row / figure curve) and compute presets, both small TOML files.
+"""The experiments layer: what the ``reproduce-*`` targets assemble from trained runs.
 
-A run's config = TrainConfig defaults < experiment file < preset (compute scale: width, input size, epochs)
-< ``--set key=value`` overrides.
+Table 4.3 (:func:`table43`), FusePred-Net score fusion from its experiment file (:func:`fusepred`), the Fuse-Net
+fusion sweep (:func:`sweep_fusion`), comparison figures 4.7-4.9 and the leaderboard (:func:`compare`), and the
+qualitative figures 4.10/4.11 (:func:`qualitative`).
 """
 from __future__ import annotations
 
-import ast
-import tomllib
 from pathlib import Path
 
+import h5py
+import numpy as np
 
-def read_toml(path: Path) -> dict:
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"missing experiment/preset file: {path}")
+from hpe import DataError
+from hpe.atomic import savez, write_json
+from hpe.camera import Camera
+from hpe.config import read_toml
+from hpe.evaluate import collect, load_ground_truth, summaries, write_results
+from hpe.nets import SCORE_WEIGHTS, fuse_scores, fusion_points, score_fusion_weights
+from hpe.nyu import write_joints_txt
+from hpe.plots import figure_compare, figure_qualitative, figure_table, with_ext
+from hpe.run import load_result
+
+# Table 4.3 as published (normalised MSE per coordinate, real NYU, thesis profile): (training, validation).
+THESIS_TABLE43 = {"net1": (0.00366, 0.00447), "net2": (0.00359, 0.00419), "net3": (0.00353, 0.00411),
+                  "net4": (0.00341, 0.00364), "net5": (0.00235, 0.00325), "net6": (0.00183, 0.00242),
+                  "net7": (0.00384, 0.00434), "net8": (0.00415, 0.00462), "net9": (0.00393, 0.00439)}
+TABLE43_NOTE = ("Errors are hpe's normalised MSE per coordinate: the mean of (f(I) - y)^2 over frames and the 3J "
+                "normalised outputs, which is how the thesis describes table 4.3. Eq. 4.14's loss on the same "
+                "predictions is 1.5 times that (1/(2J) times the sum over 3J outputs) and is shown beside it.")
+
+
+def table43(runs: dict[str, Path], prefix: Path) -> tuple[list[str], list[list[str]]]:
+    """Table 4.3: training and validation error of Net1-Net9, ours beside the thesis's."""
+    header = ["ConvNet", "Training MSE", "Validation MSE", "Validation loss (eq. 4.14)", "thesis training",
+              "thesis validation"]
+    rows = []
+    for name, run in runs.items():
+        r = load_result(run)
+        if r.get("best_val_mse") is None or r.get("train_mse") is None:
+            raise DataError(f"{run}: the run has no validation error ({r.get('status')}: {r.get('reason')})")
+        thesis = THESIS_TABLE43.get(name, (float("nan"), float("nan")))
+        rows.append([name.capitalize(), f"{r['train_mse']:.5f}", f"{r['best_val_mse']:.5f}",
+                     f"{1.5 * r['best_val_mse']:.5f}", f"{thesis[0]:.5f}", f"{thesis[1]:.5f}"])
+    figure_table(rows, header, prefix, "Table 4.3: normalised MSE per coordinate (ours | thesis, real NYU)")
+    return header, rows
+
+
+def fusepred(experiment: Path, depth_run: Path, rgb_run: Path, out: Path, weights: str | None = None) -> dict:
+    """FusePred-Net (figure 4.5): w * Depth-Net + (1 - w) * RGB-Net per output, ``w`` as the experiment file's
+    ``[fusepred] weights`` says (``weights`` overrides it): fixed 0.5 (thesis), error or learned."""
+    section = read_toml(experiment).get("fusepred", {})
+    kind = weights or section.get("weights", "fixed")
+    if kind not in SCORE_WEIGHTS:
+        raise ValueError(f"{experiment}: [fusepred] weights = {kind!r}: must be one of {', '.join(SCORE_WEIGHTS)}")
+    load = {}
+    for run in (depth_run, rgb_run):
+        for split in ("val", "test"):
+            path = Path(run) / f"{split}_predictions.npz"
+            if not path.is_file():
+                raise DataError(f"no {split} predictions in {run} (missing {path.name}); train it first")
+            load[run, split] = np.load(path)
+    dv, rv, dt, rt = load[depth_run, "val"], load[rgb_run, "val"], load[depth_run, "test"], load[rgb_run, "test"]
+    if not (np.array_equal(dv["frame"], rv["frame"]) and np.array_equal(dt["frame"], rt["frame"])):
+        raise DataError(f"{depth_run} and {rgb_run} were evaluated on different frames: train both on the same data")
+    w = score_fusion_weights(kind, dv["normalised"], rv["normalised"], dv["target"])
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    # The map back to mm is affine per frame, so fusing in mm equals fusing the normalised outputs.
+    fused_xyz = fuse_scores(w, dt["xyz"], rt["xyz"])
+    write_joints_txt(out / "test_predictions_uvd.txt", _run_camera(depth_run).xyz_to_uvd(fused_xyz))
+    savez(out / "weights.npz", w=w)
+    val = fuse_scores(w, dv["normalised"], rv["normalised"])
+    result = {"status": "done", "weights": kind, "experiment": str(experiment), "depth_run": str(depth_run),
+              "rgb_run": str(rgb_run), "best_val_mse": float(np.mean((val - dv["target"]) ** 2)),
+              "mean_weight_depth": float(w.mean())}
+    write_json(out / "result.json", result)
+    return result
+
+
+def _run_camera(run: Path) -> Camera:
+    """The camera a run's data was prepared with (config.json's preprocessing record)."""
+    import json
+    path = Path(run) / "config.json"
     try:
-        with open(path, "rb") as fh:
-            doc = tomllib.load(fh)
-    except tomllib.TOMLDecodeError as exc:
-        raise ValueError(f"{path}: not valid TOML: {exc}") from None
-    return doc.get("train", doc)
+        return Camera(*json.loads(path.read_text())["preprocess"]["camera"])
+    except (OSError, ValueError, KeyError) as exc:
+        raise DataError(f"cannot read the camera of run {run} from {path} ({exc}); train the run again") from None
 
 
-def parse_overrides(items: list[str]) -> dict:
-    """``key=value`` pairs; values are Python literals where they parse (numbers, True, None), else strings."""
-    out = {}
-    for item in items or []:
-        if "=" not in item:
-            raise ValueError(f"override '{item}' must look like key=value")
-        k, v = item.split("=", 1)
-        try:
-            out[k.strip()] = ast.literal_eval(v)
-        except (ValueError, SyntaxError):
-            out[k.strip()] = v
-    return out
+def sweep_fusion(base: dict, layers: list[str] | None, out: Path, train_fn=None) -> list[tuple]:
+    """Fuse-Net fused at every layer (conv1..convN, fc1, fc2) or at ``layers``: the thesis's open question."""
+    from hpe.train import train
+    train_fn = train_fn or train
+    base = {**base, "inputs": "depth+rgb"}
+    rows = []
+    for at in layers or fusion_points(base.get("net", "net6")):
+        r = train_fn({**base, "fusion_layer": at, "out": str(Path(out) / at)}, resume=True, restart_if_changed=True)
+        rows.append((at, r.get("best_val_mse"), r.get("test_mean_mm"), r["status"]))
+        print(f"{at:6s} {r['status']:11s} val_mse {r.get('best_val_mse')} test {r.get('test_mean_mm')} mm", flush=True)
+    figure_table([[at, f"{v:.5f}" if v is not None else "-", f"{t:.2f}" if t is not None else "-", st]
+                  for at, v, t, st in rows], ["fusion layer", "val MSE", "test mean / mm", "status"],
+                 Path(out) / "sweep", f"Fuse-Net ({base.get('fusion', 'conv')}) fused at each layer")
+    return rows
 
 
-def experiment_config(experiment: Path | None, preset: Path | None = None, overrides: dict | None = None) -> dict:
-    cfg: dict = {}
-    if experiment is not None:
-        cfg.update(read_toml(experiment))
-    if preset is not None:
-        cfg.update(read_toml(preset))
-    cfg.update(overrides or {})
-    return cfg
+def compare(methods: list[tuple[str, Path]], gt: Path | None, prefix: Path, title: str = "",
+            tompson: Path | None = None, depth_dir: Path | None = None, notes: list[str] | None = None,
+            baselines: Path | None = None, success: str = "max", leaderboard: bool = False) -> dict[str, dict]:
+    """Figures 4.7-4.9 (and the leaderboard): the one evaluation path, then the figure, CSV and JSON summary."""
+    truth = load_ground_truth(gt)
+    found = collect(methods, truth, tompson=tompson, depth_dir=depth_dir, baselines=baselines)
+    result = summaries(found, truth, success)
+    figure_compare({m.name: m.errors for m in found}, prefix, title, notes, success,
+                   highlight=[n for n, _ in methods] if leaderboard else None)
+    write_results(result, with_ext(prefix, "json"), notes=notes)
+    return result
+
+
+def qualitative(run_dir: Path, data: Path, prefix: Path, frames_per_subject: int = 4) -> list[Path]:
+    """Figures 4.10 (subject 1) and 4.11 (subject 2) from a run's test predictions."""
+    path = Path(run_dir) / "test_predictions.npz"
+    if not path.is_file():
+        raise DataError(f"no test predictions in {run_dir} (missing {path.name}); train the run first")
+    p = np.load(path)
+    camera = _run_camera(run_dir)
+    paths = []
+    with h5py.File(data, "r") as h5:
+        g = h5["test"]
+        subjects = g["subject"][:]
+        for subject, fig in ((1, "4.10"), (2, "4.11")):
+            idx = np.nonzero(subjects[: len(p["xyz"])] == subject)[0]
+            if len(idx) == 0:
+                continue
+            pick = idx[np.linspace(0, len(idx) - 1, min(frames_per_subject, len(idx))).astype(int)]
+            paths += figure_qualitative(g["depth"][pick].astype(np.float32), g["joints"][pick], p["normalised"][pick],
+                                        g["transform"][pick], g["joints_uvd"][pick], p["uvd"][pick],
+                                        g["centre_xyz"][pick], g["cube"][pick], g["frame"][pick],
+                                        Path(f"{prefix}-fig{fig}-subject{subject}"),
+                                        f"Figure {fig}: test subject {subject} (blue: ground truth, red: prediction)",
+                                        camera)
+    return paths
+
+
+def print_summary(results: dict[str, dict], notes: list[str] | None = None) -> None:
+    print(f"  {'method':28s} {'mean mm':>8}  per subject              within 20 mm")
+    for name, s in sorted(results.items(), key=lambda kv: kv[1]["mean_mm"]):
+        subj = ", ".join(f"{k}: {v:.2f}" for k, v in s.get("per_subject_mm", {}).items())
+        print(f"  {name:28s} {s['mean_mm']:8.2f}  {subj:24s} {100 * s['success_rate'][20]:5.1f}%")
+    for note in notes or []:
+        print(f"  note: {note}")
+
+
+CENTRE_METHODS = ("palm", "segment", "com", "refined")
+
+
+def centre_study(run_dir: Path, root: Path, prefix: Path, limit: int | None = None, batch: int = 64,
+                 centre_run: Path | None = None) -> list[list]:
+    """How far each hand centre lands from the labelled palm and what it costs in mean joint error, on the test
+    frames of an NYU-layout ``root`` and on the real NYU test frame 1 (bundled): the table of README "Predicting
+    on your own frames".  ``palm`` is the ground-truth centre the nets are trained with; ``refined`` uses the
+    centre-refinement run ``centre_run`` when given."""
+    from hpe.baselines import bundled
+    from hpe.camera import NYU_CAMERA
+    from hpe.export import load_run
+    from hpe.metrics import joint_errors
+    from hpe.nyu import EVAL_JOINTS, PALM_SLOT, NYUSplit, read_joints_txt
+    from hpe.predict import Frame, predict_frames, read_depth_frame
+    from hpe.train import pick_device
+    device = pick_device("auto")
+    run = load_run(run_dir, device)
+    refiner = None if centre_run is None else load_run(centre_run, device)
+    cube = float(run.preprocess["cube_mm"])
+    split = NYUSplit(root, "test")
+    n = len(split) if limit is None else min(limit, len(split))
+    sets = {"synthetic test" if (Path(root) / "hpe_synthetic.json").is_file() else "test":
+            ([split.depth_path(i + 1) for i in range(n)], split.joints.uvd[:n, list(EVAL_JOINTS)]),
+            "real NYU frame 1": ([bundled("sample/depth_1_0000001.png")],
+                                 read_joints_txt(bundled("nyu_test_groundtruth_label.txt"))[:1])}
+    rows = []
+    for name, (files, gt_uvd) in sets.items():
+        gt_xyz = NYU_CAMERA.uvd_to_xyz(gt_uvd)
+        for method in CENTRE_METHODS:
+            dist, err = [], []
+            for s in range(0, len(files), batch):
+                frames = [Frame(f, read_depth_frame(f), None, NYU_CAMERA,
+                                gt_uvd[s + k, PALM_SLOT].copy() if method == "palm" else None)
+                          for k, f in enumerate(files[s:s + batch])]
+                xyz, centres = predict_frames(run, frames, "fixed" if method == "palm" else method, cube, device,
+                                              centre_run=refiner)
+                dist += list(np.linalg.norm(NYU_CAMERA.uvd_to_xyz(centres) - gt_xyz[s:s + batch, PALM_SLOT], axis=-1))
+                err += list(joint_errors(xyz, gt_xyz[s:s + batch]).mean(axis=1))
+            rows.append([name, method, len(files), f"{np.mean(dist):.1f}", f"{np.median(dist):.1f}",
+                         f"{np.mean(err):.2f}"])
+    for name in sets:  # the cost of each centre relative to the ground-truth one
+        base = float(next(r for r in rows if r[0] == name and r[1] == "palm")[5])
+        for r in rows:
+            if r[0] == name:
+                r.append(f"{100 * (float(r[5]) / base - 1):+.1f}%")
+    figure_table(rows, ["frames", "centre", "n", "to palm, mean mm", "median mm", "mean joint error mm",
+                        "vs palm centre"], prefix, f"Hand centres without labels ({Path(run_dir).name}"
+                                                   + (f", refined by {Path(centre_run).name})" if centre_run else ")"))
+    return rows

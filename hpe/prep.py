@@ -1,86 +1,91 @@
 """``hpe prep NYU_ROOT OUT.h5``: crop and normalise every frame of an NYU-layout dataset into one HDF5 file.
 
 Frames stream through a process pool in chunks (bounded memory whatever the dataset size), results are
-written into preallocated datasets, and the file only replaces ``OUT.h5`` once it is complete.  Schema:
-see README.rst ("HDF5 schema") and :data:`SCHEMA`.
+written into preallocated datasets, and the file only replaces ``OUT.h5`` once it is complete.  The output is
+checked (writable, enough disk) before any work starts.  Schema: README.rst ("HDF5 schema") and
+:data:`hpe.dataset.SCHEMA`.
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
+import signal
 import time
 from collections import deque
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
+from typing import Literal
 
 import h5py
 import numpy as np
 from tqdm import tqdm
 
 from hpe import DataError
+from hpe.atomic import atomic_path, check_writable, sweep_stale
 from hpe.camera import NYU_CAMERA
-from hpe.crop import CENTRES, crop_hand, find_centre, hand_mask, normalise_joints
-from hpe.nyu import EVAL_JOINTS, EVAL_NAMES, PALM_JOINT, TEST_SUBJECT1_FRAMES, NYUSplit, read_depth, read_rgb
-from hpe.profiles import get_profile
+from hpe.config import merge, profile_section
+from hpe.crop import crop_frame, find_centre, hand_mask, normalise_joints
+from hpe.dataset import BYTES_PER_PIXEL, FORMAT_VERSION, SCHEMA
+from hpe.nyu import EVAL_JOINTS, EVAL_NAMES, PALM_JOINT, TEST_SUBJECT1_FRAMES, NYUSplit, read_depth, read_rgb, subjects_of
+from hpe.synthetic import SIDECAR
 
 log = logging.getLogger("hpe.prep")
-FORMAT_VERSION = 1
-SYNTHETIC_SIDECAR = "hpe_synthetic.json"
-
-# name: (per-frame shape given crop size S and joint count J, dtype, meaning)
-SCHEMA = {
-    "depth": (lambda S, J: (S, S), "float16", "normalised depth crop, eq. 4.6; background +1, hand in [-1, 1)"),
-    "rgb": (lambda S, J: (3, S, S), "uint8", "RGB crop, same box, not masked (mask = depth < 1)"),
-    "joints": (lambda S, J: (J, 3), "float32", "normalised joints, eqs. 4.7-4.9 (unclipped)"),
-    "joints_xyz": (lambda S, J: (J, 3), "float32", "ground-truth joints, camera xyz in mm (y up)"),
-    "joints_uvd": (lambda S, J: (J, 3), "float32", "ground-truth joints, pixels + mm"),
-    "centre_xyz": (lambda S, J: (3,), "float64", "crop centre, xyz mm"),
-    "centre_uvd": (lambda S, J: (3,), "float64", "crop centre, uvd"),
-    "cube": (lambda S, J: (), "float32", "cube edge in mm"),
-    "box": (lambda S, J: (4,), "int32", "crop box u0, v0, u1, v1 (end-exclusive) in the 640x480 image"),
-    "transform": (lambda S, J: (3, 3), "float32", "image (u, v, 1) -> crop (col, row, 1)"),
-    "frame": (lambda S, J: (), "int32", "NYU frame number (1-based) in its folder"),
-    "subject": (lambda S, J: (), "uint8", "subject id (test: 1 for frames 1-2440, else 2)"),
-}
 
 
-@dataclass
+def _r(default, lo=None, lo_open=False, hi=None, hi_open=False):
+    return field(default=default, metadata={"lo": lo, "lo_open": lo_open, "hi": hi, "hi_open": hi_open})
+
+
+@dataclass(frozen=True)
 class PrepConfig:
-    profile: str = "thesis"
-    centre: str = "palm"
-    cube_mm: float | None = None          # None: the profile's value
-    cube_mm_subject2: float | None = None
-    size: int = 128
-    val_fraction: float = 0.25
-    seed: int = 0
-    joints: str = "eval"                  # "eval" (the 14 evaluation joints) or "all" (36)
-    limit: int | None = None              # first N frames per split (quick runs)
-    skip_bad: bool = False
-    workers: int | None = None
-    chunk: int = 32
+    """How ``hpe prep`` crops a dataset.  Layers: these defaults < the profile's [prep] < command-line options."""
 
-    def resolved(self) -> "PrepConfig":
-        p = get_profile(self.profile)
-        if self.centre not in CENTRES:
-            raise ValueError(f"unknown centre '{self.centre}' (choose from {', '.join(CENTRES)})")
-        if self.joints not in ("eval", "all"):
-            raise ValueError(f"joints must be 'eval' or 'all', got '{self.joints}'")
-        if not 0 <= self.val_fraction < 1:
-            raise ValueError(f"val_fraction must lie in [0, 1), got {self.val_fraction}")
-        return PrepConfig(**{**asdict(self),
-                             "cube_mm": self.cube_mm or p.cube_mm,
-                             "cube_mm_subject2": self.cube_mm_subject2 or p.cube_mm_subject2,
-                             "workers": self.workers or os.cpu_count() or 1})
+    profile: Literal["thesis", "icip2018"] = "thesis"
+    centre: Literal["palm", "com", "segment"] = "palm"
+    cube_mm: float = _r(300.0, lo=50, hi=1000)
+    cube_mm_subject2: float = _r(300.0, lo=50, hi=1000)
+    size: int = _r(128, lo=8, hi=1024)
+    val_method: Literal["uniform", "train_test_split"] = "uniform"
+    val_fraction: float = _r(0.25, lo=0, hi=1, hi_open=True)
+    val_seed: int = _r(0, lo=0)
+    joints: Literal["eval", "all"] = "eval"     # the 14 evaluation joints, or all 36
+    limit: int | None = _r(None, lo=1)          # first N frames per split (quick runs)
+    skip_bad: bool = False
+    workers: int = _r(max(1, os.cpu_count() or 1), lo=1)
+    xyz_tolerance_mm: float = _r(1.0, lo=0, lo_open=True)
+    chunk: int = _r(32, lo=1)
+
+
+def prep_config(profile: str = "thesis", **options) -> PrepConfig:
+    """The profile's [prep] values under the given options (None = not given), validated."""
+    given = {k: v for k, v in options.items() if v is not None}
+    return merge(PrepConfig, [(f"profile {profile}", {"profile": profile, **profile_section(profile, "prep")}),
+                              ("options", given)])
 
 
 def subject1_frames(root: Path) -> int:
     """Where test subject 2 starts: NYU's 2440, or what a synthetic set's sidecar says."""
-    side = Path(root) / SYNTHETIC_SIDECAR
+    import json
+    side = Path(root) / SIDECAR
     if side.is_file():
         return int(json.loads(side.read_text())["test_subject1_frames"])
     return TEST_SUBJECT1_FRAMES
+
+
+def validation_mask(n: int, method: str, fraction: float, seed: int) -> np.ndarray:
+    """Which of ``n`` training frames (in frame order) validate.
+
+    ``uniform`` (thesis 4.4.3): a seeded uniform sample of round(fraction * n) frames.
+    ``train_test_split`` (the author's code): sklearn's ``train_test_split(range(n), random_state=seed,
+    test_size=fraction)`` validating on its second part, i.e. the first ceil(fraction * n) entries of numpy's
+    ``RandomState(seed).permutation(n)``, which is what sklearn draws (no sklearn needed)."""
+    mask = np.zeros(n, bool)
+    if method == "uniform":
+        mask[np.random.default_rng(seed).permutation(n)[:int(round(fraction * n))]] = True
+    else:
+        mask[np.random.RandomState(seed).permutation(n)[:int(np.ceil(fraction * n))]] = True
+    return mask
 
 
 # --- worker side ----------------------------------------------------------------------------------------
@@ -89,6 +94,8 @@ _W: dict = {}
 
 def _init_worker(cfg: PrepConfig, joint_idx: tuple[int, ...]) -> None:
     _W["cfg"], _W["idx"] = cfg, np.asarray(joint_idx)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)     # the parent handles Ctrl-C and SIGTERM and cleans up
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def process_frame(depth_file: Path, rgb_file: Path, frame: int, subject: int, uvd36: np.ndarray,
@@ -98,26 +105,20 @@ def process_frame(depth_file: Path, rgb_file: Path, frame: int, subject: int, uv
     rgb = read_rgb(rgb_file, frame)
     try:
         centre_uvd = find_centre(depth, cfg.centre, cube, uvd36[PALM_JOINT])
-        crop = crop_hand(depth, centre_uvd, cube, cfg.size, rgb)
+        row = crop_frame(depth, rgb, centre_uvd, cube, cfg.size)
     except DataError as exc:
         raise DataError(f"{depth_file} (frame {frame}): {exc}") from None
-    if not hand_mask(crop.depth).any():
-        raise DataError(f"{depth_file} (frame {frame}): no depth inside the {cube:.0f} mm cube around "
-                        f"centre (u={centre_uvd[0]:.1f}, v={centre_uvd[1]:.1f}, d={centre_uvd[2]:.1f})")
-    centre_xyz = NYU_CAMERA.uvd_to_xyz(centre_uvd)
     xyz = xyz36[joint_idx]
-    return {"depth": crop.depth.astype(np.float16), "rgb": crop.rgb.transpose(2, 0, 1),
-            "joints": normalise_joints(xyz, centre_xyz, cube).astype(np.float32),
-            "joints_xyz": xyz.astype(np.float32), "joints_uvd": uvd36[joint_idx].astype(np.float32),
-            "centre_xyz": centre_xyz, "centre_uvd": centre_uvd, "cube": np.float32(cube), "box": crop.box,
-            "transform": crop.transform, "frame": np.int32(frame),
-            "subject": np.uint8(subject)}
+    row.update(joints=normalise_joints(xyz, row["centre_xyz"], cube).astype(np.float32),
+               joints_xyz=xyz.astype(np.float32), joints_uvd=uvd36[joint_idx].astype(np.float32),
+               frame=np.int32(frame), subject=np.uint8(subject))
+    return row
 
 
 def _work(task):
     """Process a chunk of frames into stacked arrays (one HDF5 write per dataset and chunk in the parent),
-    with each frame's masked-RGB sums for eqs. 4.10-4.12; errors come back as values so the parent decides
-    (stop or skip)."""
+    with each frame's masked-RGB sums for the statistics of eqs. 4.10, 4.11 and 4.12; errors come back as values
+    so the parent decides (stop or skip)."""
     good, errors = [], []
     for args in task:
         try:
@@ -142,107 +143,109 @@ def _create(group: h5py.Group, n: int, size: int, n_joints: int) -> None:
         ds.attrs["doc"] = doc
 
 
-def _val_mask(n: int, fraction: float, seed: int) -> np.ndarray:
-    """Seeded uniform sample of round(fraction * n) training frames for validation (thesis 4.4.3)."""
-    mask = np.zeros(n, bool)
-    mask[np.random.default_rng(seed).permutation(n)[:int(round(fraction * n))]] = True
-    return mask
+class _RgbStats:
+    """Per-channel mean and std over the masked training crops (the mu_c, sigma_c of eqs. 4.10, 4.11, 4.12)."""
+
+    def __init__(self, size: int):
+        self.sum, self.sq, self.n, self.pixels = np.zeros(3), np.zeros(3), 0, size * size
+
+    def add(self, batch: dict, rows: np.ndarray) -> None:
+        self.sum += batch["rgb_sum"][rows].sum(axis=0)
+        self.sq += batch["rgb_sq"][rows].sum(axis=0)
+        self.n += int(rows.sum()) * self.pixels
+
+    def result(self) -> tuple[np.ndarray, np.ndarray]:
+        mean = self.sum / self.n
+        return mean, np.sqrt(np.maximum(self.sq / self.n - mean ** 2, 1e-12))
+
+
+def _split_tasks(split: NYUSplit, cfg: PrepConfig, split_s1: int) -> list[tuple]:
+    n = len(split) if cfg.limit is None else min(cfg.limit, len(split))
+    frames = np.arange(1, n + 1)
+    subjects = subjects_of(frames, split_s1 if split.split == "test" else n)
+    return [(split.depth_path(f), split.rgb_path(f), f, int(subj), split.joints.uvd[f - 1], split.joints.xyz[f - 1],
+             cfg.cube_mm_subject2 if subj == 2 else cfg.cube_mm) for f, subj in zip(frames, subjects)]
+
+
+def _fill_split(h5: h5py.File, pool, tasks: list[tuple], targets: dict[str, int], is_val: np.ndarray,
+                cfg: PrepConfig, stats: dict, rgb: _RgbStats, desc: str, progress: bool) -> None:
+    """Stream one folder's frames through the pool into the groups of ``targets``, then trim them."""
+    filled = dict.fromkeys(targets, 0)
+    chunks = iter([tasks[i:i + cfg.chunk] for i in range(0, len(tasks), cfg.chunk)])
+    bar = tqdm(total=len(tasks), desc=desc, unit="frame", disable=None if progress else True, dynamic_ncols=True,
+               mininterval=0.5)
+    # A sliding window of outstanding chunks keeps memory bounded even if writing falls behind.
+    window: deque = deque(pool.apply_async(_work, (c,)) for _, c in zip(range(3 * cfg.workers), chunks))
+    while window:
+        batch, errors = window.popleft().get()
+        nxt = next(chunks, None)
+        if nxt is not None:
+            window.append(pool.apply_async(_work, (nxt,)))
+        for exc in errors:
+            if not cfg.skip_bad:
+                raise exc
+            log.warning("skipping bad frame: %s", exc)
+            stats["skipped"] += 1
+        if batch is not None:
+            in_val = is_val[batch["frame"] - 1]
+            for g in targets:
+                rows = in_val if g == "val" else ~in_val
+                m, k = int(rows.sum()), filled[g]
+                if m:
+                    for name in SCHEMA:
+                        h5[g][name][k:k + m] = batch[name][rows]
+                    filled[g] = k + m
+                    if g == "train":
+                        rgb.add(batch, rows)
+        bar.update(len(errors) + (0 if batch is None else len(batch["frame"])))
+    bar.close()
+    for g, k in filled.items():
+        for name in SCHEMA:
+            h5[g][name].resize(k, axis=0)
+        stats[f"{g}_frames"] = k
+        stats["frames"] += k
+
+
+def _attrs(cfg: PrepConfig, root: Path, joint_idx: tuple[int, ...], split_s1: int) -> dict:
+    return {"format_version": FORMAT_VERSION, "profile": cfg.profile, "centre": cfg.centre, "cube_mm": cfg.cube_mm,
+            "cube_mm_subject2": cfg.cube_mm_subject2, "size": cfg.size, "val_method": cfg.val_method,
+            "val_fraction": cfg.val_fraction, "val_seed": cfg.val_seed, "source": str(root.resolve()),
+            "joint_indices": np.asarray(joint_idx), "test_subject1_frames": split_s1,
+            "camera": np.array([NYU_CAMERA.fx, NYU_CAMERA.fy, NYU_CAMERA.cx, NYU_CAMERA.cy]),
+            "joint_names": np.array(EVAL_NAMES if cfg.joints == "eval" else [f"J{i}" for i in joint_idx],
+                                    dtype=h5py.string_dtype())}
 
 
 def prep(root: Path, out: Path, config: PrepConfig | None = None, progress: bool = True) -> dict:
     """Crop every frame of ``root`` (train and test) into ``out``; returns counts and throughput."""
-    cfg = (config or PrepConfig()).resolved()
+    cfg = config or prep_config()
     root, out = Path(root), Path(out)
-    prof = get_profile(cfg.profile)
     joint_idx = EVAL_JOINTS if cfg.joints == "eval" else tuple(range(36))
     split_s1 = subject1_frames(root)
-    splits = {s: NYUSplit(root, s) for s in ("train", "test")}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    splits = {s: NYUSplit(root, s, xyz_tolerance_mm=cfg.xyz_tolerance_mm) for s in ("train", "test")}
+    tasks = {s: _split_tasks(split, cfg, split_s1) for s, split in splits.items()}
+    n_frames = sum(len(t) for t in tasks.values())
+    check_writable(out, need_bytes=int(1.1 * n_frames * (BYTES_PER_PIXEL * cfg.size ** 2 + 400)))
+    sweep_stale(out.parent)
     stats = {"frames": 0, "skipped": 0, "seconds": 0.0}
     t0 = time.perf_counter()
     ctx = get_context("fork") if hasattr(os, "fork") else get_context()
-    try:
+    rgb = _RgbStats(cfg.size)
+    with atomic_path(out) as tmp:
         with h5py.File(tmp, "w") as h5, ctx.Pool(cfg.workers, _init_worker, (cfg, joint_idx)) as pool:
-            h5.attrs.update({
-                "format_version": FORMAT_VERSION, "profile": cfg.profile, "centre": cfg.centre,
-                "cube_mm": cfg.cube_mm, "cube_mm_subject2": cfg.cube_mm_subject2, "size": cfg.size,
-                "seed": cfg.seed, "val_fraction": cfg.val_fraction, "source": str(root.resolve()),
-                "joint_indices": np.asarray(joint_idx), "test_subject1_frames": split_s1,
-                "camera": np.array([NYU_CAMERA.fx, NYU_CAMERA.fy, NYU_CAMERA.cx, NYU_CAMERA.cy]),
-                "joint_names": np.array(EVAL_NAMES if cfg.joints == "eval" else
-                                        [f"J{i}" for i in joint_idx], dtype=h5py.string_dtype())})
-            rgb_sum, rgb_sq, rgb_n = np.zeros(3), np.zeros(3), 0
-            for split_name, split in splits.items():
-                n = len(split) if cfg.limit is None else min(cfg.limit, len(split))
-                if split_name == "train":
-                    is_val = _val_mask(n, cfg.val_fraction, cfg.seed)
+            h5.attrs.update(_attrs(cfg, root, joint_idx, split_s1))
+            for name, split_tasks in tasks.items():
+                if name == "train":
+                    is_val = validation_mask(len(split_tasks), cfg.val_method, cfg.val_fraction, cfg.val_seed)
                     targets = {"train": int((~is_val).sum()), "val": int(is_val.sum())}
                 else:
-                    is_val = np.zeros(n, bool)
-                    targets = {"test": n}
+                    is_val, targets = np.zeros(len(split_tasks), bool), {"test": len(split_tasks)}
                 for g, cnt in targets.items():
                     _create(h5.create_group(g), cnt, cfg.size, len(joint_idx))
-                filled = dict.fromkeys(targets, 0)
-                tasks = []
-                for i in range(n):
-                    f = i + 1
-                    subj = 2 if split_name == "test" and f > split_s1 else 1
-                    cube = cfg.cube_mm_subject2 if subj == 2 else cfg.cube_mm
-                    tasks.append((split.depth_path(f), split.rgb_path(f), f, subj, split.joints.uvd[i],
-                                  split.joints.xyz[i], cube))
-                chunks = [tasks[i:i + cfg.chunk] for i in range(0, n, cfg.chunk)]
-                bar = tqdm(total=n, desc=f"prep {split_name}", unit="frame", disable=not progress,
-                           dynamic_ncols=True, mininterval=0.5)
-                window: deque = deque()
-                it = iter(chunks)
-                # A sliding window of outstanding chunks keeps memory bounded even if writing falls behind.
-                for c in it:
-                    window.append(pool.apply_async(_work, (c,)))
-                    if len(window) >= 3 * cfg.workers:
-                        break
-                while window:
-                    batch, errors = window.popleft().get()
-                    nxt = next(it, None)
-                    if nxt is not None:
-                        window.append(pool.apply_async(_work, (nxt,)))
-                    for exc in errors:
-                        if not cfg.skip_bad:
-                            raise exc
-                        log.warning("skipping bad frame: %s", exc)
-                        stats["skipped"] += 1
-                    if batch is not None:
-                        in_val = is_val[batch["frame"] - 1]
-                        for g in targets:
-                            rows = in_val if g == "val" else ~in_val
-                            m = int(rows.sum())
-                            if m == 0:
-                                continue
-                            k = filled[g]
-                            for name in SCHEMA:
-                                h5[g][name][k:k + m] = batch[name][rows]
-                            filled[g] = k + m
-                            if g == "train":  # eqs. 4.10-4.12 statistics: masked training crops only
-                                rgb_sum += batch["rgb_sum"][rows].sum(axis=0)
-                                rgb_sq += batch["rgb_sq"][rows].sum(axis=0)
-                                rgb_n += m * cfg.size * cfg.size
-                    bar.update(len(errors) + (0 if batch is None else len(batch["frame"])))
-                bar.close()
-                for g, k in filled.items():
-                    for name in SCHEMA:
-                        h5[g][name].resize(k, axis=0)
-                    stats[f"{g}_frames"] = k
-                    stats["frames"] += k
-            if rgb_n == 0:
+                _fill_split(h5, pool, split_tasks, targets, is_val, cfg, stats, rgb, f"prep {name}", progress)
+            if rgb.n == 0:
                 raise DataError(f"no training frame survived in {root}: cannot compute RGB statistics")
-            mean = rgb_sum / rgb_n
-            h5.attrs["rgb_mean"] = mean
-            h5.attrs["rgb_std"] = np.sqrt(np.maximum(rgb_sq / rgb_n - mean ** 2, 1e-12))
-            h5.attrs["profile_rgb_mode"] = prof.rgb_mode
-        os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+            h5.attrs["rgb_mean"], h5.attrs["rgb_std"] = rgb.result()
     stats["seconds"] = round(time.perf_counter() - t0, 3)
     stats["frames_per_s"] = round(stats["frames"] / max(stats["seconds"], 1e-9), 1)
     return stats

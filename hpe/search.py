@@ -4,19 +4,27 @@ Rounds of random samples; each round shrinks every range around the best configu
 for log-uniform parameters), selected on the validation split.  The study lives in an SQL database: an SQLite
 file in the run folder by default, or any URL (``postgresql://...``) so workers on many machines share it.
 Start more workers with the same command.  Heartbeats mark a killed worker's trial failed and re-queue it.
+Trial k samples with seed ``seed + k``, so a study is reproducible whichever worker runs which trial.  A setup
+error (missing data file, bad ``--set``, unknown range) stops the search before any trial, or at the first trial
+it breaks; such trials do not count towards a round, so the search runs them once the setup is fixed.
 """
 from __future__ import annotations
 
 import math
-import os
 import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import optuna
+import numpy as np
 
-from hpe.io import atomic_write_json
+from hpe import DataError
+from hpe.atomic import write_json
+
+try:
+    import optuna
+except ModuleNotFoundError as exc:  # an optional dependency: pip install 'hpe[search]'
+    raise DataError("hpe search needs Optuna: pip install 'hpe[search]' (or pip install optuna)") from exc
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 # Heartbeats are "experimental" in Optuna and meant for study.optimize; we drive them ourselves (see _Heartbeat).
@@ -24,8 +32,10 @@ warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning
 warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
 _Retry = getattr(optuna.storages, "RetryHeartbeatStaleTrialCallback", None) or optuna.storages.RetryFailedTrialCallback
 
-# name: (low, high, log) - the thesis's initial ranges
+# name: (low, high, log) - the thesis's initial ranges (4.4.3).  log = True samples as eq. 4.19 does for the
+# learning rate, lr ~ 10^U(log10 a, log10 b); the thesis samples momentum the same way and dropout linearly.
 THESIS_RANGES = {"lr": (1e-3, 1e-1, True), "momentum": (0.8, 1.0, True), "dropout": (0.0, 0.1, False)}
+SETUP_ERRORS = (DataError, ValueError, FileNotFoundError, FileExistsError)
 
 
 @dataclass
@@ -77,7 +87,7 @@ def _state(study) -> tuple[dict[int, int], dict | None]:
     for t in trials:
         if "round" not in t.user_attrs or t.state in (optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.WAITING):
             continue
-        if t.state == optuna.trial.TrialState.FAIL and t.number in requeued:
+        if t.state == optuna.trial.TrialState.FAIL and (t.number in requeued or "setup_error" in t.user_attrs):
             continue
         counts[t.user_attrs["round"]] = counts.get(t.user_attrs["round"], 0) + 1
     done = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
@@ -113,18 +123,35 @@ def _open_study(cfg: SearchConfig, out: Path):
     for attempt in range(5):
         try:
             return optuna.create_study(study_name=cfg.study, storage=storage, direction="minimize",
-                                       sampler=optuna.samplers.RandomSampler(seed=cfg.seed + os.getpid()),
-                                       load_if_exists=True)
+                                       sampler=optuna.samplers.RandomSampler(seed=cfg.seed), load_if_exists=True)
         except Exception:  # workers starting together race to create the study: the loser retries
             if attempt == 4:
                 raise
             time.sleep(0.5 + attempt)
 
 
+def preflight(base: dict, cfg: SearchConfig) -> None:
+    """Fail before any trial if the setup cannot work: ranges for keys that are not numbers of the config, or a
+    base config (at the middle of every range) that does not build."""
+    from dataclasses import fields
+
+    from hpe.config import TrainConfig, build_train_config
+    floats = {f.name for f in fields(TrainConfig) if f.type in ("float", float)}
+    for name, (lo, hi, log) in cfg.ranges.items():
+        if name not in floats:
+            raise ValueError(f"--range {name}: not a numeric hyperparameter of the config "
+                             f"(choose from {', '.join(sorted(floats))})")
+        if not lo < hi or (log and lo <= 0):
+            raise ValueError(f"--range {name}:{lo}:{hi}: needs low < high (and low > 0 for a log range)")
+    mid = {k: (lo * hi) ** 0.5 if log else (lo + hi) / 2 for k, (lo, hi, log) in cfg.ranges.items()}
+    build_train_config([("search base", {**base, **mid})])
+
+
 def search(base: dict, out: Path, cfg: SearchConfig | None = None, max_trials: int | None = None) -> dict:
     """Run (or join, or resume) a study: this worker trains trials until every round is full."""
     from hpe.train import train
     cfg = cfg or SearchConfig()
+    preflight(base, cfg)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     study = _open_study(cfg, out)
@@ -137,6 +164,7 @@ def search(base: dict, out: Path, cfg: SearchConfig | None = None, max_trials: i
         if r is None:
             break
         trial = study.ask()  # takes a re-queued trial first, with its original params and round
+        study.sampler = optuna.samplers.RandomSampler(seed=cfg.seed + trial.number)  # reproducible per trial
         frozen = study._storage.get_trial(trial._trial_id)
         r = frozen.user_attrs.get("round", r)
         trial.set_user_attr("round", r)
@@ -147,10 +175,15 @@ def search(base: dict, out: Path, cfg: SearchConfig | None = None, max_trials: i
         run_dir = out / f"trial-{origin:04d}"
         with _Heartbeat(study._storage, trial._trial_id, cfg.heartbeat_s):
             try:
-                res = train({**base, **params, "out": str(run_dir), "progress": False, "predict_test": False},
+                res = train({**base, **params, "out": str(run_dir), "progress": "none", "predict_test": False},
                             resume=True)
+            except SETUP_ERRORS as exc:  # the setup is wrong, not the trial: stop and say so
+                trial.set_user_attr("setup_error", str(exc))
+                study.tell(trial, state=optuna.trial.TrialState.FAIL)
+                raise
             except Exception as exc:  # a crashing trial is recorded with its reason; the search goes on
                 res = {"status": "failed", "reason": f"{type(exc).__name__}: {exc}"}
+        trial.set_user_attr("status", res["status"])
         if res["status"] in ("diverged", "failed") or res.get("best_val_mse") is None:
             trial.set_user_attr("reason", res.get("reason", res["status"]))
             study.tell(trial, state=optuna.trial.TrialState.FAIL)
@@ -162,6 +195,8 @@ def search(base: dict, out: Path, cfg: SearchConfig | None = None, max_trials: i
 
 def report(study, out: Path) -> dict:
     """CSV of all trials, a plot of validation error against each hyperparameter per round, the best config."""
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
+
     from hpe.plots import plt, save, write_csv
     trials = study.get_trials(deepcopy=False)
     rows = [[t.number, t.user_attrs.get("round", ""), t.state.name, "" if t.value is None else f"{t.value:.6g}",
@@ -181,10 +216,15 @@ def report(study, out: Path) -> dict:
                 if pts:
                     ax.scatter(*zip(*pts), s=14, label=f"round {r + 1}")
             if THESIS_RANGES[k][2]:
+                # Ticks that a reader can read on a log axis spanning less than a decade (momentum 0.8-1).
                 ax.set_xscale("log")
+                lo, hi = ax.get_xlim()
+                ax.xaxis.set_major_locator(FixedLocator(np.geomspace(lo, hi, 6)[1:-1]))
+                ax.xaxis.set_minor_locator(NullLocator())
+                ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:.3g}"))
             ax.set_xlabel(k)
             ax.set_ylabel("validation MSE")
             ax.legend(fontsize=7)
         save(fig, out / "search")
-    atomic_write_json(out / "best.json", result)
+    write_json(out / "best.json", result)
     return result

@@ -1,17 +1,15 @@
 """Training (thesis 4.4.3): loss eq. 4.14, Lasagne momentum SGD, early stopping with learning-rate halving.
 
-``train(config) -> result`` is a plain function: the CLI, the experiment files and the hyperparameter search
-all call it.  Every run writes a folder: ``config.json`` (resolved), ``log.csv`` (one row per epoch),
-``checkpoint.pt`` (every epoch, atomic), ``best.pt`` (best weights), ``result.json`` and predictions.
+``train(config) -> result`` is a plain function: the CLI, the experiment targets and the hyperparameter search
+all call it.  The learning-rate schedule is the pure function :func:`next_state`; :func:`evaluate_run` does
+the final evaluation and exports.  The run folder (files, lock, checkpoints) is :mod:`hpe.run`.
 """
 from __future__ import annotations
 
-import csv
-import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -19,101 +17,16 @@ import torch
 from tqdm import tqdm
 
 from hpe import DataError
-from hpe.camera import NYU_CAMERA
+from hpe.atomic import savez, write_json
+from hpe.camera import Camera
+from hpe.config import RUNTIME_KEYS, TrainConfig, build_train_config, config_from_dict
 from hpe.crop import denormalise_joints
-from hpe.data import InputAssembler, SplitData, h5_attrs, input_channels, load_split, rgb_channels
-from hpe.io import atomic_torch_save, atomic_write_json, atomic_write_text
-from hpe.metrics import joint_errors, normalised_mse, write_uvd_txt
-from hpe.nets import FUSION_FUNCTIONS, FuseNet, NetConfig, PoseNet, fusion_points, resolve_name
+from hpe.dataset import InputAssembler, SplitData, fingerprint, input_channels, load_split, open_prepared, rgb_channels
+from hpe.metrics import joint_errors, normalised_mse
+from hpe.nets import FuseNet, NetConfig, PoseNet
+from hpe.nyu import PALM_JOINT, write_joints_txt
 from hpe.optim import LasagneMomentum
-from hpe.profiles import get_profile
-
-INPUTS = ("depth", "rgb", "rgbd", "depth+rgb")  # depth+rgb: double-stream Fuse-Net
-COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
-LOG_FIELDS = ("epoch", "train_loss", "train_mse", "val_loss", "val_mse", "lr", "seconds", "images_per_s",
-              "val_seconds")
-
-
-@dataclass
-class TrainConfig:
-    data: str = "data/synthetic.h5"
-    out: str = "results/runs/depthnet"
-    profile: str = "thesis"
-    net: str = "net6"
-    inputs: str = "depth"
-    fusion_layer: str = "conv4"      # Fuse-Net only (inputs = depth+rgb)
-    fusion: str = "conv"             # max | sum | cat | conv
-    width: float = 1.0
-    fc_units: int = 4096
-    input_size: int | None = None    # None: the prepared crop size
-    lr: float = 0.01
-    momentum: float = 0.9
-    dropout: float = 0.03
-    batch_size: int | None = None    # None: the profile's (thesis 128, icip2018 64)
-    max_epochs: int | None = None
-    patience: int | None = None
-    max_halvings: int | None = None
-    nesterov: bool | None = None
-    restore_best_on_halving: bool | None = None
-    loss_scale: str | None = None
-    seed: int = 0
-    device: str = "auto"
-    deterministic: bool = False
-    limit_train: int | None = None   # use only the first N frames of each split (dry runs, tests)
-    divergence_factor: float = 100.0  # train loss above factor x the first epoch's (or NaN) = diverged
-    progress: bool = True
-    predict_test: bool = True
-    checkpoint_interval_s: float = 30.0  # write checkpoint.pt/best.pt at most this often (and at the end)
-    # Fast path switches (the fp32 eager defaults are the reference).  See README "Speed".
-    precision: str = "fp32"          # fp32 | bf16 (autocast; loss, weights and optimizer state stay fp32)
-    channels_last: bool = False
-    compile: bool = False            # torch.compile the training model
-    compile_mode: str = "default"    # torch.compile mode: default | reduce-overhead | max-autotune[-no-cudagraphs]
-    tf32: bool = False               # TF32 matmuls/convolutions on CUDA
-    cudnn_benchmark: bool = False    # cuDNN autotuning (ignored in deterministic mode)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "TrainConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown config keys: {', '.join(unknown)} (known: {', '.join(sorted(known))})")
-        return cls(**d)
-
-    def resolved(self) -> "TrainConfig":
-        """Fill the profile's defaults and validate, failing at once with a clear message."""
-        p = get_profile(self.profile)
-        resolve_name(self.net)
-        if self.inputs not in INPUTS:
-            raise ValueError(f"unknown inputs '{self.inputs}' (choose from {', '.join(INPUTS)})")
-        if self.inputs == "depth+rgb":
-            if self.fusion_layer not in fusion_points(self.net):
-                raise ValueError(f"fusion layer '{self.fusion_layer}' out of range for {self.net} "
-                                 f"(choose from {', '.join(fusion_points(self.net))})")
-            if self.fusion not in FUSION_FUNCTIONS:
-                raise ValueError(f"unknown fusion function '{self.fusion}' (choose from {', '.join(FUSION_FUNCTIONS)})")
-        for name in ("lr", "width"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
-        if not 0 <= self.dropout < 1:
-            raise ValueError(f"dropout must lie in [0, 1), got {self.dropout}")
-        if self.compile_mode not in COMPILE_MODES:
-            raise ValueError(f"compile_mode must be one of {', '.join(COMPILE_MODES)}, got '{self.compile_mode}'")
-        if self.precision not in ("fp32", "bf16"):
-            raise ValueError(f"precision must be 'fp32' or 'bf16', got '{self.precision}'")
-        if not 0 <= self.momentum <= 1:
-            raise ValueError(f"momentum must lie in [0, 1], got {self.momentum}")
-        r = replace(self,
-                    batch_size=self.batch_size or p.batch_size, max_epochs=self.max_epochs or p.max_epochs,
-                    patience=self.patience or p.patience,
-                    max_halvings=p.max_halvings if self.max_halvings is None else self.max_halvings,
-                    nesterov=p.nesterov if self.nesterov is None else self.nesterov,
-                    restore_best_on_halving=(p.restore_best_on_halving if self.restore_best_on_halving is None
-                                             else self.restore_best_on_halving),
-                    loss_scale=self.loss_scale or p.loss_scale)
-        if r.loss_scale not in ("1/(2J)", "1/2"):
-            raise ValueError(f"loss_scale must be '1/(2J)' or '1/2', got {r.loss_scale}")
-        return r
+from hpe.run import RunDir, provenance, write_config
 
 
 def pick_device(name: str) -> torch.device:
@@ -131,23 +44,30 @@ def pick_device(name: str) -> torch.device:
             raise ValueError(f"device '{name}' asked for, but torch {torch.__version__} sees no CUDA GPU")
         if device.index is not None and device.index >= count:
             raise ValueError(f"device '{name}' asked for, but there are only {count} CUDA GPU(s)")
+    elif device.type != "cpu":
+        raise ValueError(f"unknown device '{name}' (use auto, cpu, cuda or cuda:N)")
     return device
 
 
-def build_model(cfg: TrainConfig, in_size: int, num_joints: int) -> torch.nn.Module:
-    prof = get_profile(cfg.profile)
+def build_model(cfg: TrainConfig, num_joints: int) -> torch.nn.Module:
+    net = NetConfig(name=cfg.net, in_channels=input_channels("rgbd" if cfg.inputs == "depth+rgb" else cfg.inputs,
+                                                             cfg.rgb_mode),
+                    input_size=cfg.input_size, num_joints=num_joints, width=cfg.width, fc_units=cfg.fc_units,
+                    pool=cfg.pool, dropout=cfg.dropout)
     if cfg.inputs == "depth+rgb":
-        net = NetConfig(cfg.net, 1, in_size, num_joints, cfg.width, cfg.fc_units, prof.pool, cfg.dropout)
-        return FuseNet(net, rgb_channels(prof), cfg.fusion_layer, cfg.fusion)
-    return PoseNet(NetConfig(cfg.net, input_channels(cfg.inputs, prof), in_size, num_joints, cfg.width,
-                             cfg.fc_units, prof.pool, cfg.dropout))
+        return FuseNet(replace(net, in_channels=1), rgb_channels(cfg.rgb_mode), cfg.fusion_layer, cfg.fusion,
+                       cfg.fc_fusion)
+    return PoseNet(net)
+
+
+def loss_factor(scale: str, num_joints: int) -> float:
+    """The constant in front of ||f(I) - y||^2: 1/(2J) (eq. 4.14) or 1/2 (the author's code)."""
+    return 1.0 / (2 * num_joints) if scale == "1/(2J)" else 0.5
 
 
 def pose_loss(pred: torch.Tensor, target: torch.Tensor, scale: str) -> torch.Tensor:
     """Eq. 4.14: 1/(2J) ||f(I) - y||^2 per image, averaged over the batch (icip2018: 1/2 ||.||^2)."""
-    sq = (pred - target).pow(2).sum(dim=1)
-    factor = 1.0 / (2 * (pred.shape[1] // 3)) if scale == "1/(2J)" else 0.5
-    return sq.mean() * factor
+    return (pred - target).pow(2).sum(dim=1).mean() * loss_factor(scale, pred.shape[1] // 3)
 
 
 @dataclass(frozen=True)
@@ -215,83 +135,102 @@ def epoch_starts(n: int, batch_size: int, world: int = 1) -> list[int]:
 
 def train_epoch(net: torch.nn.Module, opt: torch.optim.Optimizer, accel: Accel, assemble: InputAssembler,
                 data: SplitData, targets: torch.Tensor, perm: torch.Tensor, batch_size: int, loss_scale: str,
-                rank: int = 0, world: int = 1, desc: str = "", progress: bool = False) -> tuple[torch.Tensor, int]:
-    """One pass over a split already on the device, in the order ``perm``: index, assemble, forward, backward,
-    update.  Nothing per batch goes through a data loader or the host, and nothing waits for the GPU.
+                rank: int = 0, world: int = 1, desc: str = "", progress: bool = False,
+                augment=None) -> tuple[torch.Tensor, int]:
+    """One pass over a split already on the device, in the order ``perm``: index, (augment), assemble, forward,
+    backward, update.  Nothing per batch goes through a data loader or the host, and nothing waits for the GPU.
     Returns the summed loss (a device tensor) and the number of frames it sums over (all ranks together).
     ``hpe bench`` times this same function."""
     n = len(perm)
     starts = epoch_starts(n, batch_size, world)
     loss_sum = torch.zeros((), device=targets.device)
     t0 = time.perf_counter()
-    bar = tqdm(starts, desc=desc, unit="batch", disable=not progress, leave=False, dynamic_ncols=True)
+    bar = tqdm(starts, desc=desc, unit="batch", disable=None if progress else True, leave=False, dynamic_ncols=True)
     read = _LossReader(targets.device)
     for b, s in enumerate(bar):
         idx = perm[s:s + batch_size][rank::world]  # under DDP each rank takes every world-th frame of the batch
-        rgb = None if data.rgb is None else data.rgb[idx]
-        loss = pose_loss(accel.forward(net, assemble(data.depth[idx], rgb)), targets[idx], loss_scale)
+        depth, rgb, y = data.depth[idx], None if data.rgb is None else data.rgb[idx], targets[idx]
+        if augment is not None:
+            depth, rgb, y = augment(idx, depth, rgb, y)
+        loss = pose_loss(accel.forward(net, assemble(depth, rgb)), y, loss_scale)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         loss_sum += loss.detach() * len(idx)
-        if progress and b % 10 == 0:
+        if not bar.disable and b % 10 == 0:
             bar.set_postfix(loss=f"{read(loss):.5f}",
                             img_s=f"{(s + batch_size) / max(time.perf_counter() - t0, 1e-9):.0f}")
     return loss_sum, sum(min(batch_size, n - s) for s in starts)
 
 
-def to_mm(pred_norm: np.ndarray, data: SplitData) -> tuple[np.ndarray, np.ndarray]:
-    """Map normalised predictions back to xyz (inverse eqs. 4.7-4.9) and uvd (eqs. 4.3-4.5)."""
-    xyz = denormalise_joints(pred_norm, data.meta["centre_xyz"], data.meta["cube"])
-    return xyz, NYU_CAMERA.xyz_to_uvd(xyz)
+# --- the schedule ------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class LoopState:
+    """The training loop's bookkeeping, saved in every checkpoint."""
+
+    lr: float
+    epoch: int = 0            # the schedule's epoch counter (the icip2018 rule rewinds it)
+    trained: int = 0          # epochs actually trained
+    best_val: float = math.inf
+    best_epoch: int = 0
+    since: int = 0            # the epoch from which a plateau is counted: last improvement or halving
+    halvings: int = 0
+    first_loss: float | None = None
+    status: str = "running"   # running | done | stopped | diverged
+    reason: str = ""
+    rows: list = field(default_factory=list)
 
 
-class _Run:
-    """The run folder: config, CSV log, checkpoints."""
+def next_state(s: LoopState, val: float, cfg: TrainConfig) -> tuple[LoopState, str]:
+    """The schedule after an epoch's validation error (thesis 4.4.3): improvement, or after ``patience`` epochs
+    without one ("the validation error saturates") halve the learning rate, at most ``max_halvings`` times, then
+    stop.  ``on_plateau = halve-restore-rewind`` is the author's loop: it also restores the best weights and
+    rewinds the epoch counter to the best epoch, so a run may train more than ``max_epochs`` epochs.
 
-    def __init__(self, out: Path):
-        self.dir = Path(out)
-        self.ckpt, self.best = self.dir / "checkpoint.pt", self.dir / "best.pt"
-        self.best_prev = self.dir / "best.prev.pt"
-        self.log = self.dir / "log.csv"
-
-    def write_log(self, rows: list[dict]) -> None:
-        import io
-        buf = io.StringIO()
-        w = csv.DictWriter(buf, LOG_FIELDS)
-        w.writeheader()
-        w.writerows(rows)
-        atomic_write_text(self.log, buf.getvalue())
-
-
-def _save_run(run: _Run, model, opt, device, cfg: TrainConfig, new_best: dict | None, progress: dict) -> None:
-    """Write best.pt (if the best changed) and then checkpoint.pt, each atomically.
-
-    The previous best.pt is kept as best.prev.pt until the new checkpoint is in place, so a kill between the two
-    writes still leaves the best weights that the surviving checkpoint refers to (see :func:`_load_best`).
-    """
-    if new_best is not None:
-        if run.best.exists():
-            os.replace(run.best, run.best_prev)
-        atomic_torch_save({"model": {k: v.cpu() for k, v in new_best.items()}, "epoch": progress["best_epoch"],
-                           "val_mse": progress["best_val"], "config": asdict(cfg)}, run.best)
-    atomic_torch_save({"model": model.state_dict(), "optimizer": opt.state_dict(), "rng": torch.get_rng_state(),
-                       "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
-                       "config": asdict(cfg), **progress}, run.ckpt)
-    run.best_prev.unlink(missing_ok=True)
+    Returns the new state and the action for the caller: improved | wait | halve | halve-restore | stop."""
+    if val < s.best_val:
+        s, action = replace(s, best_val=val, best_epoch=s.epoch, since=s.epoch), "improved"
+    elif s.epoch - s.since < cfg.patience:
+        action = "wait"
+    elif s.halvings >= cfg.max_halvings:
+        s, action = replace(s, status="stopped", reason=f"early stop: no improvement for {s.epoch - s.since} epochs "
+                                                        f"after {s.halvings} halvings"), "stop"
+    elif cfg.on_plateau == "halve" or s.epoch >= cfg.max_epochs:  # the author's loop ends at its last epoch index
+        s, action = replace(s, lr=s.lr / 2, halvings=s.halvings + 1, since=s.epoch), "halve"
+    else:
+        s, action = replace(s, lr=s.lr / 2, halvings=s.halvings + 1, epoch=s.best_epoch - 1,
+                            since=s.best_epoch), "halve-restore"
+    if s.status == "running" and s.epoch >= cfg.max_epochs:
+        s = replace(s, status="done", reason=f"reached max_epochs = {cfg.max_epochs}")
+    return s, action
 
 
-def _load_best(run: _Run, best_epoch: int) -> dict | None:
-    """The best weights that a checkpoint with ``best_epoch`` refers to (None before the first finished epoch)."""
-    if best_epoch == 0:
-        return None
-    for path in (run.best, run.best_prev):
-        if path.exists():
-            saved = torch.load(path, map_location="cpu", weights_only=False)
-            if saved["epoch"] == best_epoch:
-                return saved["model"]
-    raise DataError(f"{run.dir}: checkpoint.pt refers to the best weights of epoch {best_epoch}, but neither "
-                    f"best.pt nor best.prev.pt holds them; delete {run.dir} to start over")
+# --- set-up ------------------------------------------------------------------------------------------------
+@dataclass
+class Setup:
+    """What the loop needs, built once (and again on resume)."""
+
+    cfg: TrainConfig
+    run: RunDir
+    device: torch.device
+    rank: int
+    world: int
+    model: torch.nn.Module       # the plain module whose state_dict is saved
+    net: torch.nn.Module         # what the step calls: the model, wrapped for DDP and/or compiled
+    opt: LasagneMomentum
+    accel: Accel
+    assemble: InputAssembler
+    train_d: SplitData           # CPU copies (final evaluation, mean pose)
+    val_d: SplitData
+    gpu_train: SplitData         # device copies
+    val_dev: SplitData
+    camera: Camera
+    info: dict                   # the prepared file's attributes that predict needs
+    augment: object = None
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
 
 
 def set_backend_switches(tf32: bool, cudnn_benchmark: bool) -> None:
@@ -336,64 +275,60 @@ def _distributed(cfg: TrainConfig) -> tuple[int, int, torch.device]:
     return dist.get_rank(), world, device
 
 
-def train(config: TrainConfig | dict, resume: bool = False) -> dict:
-    """Train one model; returns the result dict also written to ``result.json``."""
-    cfg = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(config)
-    cfg = cfg.resolved()
-    run = _Run(Path(cfg.out))
-    state = None
-    if run.ckpt.exists():
-        if not resume:
-            raise FileExistsError(f"{run.dir} already holds a run (checkpoint.pt); pass --resume to continue it "
-                                  f"or choose another output folder")
-        state = torch.load(run.ckpt, map_location="cpu", weights_only=False)
-        saved = TrainConfig.from_dict(state["config"])
-        runtime = {"device", "progress", "out", "checkpoint_interval_s"}
-        changed = sorted(k for k, v in asdict(cfg).items() if k not in runtime and asdict(saved)[k] != v)
-        if changed:
-            raise ValueError(f"{run.ckpt} was trained with other settings ({', '.join(changed)}); "
-                             f"delete {run.dir} to start over, or resume with the same config")
-        cfg = replace(saved, device=cfg.device, progress=cfg.progress, checkpoint_interval_s=cfg.checkpoint_interval_s)
-    rank, world, device = _distributed(cfg)
-    main = rank == 0  # only rank 0 writes the run folder
-    if main:
-        run.dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(run.dir / "config.json", asdict(cfg))
-    _set_determinism(cfg, rank)
-    prof = get_profile(cfg.profile)
-    accel = Accel(device, cfg.precision, cfg.channels_last)
+def _jitter(cfg: TrainConfig, data: SplitData, device: torch.device):
+    """The centre-jitter augmentation for the training loop (None when centre_jitter_mm = 0)."""
+    if cfg.centre_jitter_mm == 0:
+        return None
+    from hpe.augment import jitter_centres, random_offsets
+    centre = torch.as_tensor(data.meta["centre_xyz"], dtype=torch.float32, device=device)
+    cube = torch.as_tensor(data.meta["cube"], dtype=torch.float32, device=device)
+    gen = torch.Generator(device=device).manual_seed(cfg.seed + 7919)
 
-    attrs = h5_attrs(Path(cfg.data))
-    need_rgb = cfg.inputs != "depth"
-    load = dict(need_rgb=need_rgb, input_size=cfg.input_size, clip_joints=prof.clip_joints, limit=cfg.limit_train)
-    train_d, val_d = load_split(cfg.data, "train", **load), load_split(cfg.data, "val", **load)
-    in_size, n_joints = train_d.depth.shape[-1], train_d.joints.shape[1]
-    assemble = InputAssembler("rgbd" if cfg.inputs == "depth+rgb" else cfg.inputs, prof,
-                              attrs.get("rgb_mean"), attrs.get("rgb_std"), two_streams=cfg.inputs == "depth+rgb")
-    model = build_model(cfg, in_size, n_joints).to(device)
+    def augment(idx, depth, rgb, y):
+        delta = random_offsets(len(idx), cfg.centre_jitter_mm, gen, device)
+        return jitter_centres(depth, rgb, y, centre[idx], cube[idx], delta, cfg.clip_joints)
+    return augment
+
+
+def _eval_split(cfg: TrainConfig, data: SplitData, seed: int) -> SplitData:
+    """What a split is evaluated on: as stored, or for a centre-refinement net (target = centre) re-centred once
+    with fixed offsets of the training jitter (on centred crops "the palm is at the centre" is trivially right)."""
+    if cfg.target != "centre" or cfg.centre_jitter_mm == 0:
+        return data
+    from hpe.augment import jitter_split
+    return jitter_split(data, cfg.centre_jitter_mm, seed, cfg.clip_joints)
+
+
+def _plain(value):
+    """An HDF5 attribute as plain Python (lists, str, numbers) for JSON."""
+    value = np.asarray(value).tolist()
+    if isinstance(value, list):
+        return [v.decode() if isinstance(v, bytes) else v for v in value]
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def target_joints(cfg: TrainConfig, attrs: dict) -> list[int] | None:
+    """The stored joints a run regresses: all, or (target = centre) only the palm centre, NYU joint 32."""
+    if cfg.target == "pose":
+        return None
+    stored = [int(j) for j in np.asarray(attrs["joint_indices"])]
+    if PALM_JOINT not in stored:
+        raise DataError(f"{cfg.data} does not hold the palm centre (NYU joint {PALM_JOINT}) that target = centre needs")
+    return [stored.index(PALM_JOINT)]
+
+
+def _setup(cfg: TrainConfig, run: RunDir, attrs: dict) -> Setup:
+    rank, world, device = _distributed(cfg)
+    _set_determinism(cfg, rank)
+    load = dict(need_rgb=cfg.inputs != "depth", input_size=cfg.input_size, clip_joints=cfg.clip_joints,
+                limit=cfg.limit_train, joints=target_joints(cfg, attrs))
+    train_d, val_d = load_split(cfg.data, "train", **load), _eval_split(cfg, load_split(cfg.data, "val", **load), 1)
+    assemble = InputAssembler(cfg.inputs, cfg.rgb_mode, cfg.rgb_mask, attrs["rgb_mean"], attrs["rgb_std"])
+    model = build_model(cfg, train_d.joints.shape[1]).to(device)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     opt = LasagneMomentum(model.parameters(), cfg.lr, cfg.momentum, cfg.nesterov)
     gpu_train = _to_device(train_d, device, "train", cfg.data)
-    targets = gpu_train.joints.view(len(gpu_train), -1)
-
-    rows: list[dict] = []
-    epoch, lr = 0, cfg.lr
-    best_val, best_epoch, wait, halvings, first_loss = math.inf, 0, 0, 0, None
-    status, reason = "running", ""
-    if state is not None:
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        torch.set_rng_state(state["rng"])
-        if device.type == "cuda" and state.get("cuda_rng") is not None:
-            torch.cuda.set_rng_state(state["cuda_rng"], device)
-        rows, epoch, lr = state["rows"], state["epoch"], state["lr"]
-        best_val, best_epoch, wait, halvings = state["best_val"], state["best_epoch"], state["wait"], state["halvings"]
-        first_loss, status, reason = state["first_loss"], state["status"], state["reason"]
-    best_weights = _load_best(run, state["best_epoch"]) if state is not None else None
-
-    # `net` is what the training step calls: the model, wrapped for DDP and/or compiled; `model` stays the
-    # plain module whose state_dict is saved.
     net = model
     if world > 1:
         from torch.nn.parallel import DistributedDataParallel
@@ -403,125 +338,222 @@ def train(config: TrainConfig | dict, resume: bool = False) -> dict:
         # one dynamic-shape graph that the full batches would then also run through.
         net = torch.compile(net, mode=cfg.compile_mode, dynamic=False)
     val_dev = _to_device(val_d, device, "val", cfg.data)  # validated every epoch: keep it next to the model
+    info = {k: _plain(attrs[k]) for k in ("size", "cube_mm", "cube_mm_subject2", "camera", "rgb_mean", "rgb_std",
+                                         "centre", "joint_names", "profile")}
+    if load["joints"] is not None:
+        info["joint_names"] = [info["joint_names"][j] for j in load["joints"]]
+    return Setup(cfg, run, device, rank, world, model, net, opt, Accel(device, cfg.precision, cfg.channels_last),
+                 assemble, train_d, val_d, gpu_train, val_dev, Camera(*attrs["camera"]), info,
+                 _jitter(cfg, gpu_train, device))
 
-    n = len(gpu_train)
-    saved_at, saved_best = time.perf_counter(), best_epoch  # on resume best.pt already holds best_epoch's weights
+
+def _resume(cfg: TrainConfig, run: RunDir, resume: bool, restart_if_changed: bool, fp: str) -> tuple[TrainConfig, dict | None]:
+    """The checkpoint to continue from (or None), refusing a resume onto other settings or other data."""
+    if not run.ckpt.exists():
+        return cfg, None
+    if not resume:
+        raise FileExistsError(f"{run.dir} already holds a run (checkpoint.pt); pass --resume to continue it "
+                              f"or choose another output folder")
+    ckpt = run.load_checkpoint()
+    saved = config_from_dict(ckpt["config"])
+    changed = sorted(k for k, v in cfg.to_dict().items() if k not in RUNTIME_KEYS and saved.to_dict()[k] != v)
+    problem = None
+    if changed:
+        problem = f"{run.ckpt} was trained with other settings ({', '.join(changed)})"
+    elif ckpt.get("data_fingerprint") != fp:
+        problem = (f"{run.ckpt} was trained on {saved.data} (fingerprint {ckpt.get('data_fingerprint')}), but "
+                   f"{cfg.data} holds different data (fingerprint {fp})")
+    if problem is None:
+        return replace(saved, **{k: getattr(cfg, k) for k in RUNTIME_KEYS}), ckpt
+    if restart_if_changed:
+        print(f"note: {problem}; starting {run.dir} over", flush=True)
+        run.clear()
+        return cfg, None
+    raise ValueError(f"{problem}; resume with the same config and data, or delete {run.dir} to start over")
+
+
+def train(config: TrainConfig | dict, resume: bool = False, restart_if_changed: bool = False) -> dict:
+    """Train one model; returns the result dict also written to ``result.json``.
+
+    ``resume`` continues the run in ``config.out`` from its checkpoint (same settings and data only);
+    ``restart_if_changed`` starts it over instead when its settings or data changed (what Make wants)."""
+    cfg = config if isinstance(config, TrainConfig) else build_train_config([("config", config)])
+    info = open_prepared(cfg.data)
+    if info.profile != cfg.profile:
+        raise ValueError(f"{cfg.data} was prepared with profile '{info.profile}' but the config says "
+                         f"'{cfg.profile}': prepare the data with --profile {cfg.profile}")
+    if cfg.predict_test and info.sizes["test"] == 0:
+        raise DataError(f"{cfg.data}: the test split has no frames; nothing to evaluate (prepare the test "
+                        f"folder, or predict_test = false)")
+    run = RunDir(cfg.out)
+    if int(os.environ.get("RANK", "0")) != 0:  # under DDP only rank 0 owns (and locks) the run folder
+        return _train(cfg, run, resume, restart_if_changed, info)
+    with run.locked():
+        return _train(cfg, run, resume, restart_if_changed, info)
+
+
+def _train(cfg: TrainConfig, run: RunDir, resume: bool, restart_if_changed: bool, info) -> dict:
+    fp = fingerprint(cfg.data)
+    cfg, ckpt = _resume(cfg, run, resume, restart_if_changed, fp)
+    t_start, started = time.perf_counter(), time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    s = _setup(cfg, run, info.attrs)
+    prov = {**provenance(s.device), "started": started}
+    if s.main:
+        write_config(run, {"config": cfg.to_dict(), "data": {"path": str(cfg.data), "fingerprint": fp},
+                           "preprocess": s.info, "provenance": prov})
+    state, best_weights = LoopState(lr=cfg.lr), None
+    if ckpt is not None:
+        s.model.load_state_dict(ckpt["model"])
+        s.opt.load_state_dict(ckpt["optimizer"])
+        torch.set_rng_state(ckpt["rng"])
+        if s.device.type == "cuda" and ckpt.get("cuda_rng") is not None:
+            torch.cuda.set_rng_state(ckpt["cuda_rng"], s.device)
+        state = LoopState(**ckpt["state"])
+        best_weights = run.load_best(state.best_epoch)
+    state, best_weights = _loop(s, state, best_weights, fp)
+    if s.world > 1:
+        import torch.distributed as dist
+        dist.barrier()
+        dist.destroy_process_group()
+    if not s.main:
+        return {"status": state.status, "reason": state.reason, "rank": s.rank}
+    result = evaluate_run(s, state, best_weights)
+    result.update(seconds=round(time.perf_counter() - t_start, 2), data_fingerprint=fp,
+                  provenance={**prov, "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+    write_json(run.result, result)
+    return result
+
+
+def _validate(s: Setup) -> float:
+    val_pred = predict(s.model, s.val_dev, s.assemble, accel=s.accel)  # identical on every rank
+    return normalised_mse(val_pred, s.val_d.joints.numpy())
+
+
+def _loop(s: Setup, state: LoopState, best_weights: dict | None, fp: str) -> tuple[LoopState, dict | None]:
+    cfg, run = s.cfg, s.run
+    n, n_joints = len(s.gpu_train), s.train_d.joints.shape[1]
+    targets = s.gpu_train.joints.view(n, -1)
+    saved_at, saved_best = time.perf_counter(), state.best_epoch  # on resume best.pt already holds best_epoch's
 
     def save() -> None:
         """best.pt if the best moved since the last save, then checkpoint.pt with the loop's state."""
         nonlocal saved_at, saved_best
-        _save_run(run, model, opt, device, cfg, best_weights if best_epoch != saved_best else None,
-                  {"rows": rows, "epoch": epoch, "lr": lr, "best_val": best_val, "best_epoch": best_epoch,
-                   "wait": wait, "halvings": halvings, "first_loss": first_loss, "status": status, "reason": reason})
-        saved_at, saved_best = time.perf_counter(), best_epoch
-    t_start = time.perf_counter()
-    while status == "running" and epoch < cfg.max_epochs:
-        epoch += 1
-        for g in opt.param_groups:
-            g["lr"] = lr
-        model.train()
-        gen = torch.Generator().manual_seed(cfg.seed * 100003 + epoch)  # same order whether resumed or not
-        perm = torch.randperm(n, generator=gen).to(device)
+        run.save(s.model, s.opt, s.device, {"config": cfg.to_dict(), "state": asdict(state), "data_fingerprint": fp},
+                 best_weights if state.best_epoch != saved_best else None,
+                 {"epoch": state.best_epoch, "val_mse": state.best_val, "config": cfg.to_dict(), "preprocess": s.info})
+        saved_at, saved_best = time.perf_counter(), state.best_epoch
+
+    while state.status == "running":
+        state = replace(state, epoch=state.epoch + 1, trained=state.trained + 1)
+        for g in s.opt.param_groups:
+            g["lr"] = state.lr
+        s.model.train()
+        gen = torch.Generator().manual_seed(cfg.seed * 100003 + state.trained)  # same order resumed or not
+        perm = torch.randperm(n, generator=gen).to(s.device)
         t0 = time.perf_counter()
-        loss_sum, seen = train_epoch(net, opt, accel, assemble, gpu_train, targets, perm, cfg.batch_size,
-                                     cfg.loss_scale, rank, world, f"epoch {epoch}/{cfg.max_epochs}",
-                                     cfg.progress and main)
-        if world > 1:
+        loss_sum, seen = train_epoch(s.net, s.opt, s.accel, s.assemble, s.gpu_train, targets, perm, cfg.batch_size,
+                                     cfg.loss_scale, s.rank, s.world, f"epoch {state.epoch}/{cfg.max_epochs}",
+                                     cfg.progress == "bar" and s.main, s.augment)
+        if s.world > 1:
             import torch.distributed as dist
             dist.all_reduce(loss_sum)
-        train_loss = float(loss_sum) / seen
-        seconds = time.perf_counter() - t0
-        if not math.isfinite(train_loss) or (first_loss is not None and train_loss > cfg.divergence_factor * first_loss):
-            status, reason = "diverged", f"training loss {train_loss:.4g} at epoch {epoch} (first epoch {first_loss})"
+        train_loss, seconds = float(loss_sum) / seen, time.perf_counter() - t0
+        if not math.isfinite(train_loss) or (state.first_loss is not None
+                                             and train_loss > cfg.divergence_factor * state.first_loss):
+            state = replace(state, status="diverged", reason=f"training loss {train_loss:.4g} at epoch "
+                                                             f"{state.epoch} (first epoch {state.first_loss})")
             break
-        first_loss = first_loss if first_loss is not None else train_loss
         t_val = time.perf_counter()
-        val_pred = predict(model, val_dev, assemble, accel=accel)  # identical on every rank: same weights, same data
-        val_mse = normalised_mse(val_pred, val_d.joints.numpy())
-        scale = 1.0 / (2 * n_joints) if cfg.loss_scale == "1/(2J)" else 0.5
-        row = {"epoch": epoch, "train_loss": train_loss, "train_mse": train_loss / scale / (3 * n_joints),
-               "val_loss": val_mse * 3 * n_joints * scale, "val_mse": val_mse, "lr": lr,
-               "seconds": round(seconds, 3), "images_per_s": round(n / seconds, 1),
+        val_mse = _validate(s)
+        factor = loss_factor(cfg.loss_scale, n_joints)
+        row = {"epoch": state.epoch, "trained": state.trained, "train_loss": train_loss,
+               "train_mse": train_loss / factor / (3 * n_joints), "val_loss": val_mse * 3 * n_joints * factor,
+               "val_mse": val_mse, "lr": state.lr, "seconds": round(seconds, 3), "images_per_s": round(n / seconds, 1),
                "val_seconds": round(time.perf_counter() - t_val, 3)}
-        rows.append(row)
+        state = replace(state, rows=state.rows + [row],
+                        first_loss=state.first_loss if state.first_loss is not None else train_loss)
         if not math.isfinite(val_mse):
-            status, reason = "diverged", f"validation error is {val_mse} at epoch {epoch}"
+            state = replace(state, status="diverged", reason=f"validation error is {val_mse} at epoch {state.epoch}")
             break
-        if val_mse < best_val:
-            # Kept in memory (on the device) and written with the next checkpoint, not every epoch.
-            best_val, best_epoch, wait = val_mse, epoch, 0
-            best_weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        else:
-            wait += 1
-            if wait >= cfg.patience:  # the validation error saturated: halve the learning rate
-                if halvings >= cfg.max_halvings:
-                    status, reason = "stopped", f"early stop: no improvement for {wait} epochs after {halvings} halvings"
-                else:
-                    halvings, wait, lr = halvings + 1, 0, lr / 2
-                    if cfg.restore_best_on_halving and best_weights is not None:
-                        model.load_state_dict(best_weights)
-        if status == "running" and epoch >= cfg.max_epochs:
-            status, reason = "done", f"reached max_epochs = {cfg.max_epochs}"
-        if not main:
+        state, action = next_state(state, val_mse, cfg)
+        if action == "improved":  # kept in memory (on the device) and written with the next checkpoint
+            best_weights = {k: v.detach().clone() for k, v in s.model.state_dict().items()}
+        elif action == "halve-restore":
+            s.model.load_state_dict(best_weights)
+        if not s.main:
             continue
-        run.write_log(rows)
-        if cfg.progress:
-            tqdm.write(f"epoch {epoch}: train {row['train_mse']:.5f} val {val_mse:.5f} lr {lr:.4g} "
-                       f"{row['images_per_s']:.0f} img/s")
+        run.write_log(state.rows)
+        _report_epoch(cfg, run, row, state)
         # A checkpoint of Depth-Net is 1.2 GB; on a fast GPU an NYU epoch takes seconds, so write one only every
         # checkpoint_interval_s (and always at the end): a kill loses at most that much training.
-        if status != "running" or time.perf_counter() - saved_at >= cfg.checkpoint_interval_s:
+        if state.status != "running" or time.perf_counter() - saved_at >= cfg.checkpoint_interval_s:
             save()
-    if main and status == "diverged":  # keep what the diverged run had, so a resume reports instead of retraining
+    if s.main and state.status == "diverged":  # keep what the diverged run had, so a resume reports it
+        run.write_log(state.rows)
         save()
-    if status == "running":
-        status, reason = "done", f"reached max_epochs = {cfg.max_epochs}"
-    if world > 1:
-        import torch.distributed as dist
-        dist.barrier()
-        dist.destroy_process_group()
-    if not main:
-        return {"status": status, "reason": reason, "rank": rank}
-    run.write_log(rows)
-
-    result = {"status": status, "reason": reason, "run_dir": str(run.dir), "epochs": epoch,
-              "best_epoch": best_epoch, "best_val_mse": best_val if math.isfinite(best_val) else None,
-              "final_lr": lr, "seconds": round(time.perf_counter() - t_start, 2), "device": str(device),
-              "config": asdict(cfg)}
-    if best_weights is None:
-        result["reason"] = reason or "no finished epoch"
-        atomic_write_json(run.dir / "result.json", result)
-        return result
-    model.load_state_dict(best_weights)
-    train_eval = predict(model, train_d, assemble, accel=accel)
-    result["train_mse"] = normalised_mse(train_eval, train_d.joints.numpy())
-    val_pred = predict(model, val_dev, assemble, accel=accel)
-    _save_predictions(run.dir / "val_predictions.npz", val_pred, val_d)
-    if cfg.predict_test:
-        test_d = load_split(cfg.data, "test", **{**load, "limit": cfg.limit_train})
-        pred = predict(model, test_d, assemble, accel=accel)
-        xyz, uvd = _save_predictions(run.dir / "test_predictions.npz", pred, test_d)
-        write_uvd_txt(run.dir / "test_predictions_uvd.txt", uvd)
-        err = joint_errors(xyz, test_d.meta["joints_xyz"])
-        mean_pose = np.broadcast_to(train_d.joints.numpy().mean(0), pred.shape)
-        result["test_mean_mm"] = float(err.mean())
-        result["test_mse"] = normalised_mse(pred, test_d.joints.numpy())
-        result["mean_pose_mm"] = float(joint_errors(to_mm(mean_pose, test_d)[0], test_d.meta["joints_xyz"]).mean())
-    atomic_write_json(run.dir / "result.json", result)
-    return result
+    return state, best_weights
 
 
-def _save_predictions(path: Path, pred: np.ndarray, data: SplitData) -> tuple[np.ndarray, np.ndarray]:
-    xyz, uvd = to_mm(pred, data)
-    tmp = path.with_name(f".{path.stem}.tmp.npz")
-    np.savez(tmp, normalised=pred, xyz=xyz, uvd=uvd, frame=data.meta["frame"], subject=data.meta["subject"],
-             target=data.joints.numpy())
-    os.replace(tmp, path)
+def _report_epoch(cfg: TrainConfig, run: RunDir, row: dict, state: LoopState) -> None:
+    line = (f"{run.dir}: epoch {row['epoch']}/{cfg.max_epochs}: train {row['train_mse']:.5f} val {row['val_mse']:.5f} "
+            f"lr {row['lr']:.4g} {row['images_per_s']:.0f} img/s")
+    if cfg.progress == "bar":
+        tqdm.write(line)
+    elif cfg.progress == "epochs":
+        print(line, flush=True)
+
+
+# --- evaluation --------------------------------------------------------------------------------------------
+def to_mm(pred_norm: np.ndarray, meta: dict, camera: Camera) -> tuple[np.ndarray, np.ndarray]:
+    """Map normalised predictions back to xyz (inverse eqs. 4.7, 4.8, 4.9) and uvd (eqs. 4.3, 4.4, 4.5)."""
+    xyz = denormalise_joints(pred_norm, meta["centre_xyz"], meta["cube"])
+    return xyz, camera.xyz_to_uvd(xyz)
+
+
+def _save_predictions(path: Path, pred: np.ndarray, data: SplitData, camera: Camera) -> tuple[np.ndarray, np.ndarray]:
+    xyz, uvd = to_mm(pred, data.meta, camera)
+    savez(path, normalised=pred, xyz=xyz, uvd=uvd, frame=data.meta["frame"], subject=data.meta["subject"],
+          target=data.joints.numpy())
     return xyz, uvd
 
 
-def load_result(run_dir: Path) -> dict:
-    path = Path(run_dir) / "result.json"
-    if not path.is_file():
-        raise DataError(f"no finished run in {run_dir} (missing result.json)")
-    return json.loads(path.read_text())
+def evaluate_run(s: Setup, state: LoopState, best_weights: dict | None) -> dict:
+    """The best weights on the training, validation and test splits; predictions exported; the mean training pose
+    as the floor a run must beat (``require_learning``)."""
+    cfg = s.cfg
+    result = {"status": state.status, "reason": state.reason, "run_dir": str(s.run.dir), "epochs": state.epoch,
+              "epochs_trained": state.trained, "best_epoch": state.best_epoch,
+              "best_val_mse": state.best_val if math.isfinite(state.best_val) else None, "final_lr": state.lr,
+              "device": str(s.device), "config": cfg.to_dict()}
+    if best_weights is None:
+        result["reason"] = state.reason or "no finished epoch"
+        return result
+    s.model.load_state_dict(best_weights)
+    mean_pose = s.train_d.joints.numpy().mean(0)
+    result["train_mse"] = normalised_mse(predict(s.model, s.train_d, s.assemble, accel=s.accel), s.train_d.joints.numpy())
+    val_pred = predict(s.model, s.val_dev, s.assemble, accel=s.accel)
+    _save_predictions(s.run.dir / "val_predictions.npz", val_pred, s.val_d, s.camera)
+    result["mean_pose_val_mse"] = normalised_mse(np.broadcast_to(mean_pose, val_pred.shape), s.val_d.joints.numpy())
+    # Table 4.3's quantity is the per-coordinate MSE; eq. 4.14's loss on the same predictions, for comparison.
+    n_joints = val_pred.shape[1]
+    result["best_val_loss_eq4_14"] = result["best_val_mse"] * 3 * n_joints * loss_factor("1/(2J)", n_joints)
+    floor, ours, what = result["mean_pose_val_mse"], result["best_val_mse"], "validation MSE"
+    if cfg.predict_test:
+        test_d = _eval_split(cfg, load_split(cfg.data, "test", need_rgb=cfg.inputs != "depth",
+                                             input_size=cfg.input_size, clip_joints=cfg.clip_joints,
+                                             limit=cfg.limit_train,
+                                             joints=target_joints(cfg, open_prepared(cfg.data).attrs)), 2)
+        pred = predict(s.model, test_d, s.assemble, accel=s.accel)
+        xyz, uvd = _save_predictions(s.run.dir / "test_predictions.npz", pred, test_d, s.camera)
+        if cfg.target == "pose":  # the kit's format: 14 joints a line
+            write_joints_txt(s.run.dir / "test_predictions_uvd.txt", uvd)
+        result["test_mean_mm"] = float(joint_errors(xyz, test_d.meta["joints_xyz"]).mean())
+        result["test_mse"] = normalised_mse(pred, test_d.joints.numpy())
+        mean_xyz = to_mm(np.broadcast_to(mean_pose, pred.shape), test_d.meta, s.camera)[0]
+        result["mean_pose_mm"] = float(joint_errors(mean_xyz, test_d.meta["joints_xyz"]).mean())
+        floor, ours, what = result["mean_pose_mm"], result["test_mean_mm"], "test error"
+    if cfg.require_learning and result["status"] in ("done", "stopped") and not ours < floor:
+        result.update(status="not-learned", reason=f"{what} {ours:.5g} is not below the mean training pose's "
+                                                   f"{floor:.5g}: the net learned nothing useful (set "
+                                                   f"require_learning = false to accept such a run)")
+    return result

@@ -5,8 +5,7 @@ from hpe import DataError
 from hpe.camera import NYU_CAMERA
 from hpe.crop import (centre_of_mass, crop_box, crop_hand, denormalise_joints, find_centre, hand_mask,
                       normalise_joints, segment_nearest)
-from hpe.metrics import read_uvd_txt
-from hpe.nyu import EVAL_JOINTS, PALM_JOINT, PALM_SLOT, NYUSplit, read_depth, read_rgb
+from hpe.nyu import EVAL_JOINTS, PALM_JOINT, PALM_SLOT, NYUSplit, read_depth, read_joints_txt, read_rgb
 
 
 def _round_trip_px(uvd, cube=300.0):
@@ -17,8 +16,8 @@ def _round_trip_px(uvd, cube=300.0):
     return np.abs(back - uvd)[..., :2].max(), norm
 
 
-def test_round_trip_real_frame(baselines):
-    uvd = read_uvd_txt(baselines / "nyu_test_groundtruth_label.txt")[:1]
+def test_round_trip_real_frame(nyu_labels):
+    uvd = read_joints_txt(nyu_labels)[:1]
     err, norm = _round_trip_px(uvd)
     assert err < 0.01
     assert np.abs(norm).max() < 1
@@ -30,10 +29,10 @@ def test_round_trip_synthetic(synthetic_root):
     assert err < 0.01
 
 
-def test_crop_real_frame(baselines):
-    depth = read_depth(baselines / "sample" / "depth_1_0000001.png")
-    rgb = read_rgb(baselines / "sample" / "rgb_1_0000001.png")
-    palm = read_uvd_txt(baselines / "nyu_test_groundtruth_label.txt")[0, PALM_SLOT]
+def test_crop_real_frame(sample_frame, nyu_labels):
+    depth = read_depth(sample_frame[0])
+    rgb = read_rgb(sample_frame[1])
+    palm = read_joints_txt(nyu_labels)[0, PALM_SLOT]
     c = crop_hand(depth, palm, 300.0, 128, rgb)
     assert c.depth.shape == (128, 128) and c.rgb.shape == (128, 128, 3)
     assert c.depth.min() >= -1 and c.depth.max() == 1.0
@@ -57,6 +56,7 @@ def test_centres_agree(synthetic_root):
     assert seg is not None and np.linalg.norm(seg[:2] - com[:2]) < 40
     with pytest.raises(ValueError, match="needs the ground-truth palm"):
         find_centre(depth, "palm", 300.0)
+    assert np.allclose(find_centre(depth, "com", 300.0), seg)  # without labels: around the nearest object
     assert centre_of_mass(np.zeros_like(depth), palm, 300.0) is None
 
 

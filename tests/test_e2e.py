@@ -1,4 +1,7 @@
-"""End to end through the make targets and the CLI, on tiny synthetic data."""
+"""End to end through the make targets and the CLI, on tiny synthetic data.
+
+Make runs in a copy of the project's Makefile, experiments/ and data_prep/ with VENV=none and PYTHONPATH set to
+this checkout: the tests never install into, or re-point, any virtual environment, and edit only the copy."""
 import json
 import os
 import shutil
@@ -8,38 +11,76 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO
+REPO = Path(__file__).resolve().parents[1]
 
 
-def _make(tmp_path, *targets, **variables):
+@pytest.fixture
+def project(tmp_path):
     if shutil.which("make") is None:
         pytest.skip("make is not installed")
-    env = {**os.environ, "PYTHON": sys.executable}
-    args = ["make", "-C", str(REPO), *targets, f"DATA_DIR={tmp_path}/data", f"RESULTS={tmp_path}/results",
-            "SYNTH_TRAIN=24", "SYNTH_TEST=12", "PRESET=experiments/presets/tiny.toml",
-            f"VENV={Path(sys.executable).parent.parent}"] + [f"{k}={v}" for k, v in variables.items()]
+    copy = tmp_path / "project"
+    copy.mkdir()
+    shutil.copy(REPO / "Makefile", copy)
+    for folder in ("experiments", "data_prep"):
+        shutil.copytree(REPO / folder, copy / folder)
+    return copy
+
+
+def _make(project, *targets, **variables):
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    args = ["make", "-C", str(project), *targets, "VENV=none", f"PYTHON={sys.executable}", "SYNTH_TRAIN=24",
+            "SYNTH_TEST=12", "PRESET=experiments/presets/tiny.toml"] + [f"{k}={v}" for k, v in variables.items()]
     return subprocess.run(args, env=env, capture_output=True, text=True, timeout=900)
 
 
-def test_make_reproduce_fig47_tiny(tmp_path):
-    r = _make(tmp_path, "reproduce-fig4.7", "reproduce-fig4.10")
+def test_make_reproduce_figures_tiny(project):
+    r = _make(project, "reproduce-fig4.7", "reproduce-fig4.10", "reproduce-fig4.9", "reproduce-fig4.1")
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    out = tmp_path / "results" / "reproduce-fig4.7" / "synthetic-thesis"
+    assert "results/runs/synthetic-thesis/tiny/fig4.7/depthnet: epoch 1/2" in r.stdout  # one line per epoch
+    out = project / "results" / "reproduce-fig4.7" / "synthetic-thesis-tiny"
     doc = json.loads((out / "fig4.7.json").read_text())
     assert set(doc["methods"]) == {"Depth-Net", "RGB-Net", "RGBD-Net", "FusePred-Net", "Fuse-Net"}
     for ext in ("png", "pdf", "csv"):
         assert (out / f"fig4.7.{ext}").is_file()
-    assert list((tmp_path / "results" / "reproduce-fig4.10").rglob("*fig4.11-subject2.png"))
+    assert b"/FontType3" not in (out / "fig4.7.pdf").read_bytes()  # TrueType fonts, not Type 3
+    assert list((project / "results" / "reproduce-fig4.10").rglob("*fig4.11-subject2.png"))
+    fig49 = json.loads((project / "results" / "reproduce-fig4.9" / "synthetic-thesis-tiny" / "fig4.9.json").read_text())
+    assert set(fig49["methods"]) == {"DeepPrior", "DeepPrior-Refine", "Feedback", "DeepModel"}  # bundled
+    assert round(fig49["methods"]["Feedback"]["mean_mm"], 3) == 15.973
+    assert (project / "results" / "reproduce-fig4.1" / "synthetic-thesis" / "nyu-test-frame1.png").is_file()
     # finished steps are reused: a second run trains nothing
-    again = _make(tmp_path, "reproduce-fig4.7")
-    assert again.returncode == 0 and "hpe train" not in again.stdout
+    again = _make(project, "reproduce-fig4.7")
+    assert again.returncode == 0 and "epoch 1/" not in again.stdout
+    # an edited row retrains that row only; another preset gets runs of its own
+    exp = project / "experiments" / "fig4.7" / "rgbnet.toml"
+    exp.write_text(exp.read_text().replace("lr = 0.009", "lr = 0.008"))
+    edited = _make(project, "reproduce-fig4.7")
+    assert edited.returncode == 0, edited.stderr[-2000:]
+    assert "fig4.7/rgbnet: epoch 1/2" in edited.stdout and "fig4.7/depthnet: epoch" not in edited.stdout
+    assert json.loads((project / "results/runs/synthetic-thesis/tiny/fig4.7/rgbnet/result.json").read_text())[
+        "config"]["lr"] == 0.008
+
+
+def test_every_target_passes_the_profile(project):
+    for target in ("search", "sweep-fusion", "reproduce-fig4.7", "leaderboard", "gpu-check"):
+        r = _make(project, "-n", target, PROFILE="icip2018")
+        assert r.returncode == 0, r.stderr
+        lines = r.stdout.replace("\\\n", " ").splitlines()  # join Make's continued lines
+        trains = [line for line in lines if " -m hpe train" in line or " -m hpe search" in line
+                  or " -m hpe sweep-fusion" in line]
+        assert trains or target == "leaderboard", target
+        assert all("profile=icip2018" in line and "synthetic-icip2018.h5" in line for line in trains), target
+    r = _make(project, "-n", "reproduce-fig4.7", PRESET="experiments/presets/synthetic.toml")
+    assert "results/runs/synthetic-thesis/synthetic/fig4.7" in r.stdout
 
 
 @pytest.mark.slow
-def test_make_reproduce_all_tiny(tmp_path):
-    r = _make(tmp_path, "reproduce-all")
+def test_make_reproduce_all_tiny(project):
+    r = _make(project, "reproduce-all")
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    assert (tmp_path / "results" / "reproduce-table4.3" / "synthetic-thesis" / "table4.3.csv").is_file()
+    table = project / "results" / "reproduce-table4.3" / "synthetic-thesis-tiny"
+    for ext in ("csv", "md", "tex", "png", "pdf"):
+        assert (table / f"table4.3.{ext}").is_file()
 
 
 def test_cli_dry_run_and_nets(synthetic_h5, tmp_path):
@@ -55,12 +96,12 @@ def test_cli_dry_run_and_nets(synthetic_h5, tmp_path):
     assert r.returncode == 2 and "missing prepared dataset" in r.stderr and len(r.stderr.splitlines()) == 1
 
 
-def test_make_gpu_check_without_a_venv(tmp_path):
+def test_make_gpu_check_without_a_venv(project):
     """The one-call speed check a GPU session runs (`make gpu-check VENV=none`), here on a CPU at tiny size."""
-    r = _make(tmp_path, "gpu-check", VENV="none", CHECK_OUT=f"{tmp_path}/check", CHECK_EPOCHS=2,
+    check = project / "check"
+    r = _make(project, "gpu-check", CHECK_OUT=str(check), CHECK_EPOCHS=2,
               CHECK_PRESET="experiments/presets/tiny.toml", CHECK_FAST_SET="precision=bf16 channels_last=True")
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    check = tmp_path / "check"
     assert sorted(p.name for p in check.iterdir()) == sorted(
         ["bench.json", "summary.txt", "reference-result.json", "reference-log.csv", "fast-result.json",
          "fast-log.csv"])

@@ -28,28 +28,47 @@ def _check(model, *inputs):
 @pytest.mark.parametrize("channels", [1, 3, 4])
 def test_every_net_forward_backward(name, channels):
     torch.manual_seed(0)
-    _check(PoseNet(NetConfig(name, channels, **SMALL)), torch.randn(2, channels, 32, 32))
+    _check(PoseNet(NetConfig(name=name, in_channels=channels, **SMALL)), torch.randn(2, channels, 32, 32))
 
 
 @pytest.mark.parametrize("function", FUSION_FUNCTIONS)
-@pytest.mark.parametrize("at", fusion_points("net6"))
-def test_every_fusenet(at, function):
+@pytest.mark.parametrize("at, style", [(at, "thesis") for at in fusion_points("net6")]
+                         + [("fc1", "author"), ("fc2", "author")])  # the styles differ only at fc layers
+def test_every_fusenet(at, function, style):
     torch.manual_seed(0)
-    model = FuseNet(NetConfig("net6", 1, **SMALL), 3, at, function)
+    model = FuseNet(NetConfig(name="net6", **SMALL), 3, at, function, style)
     _check(model, torch.randn(2, 1, 32, 32), torch.randn(2, 3, 32, 32))
+
+
+def test_fc_fusion_as_the_author_builds_it():
+    """The author's fc-level conv fusion: a 1-filter Conv1D over the two stacked streams (w_rgb, w_depth, bias =
+    3 parameters), no dropout in the streams' fused layer, one dropout after the merge.  The thesis style is eq.
+    4.18 on vectors: a linear layer 2D -> D, with each stream's dropout before fusing."""
+    cfg = NetConfig(name="net6", **{**SMALL, "fc_units": 4096, "width": 0.125})
+    author = FuseNet(cfg, 4, "fc1", "conv", "author")
+    thesis = FuseNet(cfg, 4, "fc1", "conv", "thesis")
+    assert count_parameters(author.fusion) == 3
+    d = cfg.scaled(cfg.fc_units)
+    assert count_parameters(thesis.fusion) == 2 * d * d + d  # 33.6 M at full width (d = 4096)
+    assert not any(isinstance(m, torch.nn.Dropout) for m in author.depth_stream[-1].modules())
+    assert isinstance(author.after, torch.nn.Dropout)
+    assert isinstance(thesis.depth_stream[-1][-1], torch.nn.Dropout) and isinstance(thesis.after, torch.nn.Identity)
+    a, b = torch.randn(2, d), torch.randn(2, d)
+    w = author.fusion.reduce.weight.view(2)
+    torch.testing.assert_close(author.fusion(a, b), w[0] * b + w[1] * a + author.fusion.reduce.bias)
 
 
 def test_parameter_counts_match_tables():
     # Depth-Net, thesis profile, 128x128, 14 joints: about 151.9 M (FACTS.md 4)
-    assert count_parameters(PoseNet(NetConfig("net6"))) == table_parameter_count("net6") == 151_904_394
-    assert count_parameters(PoseNet(NetConfig("net6", pool=3))) == table_parameter_count("net6", pool=3) == 26_075_274
+    assert count_parameters(PoseNet(NetConfig(name="net6"))) == table_parameter_count("net6") == 151_904_394
+    assert count_parameters(PoseNet(NetConfig(name="net6", pool=3))) == table_parameter_count("net6", pool=3) == 26_075_274
     for name in list_nets():
-        cfg = NetConfig(name, input_size=64, width=1.0, fc_units=64)
+        cfg = NetConfig(name=name, input_size=64, width=1.0, fc_units=64)
         assert count_parameters(PoseNet(cfg)) == table_parameter_count(name, 64, fc_units=64)
 
 
 def test_lasagne_init():
-    m = PoseNet(NetConfig("net1", **SMALL))
+    m = PoseNet(NetConfig(name="net1", **SMALL))
     conv = m.features[0][0]
     fan_in, fan_out = 1 * 9, conv.out_channels * 9
     bound = (6 / (fan_in + fan_out)) ** 0.5
@@ -59,25 +78,22 @@ def test_lasagne_init():
 
 def test_bad_configs():
     with pytest.raises(ValueError, match="unknown net 'net10'"):
-        PoseNet(NetConfig("net10"))
+        PoseNet(NetConfig(name="net10"))
     with pytest.raises(ValueError, match="shrinks to nothing at pooling layer 5"):
-        PoseNet(NetConfig("net8", pool=3))
+        PoseNet(NetConfig(name="net8", pool=3))
     with pytest.raises(ValueError, match="fusion layer 'conv10' out of range"):
-        FuseNet(NetConfig("net6", **SMALL), 3, "conv10")
+        FuseNet(NetConfig(name="net6", **SMALL), 3, "conv10")
     with pytest.raises(ValueError, match="unknown fusion function"):
-        FuseNet(NetConfig("net6", **SMALL), 3, "conv4", "avg")
+        FuseNet(NetConfig(name="net6", **SMALL), 3, "conv4", "avg")
 
 
 @pytest.mark.parametrize("name", list_nets())
 @pytest.mark.parametrize("pool", [2, 3])
 def test_forward_macs_match_the_layers_run(name, pool):
     """The plan-based count equals what the built layers compute, read off forward hooks."""
-    size = 48 if pool == 2 else 81
-    cfg = NetConfig(name, 1, size, 14, 0.25, 64, pool)
-    try:
-        model, macs = PoseNet(cfg), []
-    except ValueError:
-        pytest.skip(f"{name} with {pool}x{pool} pooling does not fit a {size}x{size} input")
+    size = 48 if pool == 2 else 243 if name == "net8" else 81  # five 3x3 poolings need 3^5 pixels
+    cfg = NetConfig(name=name, input_size=size, width=0.25, fc_units=64, pool=pool)
+    model, macs = PoseNet(cfg), []
 
     def hook(m, inp, out):
         w = m.weight
@@ -87,13 +103,14 @@ def test_forward_macs_match_the_layers_run(name, pool):
             m.register_forward_hook(hook)
     model(torch.zeros(1, 1, size, size))
     assert forward_macs(cfg) == sum(macs)
-    assert forward_macs(NetConfig("net6")) == 986_357_760  # thesis Depth-Net: about 1 GMAC per image
+    assert forward_macs(NetConfig(name="net6")) == 986_357_760  # thesis Depth-Net: about 1 GMAC per image
 
 
 def test_bench_reports_ratio():
     from hpe.bench import bench_net
     r = bench_net("thesis", torch.device("cpu"), 32, 0.125, 8, 2)["reference"]
     assert r["train_images_per_s"] > 0 and 0 < r["loop_over_bare"] < 10 and r["infer_latency_ms_batch1"] > 0
+    assert r["onnxruntime_cpu_latency_ms_batch1"] > 0 and r["onnxruntime_cpu_images_per_s_batch128"] > 0
 
 
 def test_bench_run_counts_bookkeeping(synthetic_h5, tmp_path):

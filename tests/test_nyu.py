@@ -6,8 +6,8 @@ from PIL import Image
 from scipy.io import loadmat, savemat
 
 from hpe import DataError
-from hpe.nyu import (EVAL_JOINTS, EVAL_NAMES, JOINT_NAMES, NYUSplit, decode_depth, encode_depth, read_depth,
-                     read_rgb)
+from hpe.nyu import (EVAL_JOINTS, EVAL_NAMES, JOINT_NAMES, NYUSplit, decode_depth, encode_depth, parse_joint_order,
+                     read_depth, read_rgb, subjects_of, to_kit_order)
 
 
 def test_joint_tables():
@@ -21,12 +21,12 @@ def test_depth_encoding_round_trip():
     assert (decode_depth(encode_depth(d)) == d).all()
 
 
-def test_real_sample_frame(baselines):
-    d = read_depth(baselines / "sample" / "depth_1_0000001.png")
+def test_real_sample_frame(sample_frame):
+    d = read_depth(sample_frame[0])
     assert d.shape == (480, 640) and d.dtype == np.uint16
     assert d[268, 210] == 752  # FACTS.md: the palm centre's pixel reads 752 mm
     assert (d == 2001).mean() > 0.5  # background
-    assert read_rgb(baselines / "sample" / "rgb_1_0000001.png").shape == (480, 640, 3)
+    assert read_rgb(sample_frame[1]).shape == (480, 640, 3)
 
 
 def test_reads_synthetic_unchanged(synthetic_root):
@@ -76,3 +76,37 @@ def test_mat_with_nan(broken_root):
     savemat(broken_root / "train" / "joint_data.mat", {k: v for k, v in m.items() if not k.startswith("__")})
     with pytest.raises(DataError, match="NaN/inf values at frame 6"):
         NYUSplit(broken_root, "train")
+
+
+def test_xyz_that_disagrees_with_uvd_is_refused_naming_the_frame(broken_root):
+    m = loadmat(broken_root / "train" / "joint_data.mat")
+    m["joint_xyz"][0, 11, :, 0] += 30.0  # a shifted frame 12
+    savemat(broken_root / "train" / "joint_data.mat", {k: v for k, v in m.items() if not k.startswith("__")})
+    with pytest.raises(DataError, match="frame 12: joint_xyz differs from joint_uvd through the camera by 30.0 mm"):
+        NYUSplit(broken_root, "train")
+    assert len(NYUSplit(broken_root, "train", xyz_tolerance_mm=50)) == 40
+
+
+def test_non_numeric_annotations_are_named(broken_root):
+    m = loadmat(broken_root / "train" / "joint_data.mat")
+    savemat(broken_root / "train" / "joint_data.mat", {"joint_uvd": np.array(["a", "b"]), "joint_xyz": m["joint_xyz"]})
+    with pytest.raises(DataError, match="'joint_uvd' holds <U1 values, not numbers"):
+        NYUSplit(broken_root, "train")
+
+
+def test_unlabelled_folders_point_to_predict(broken_root):
+    (broken_root / "test" / "joint_data.mat").unlink()
+    with pytest.raises(DataError, match="has no joint_data.mat: .*use `hpe predict`"):
+        NYUSplit(broken_root, "test")
+
+
+def test_subject_rule_and_joint_orders():
+    assert list(subjects_of([1, 2440, 2441, 8252])) == [1, 1, 2, 2]
+    assert list(subjects_of([1, 5, 6], 5)) == [1, 1, 2]
+    j = np.arange(14 * 3, dtype=float).reshape(1, 14, 3)
+    order = parse_joint_order("fusenet")
+    back = to_kit_order(j[:, [EVAL_JOINTS.index(k) for k in order]], order)
+    assert np.array_equal(back, j)
+    assert parse_joint_order(",".join(map(str, EVAL_JOINTS))) == EVAL_JOINTS
+    with pytest.raises(ValueError, match="each of the 14 evaluation joints"):
+        parse_joint_order("0,1,2")

@@ -1,4 +1,7 @@
+import os
 import shutil
+import subprocess
+import sys
 
 import h5py
 import numpy as np
@@ -7,12 +10,14 @@ import pytest
 from hpe import DataError
 from hpe.camera import NYU_CAMERA
 from hpe.crop import denormalise_joints
-from hpe.prep import SCHEMA, PrepConfig, prep
+from hpe.dataset import SCHEMA, open_prepared
+from hpe.prep import prep, prep_config, validation_mask
 
 
 def test_schema_and_split(synthetic_h5):
     with h5py.File(synthetic_h5) as h5:
         assert h5.attrs["profile"] == "thesis" and h5.attrs["test_subject1_frames"] == 5
+        assert h5.attrs["val_method"] == "uniform" and h5.attrs["val_fraction"] == 0.25
         assert len(h5["train/depth"]) == 30 and len(h5["val/depth"]) == 10 and len(h5["test/depth"]) == 16
         for name, (_, dtype, _) in SCHEMA.items():
             assert h5[f"train/{name}"].dtype == np.dtype(dtype), name
@@ -28,27 +33,69 @@ def test_schema_and_split(synthetic_h5):
         d = g["depth"][:].astype(np.float32)
         assert d.max() == 1.0 and d.min() >= -1
         assert len(h5.attrs["rgb_mean"]) == 3 and (h5.attrs["rgb_std"] > 0).all()
+    assert open_prepared(synthetic_h5).sizes == {"train": 30, "val": 10, "test": 16}
+
+
+def test_icip2018_split_is_sklearns_train_test_split():
+    """sklearn.model_selection.train_test_split(range(n), random_state=10, test_size=0.5): the author validates on
+    the second part.  Values printed by scikit-learn 1.x for n = 10 and 11."""
+    assert list(np.nonzero(validation_mask(10, "train_test_split", 0.5, 10))[0]) == [2, 3, 5, 6, 8]
+    assert list(np.nonzero(validation_mask(11, "train_test_split", 0.5, 10))[0]) == [2, 5, 6, 7, 8, 10]
+    try:
+        from sklearn.model_selection import train_test_split
+    except ModuleNotFoundError:
+        return
+    for n in (40, 999, 72757):
+        _, val = train_test_split(range(n), random_state=10, test_size=0.5)
+        assert np.array_equal(np.nonzero(validation_mask(n, "train_test_split", 0.5, 10))[0], np.sort(val))
 
 
 def test_icip2018_profile(synthetic_root, tmp_path):
     out = tmp_path / "icip.h5"
-    prep(synthetic_root, out, PrepConfig(profile="icip2018", size=32, workers=1, limit=8), progress=False)
+    prep(synthetic_root, out, prep_config("icip2018", size=32, workers=1, limit=8), progress=False)
     with h5py.File(out) as h5:
-        assert h5.attrs["cube_mm_subject2"] == 261.0
+        assert h5.attrs["cube_mm_subject2"] == 261.0 and h5.attrs["val_method"] == "train_test_split"
         assert set(np.unique(h5["test/cube"][:])) == {300.0, 261.0}
+        assert sorted(h5["val/frame"][:] - 1) == list(np.nonzero(validation_mask(8, "train_test_split", 0.5, 10))[0])
 
 
 def test_failed_run_keeps_earlier_file(synthetic_root, tmp_path):
     root = tmp_path / "nyu"
     shutil.copytree(synthetic_root, root)
     out = tmp_path / "good.h5"
-    prep(root, out, PrepConfig(size=32, workers=1), progress=False)
+    prep(root, out, prep_config(size=32, workers=1), progress=False)
     before = out.read_bytes()
     p = root / "test" / "rgb_1_0000009.png"
     p.write_bytes(b"not a png")
     with pytest.raises(DataError, match=r"rgb_1_0000009.png \(frame 9\)"):
-        prep(root, out, PrepConfig(size=32, workers=2), progress=False)
+        prep(root, out, prep_config(size=32, workers=2), progress=False)
     assert out.read_bytes() == before
     assert not list(tmp_path.glob(".good.h5.tmp*"))
-    stats = prep(root, tmp_path / "skip.h5", PrepConfig(size=32, workers=2, skip_bad=True), progress=False)
+    stats = prep(root, tmp_path / "skip.h5", prep_config(size=32, workers=2, skip_bad=True), progress=False)
     assert stats["skipped"] == 1 and stats["test_frames"] == 15
+
+
+def test_output_problems_are_one_line_before_any_work(synthetic_root, tmp_path, monkeypatch):
+    cfg = prep_config(size=32, workers=1, limit=2)
+    with pytest.raises(DataError, match="is a folder; give a file name"):
+        prep(synthetic_root, tmp_path, cfg, progress=False)
+    (tmp_path / "file").write_text("")
+    with pytest.raises(DataError, match="file is a file, not a folder"):
+        prep(synthetic_root, tmp_path / "file" / "out.h5", cfg, progress=False)
+    with pytest.raises(DataError, match="cannot write /proc/hpe-out.h5"):
+        prep(synthetic_root, "/proc/hpe-out.h5", cfg, progress=False)
+    import shutil as sh
+    monkeypatch.setattr(sh, "disk_usage", lambda p: sh._ntuple_diskusage(10**9, 10**9 - 1000, 1000))
+    with pytest.raises(DataError, match="not enough disk space for .*out.h5: it needs about"):
+        prep(synthetic_root, tmp_path / "out.h5", cfg, progress=False)
+
+
+def test_stale_temp_files_of_dead_processes_are_swept(synthetic_root, tmp_path):
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True).stdout.strip()
+    stale = tmp_path / f".out.h5.tmp-{dead}.h5"
+    stale.write_text("left by a killed run")
+    live = tmp_path / f".other.h5.tmp-{os.getpid()}.h5"  # ours: alive, kept
+    live.write_text("")
+    prep(synthetic_root, tmp_path / "out.h5", prep_config(size=32, workers=1, limit=2), progress=False)
+    assert not stale.exists() and live.exists()

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from hpe import DataError
 from hpe.search import SearchConfig, round_ranges, search
 
 BASE = dict(width=0.125, fc_units=64, input_size=32, batch_size=16, max_epochs=1, limit_train=16, device="cpu")
@@ -34,6 +35,48 @@ def test_tiny_search_embedded_storage_and_resume(synthetic_h5, tmp_path):
     rows = list(csv.DictReader(open(tmp_path / "trials.csv")))
     assert [r["round"] for r in rows] == ["0", "0", "1", "1"]
     assert (tmp_path / "search.png").is_file() and (tmp_path / "best.json").is_file()
+
+
+def test_setup_errors_stop_the_search_before_any_trial(synthetic_h5, tmp_path):
+    cfg = SearchConfig(rounds=1, samples=2)
+    with pytest.raises(DataError, match="missing prepared dataset"):
+        search({**BASE, "data": str(tmp_path / "nope.h5")}, tmp_path / "a", cfg)
+    with pytest.raises(ValueError, match="batch_size = 0"):
+        search({**BASE, "data": str(synthetic_h5), "batch_size": 0}, tmp_path / "b", cfg)
+    with pytest.raises(ValueError, match="--range lrate: not a numeric hyperparameter"):
+        search({**BASE, "data": str(synthetic_h5)}, tmp_path / "c", SearchConfig(ranges={"lrate": (0.1, 1, True)}))
+    assert not (tmp_path / "a" / "study.db").exists()
+    r = subprocess.run([sys.executable, "-m", "hpe", "search", "--data", str(tmp_path / "nope.h5"), "--out",
+                        str(tmp_path / "d"), "--quiet"], capture_output=True, text=True)
+    assert r.returncode == 2 and r.stderr.startswith("hpe search: error: ") and len(r.stderr.splitlines()) == 1
+
+
+def test_a_setup_failure_mid_search_stops_it_and_does_not_fill_the_round(synthetic_h5, tmp_path, monkeypatch):
+    import hpe.train
+    real, calls = hpe.train.train, []
+
+    def flaky(config, **kw):
+        calls.append(1)
+        if len(calls) == 2:
+            raise DataError("the data file went away")
+        return real(config, **kw)
+    monkeypatch.setattr(hpe.train, "train", flaky)
+    cfg = SearchConfig(rounds=1, samples=2)
+    with pytest.raises(DataError, match="went away"):
+        search({**BASE, "data": str(synthetic_h5)}, tmp_path, cfg)
+    res = search({**BASE, "data": str(synthetic_h5)}, tmp_path, cfg)  # fixed: the round still gets its 2 samples
+    assert res["complete"] == 2 and res["trials"] == 3
+    rows = list(csv.DictReader(open(tmp_path / "trials.csv")))
+    assert [r["state"] for r in rows] == ["COMPLETE", "FAIL", "COMPLETE"]
+
+
+def test_sampling_is_reproducible_per_trial(synthetic_h5, tmp_path):
+    cfg = SearchConfig(rounds=1, samples=2, seed=7)
+    params = []
+    for out in ("a", "b"):
+        search({**BASE, "data": str(synthetic_h5)}, tmp_path / out, cfg)
+        params.append([(r["lr"], r["momentum"], r["dropout"]) for r in csv.DictReader(open(tmp_path / out / "trials.csv"))])
+    assert params[0] == params[1] and params[0][0] != params[0][1]
 
 
 def test_diverging_trial_is_failed_with_reason(synthetic_h5, tmp_path):

@@ -1,8 +1,15 @@
 import json
+import signal
+import subprocess
+import sys
+import time
 
 import numpy as np
 
-from data_prep.synthetic_nyu import SUBJECT2_SCALE, generate
+import pytest
+
+from hpe import DataError
+from hpe.synthetic import SUBJECT2_SCALE, generate
 from hpe.nyu import BACKGROUND_MM, NYUSplit, read_depth
 
 
@@ -11,6 +18,7 @@ def test_layout_subjects_and_determinism(synthetic_root, tmp_path):
     assert info["test_subject1_frames"] == 5  # NYU's 2440/8252 proportion of 16 frames
     again = tmp_path / "again"
     generate(again, 40, 16, seed=3, workers=1)
+    assert not [p for p in tmp_path.iterdir() if ".tmp-" in p.name]  # written as a whole, then renamed
     for name in ("train/depth_1_0000005.png", "test/rgb_1_0000016.png"):
         assert (again / name).read_bytes() == (synthetic_root / name).read_bytes()
     test = NYUSplit(synthetic_root, "test")
@@ -29,3 +37,33 @@ def test_depth_like_structured_light(synthetic_root):
     u, v, z = s.joints.uvd[0, 32]
     patch = d[int(v) - 3:int(v) + 4, int(u) - 3:int(u) + 4]
     assert ((patch > 0) & (patch < 1500)).any() and abs(np.median(patch[patch < 1500]) - z) < 40
+
+
+def test_never_writes_into_an_existing_dataset(tmp_path):
+    real = tmp_path / "nyu"
+    (real / "train").mkdir(parents=True)
+    (real / "train" / "joint_data.mat").write_bytes(b"precious")
+    for force in (False, True):
+        with pytest.raises(DataError, match="not empty|not a dataset hpe generated"):
+            generate(real, 4, 2, workers=1, force=force)
+    assert (real / "train" / "joint_data.mat").read_bytes() == b"precious"
+    ours = tmp_path / "ours"
+    generate(ours, 4, 2, seed=1, workers=1)
+    with pytest.raises(DataError, match="pass --force to replace this synthetic one"):
+        generate(ours, 4, 2, workers=1)
+    generate(ours, 5, 2, seed=2, workers=1, force=True)
+    assert json.loads((ours / "hpe_synthetic.json").read_text())["train_frames"] == 5
+    assert not [p for p in tmp_path.iterdir() if ".old-" in p.name or ".tmp-" in p.name]
+
+
+def test_sigterm_cleans_up_like_ctrl_c(tmp_path):
+    """SIGTERM mid-way: the temporary dataset folder and the worker pool go, one line, no traceback."""
+    p = subprocess.Popen([sys.executable, "-m", "hpe", "synth", str(tmp_path / "nyu"), "--train", "400", "--test", "50",
+                          "--workers", "2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while not list(tmp_path.glob(".nyu.tmp-*/train/*.png")) and time.time() < deadline:
+        time.sleep(0.05)
+    p.send_signal(signal.SIGTERM)
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == 143 and err.strip() == "hpe synth: terminated; nothing half-written was kept"
+    assert list(tmp_path.iterdir()) == []

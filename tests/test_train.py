@@ -1,17 +1,22 @@
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
 
+import h5py
 import numpy as np
 import pytest
 import torch
 
+from hpe import DataError
+from hpe.config import TrainConfig, profile_section
 from hpe.optim import LasagneMomentum
-from hpe.train import train
+from hpe.run import RunDir
+from hpe.train import LoopState, next_state, train
 
-TINY = dict(width=0.125, fc_units=128, input_size=32, batch_size=8, progress=False, device="cpu")
+TINY = dict(width=0.125, fc_units=128, input_size=32, batch_size=8, progress="none", device="cpu")
 
 
 def test_lasagne_updates():
@@ -31,31 +36,87 @@ def test_lasagne_updates():
             np.testing.assert_allclose(w.detach().numpy(), ref, rtol=1e-5)
 
 
+def _schedule(val_curve, **cfg):
+    """Feed a scripted validation curve through the schedule; returns (epoch counters, actions, final state)."""
+    cfg = TrainConfig(**cfg)
+    s, epochs, actions = LoopState(lr=cfg.lr), [], []
+    for val in val_curve:
+        if s.status != "running":
+            break
+        s = LoopState(**{**s.__dict__, "epoch": s.epoch + 1, "trained": s.trained + 1})
+        epochs.append(s.epoch)
+        s, action = next_state(s, val, cfg)
+        actions.append(action)
+    return epochs, actions, s
+
+
+def test_thesis_schedule_halves_after_patience_epochs_and_stops_after_max_halvings():
+    epochs, actions, s = _schedule([1.0, 0.9] + [0.95] * 30, patience=2, max_halvings=2, max_epochs=100, lr=1.0)
+    assert epochs == list(range(1, 9))  # never rewound
+    assert actions == ["improved", "improved", "wait", "halve", "wait", "halve", "wait", "stop"]
+    assert (s.status, s.lr, s.halvings, s.best_epoch) == ("stopped", 0.25, 2, 2)
+
+
+def test_icip2018_schedule_is_the_authors_loop():
+    """Worked out from the author's earlystopping.py / trainingtesting.py: 0-based e, halve when best_e + 5 < e,
+    then e = best_e (re-run), at most 5 times, and stop at e = num_epochs - 1.  Here num_epochs = 12: best at
+    epoch 2 (1-based), no improvement after; halving at epochs 8 (then re-run from 2), 8 again, ..."""
+    prof = profile_section("icip2018", "train")
+    cfg = {k: prof[k] for k in ("patience", "max_halvings", "on_plateau")}
+    epochs, actions, s = _schedule([1.0, 0.5] + [0.9] * 200, max_epochs=12, lr=1.0, **cfg)
+    rewound = [2, 3, 4, 5, 6, 7, 8]  # each halving re-runs epochs 2..8 (7 epochs) with half the lr
+    assert epochs == [1] + rewound * 6
+    assert actions.count("halve-restore") == 5 and actions[-1] == "stop"
+    assert s.status == "stopped" and s.trained == 1 + 7 * 6 and s.lr == 1 / 32
+    # Improving after a rewind, the counter runs on from the best epoch and the budget ends at max_epochs.
+    curve = [1.0, 0.5] + [0.9] * 6 + list(np.linspace(0.4, 0.3, 11)) + [0.2] * 10
+    epochs, actions, s = _schedule(curve, max_epochs=12, lr=1.0, **cfg)
+    assert epochs == list(range(1, 9)) + list(range(2, 13))
+    assert s.status == "done" and s.trained == 8 + 11 and s.lr == 0.5  # 19 epochs trained for a 12-epoch budget
+
+
+def test_icip2018_training_restores_and_rewinds(synthetic_h5, tmp_path):
+    r = train(dict(data=str(synthetic_h5), out=str(tmp_path / "r"), limit_train=16, max_epochs=4, patience=1,
+                   max_halvings=1, on_plateau="halve-restore-rewind", lr=1e-6, require_learning=False, **TINY))
+    rows = [line.split(",") for line in (tmp_path / "r" / "log.csv").read_text().splitlines()[1:]]
+    assert r["epochs_trained"] == len(rows) and r["epochs_trained"] >= r["epochs"]
+
+
 def test_overfits_a_few_frames(synthetic_h5, tmp_path):
     r = train(dict(data=str(synthetic_h5), out=str(tmp_path / "run"), limit_train=8, max_epochs=100, patience=100,
                    lr=0.2, momentum=0.9, dropout=0.0, **{**TINY, "width": 0.5, "fc_units": 256, "batch_size": 2}))
     rows = (tmp_path / "run" / "log.csv").read_text().splitlines()
-    first = float(rows[1].split(",")[2])
+    first = float(rows[1].split(",")[3])
     assert r["status"] == "done" and r["train_mse"] < 0.2 * first
     for name in ("config.json", "log.csv", "checkpoint.pt", "best.pt", "result.json", "test_predictions.npz",
                  "test_predictions_uvd.txt"):
         assert (tmp_path / "run" / name).is_file(), name
-    line = (tmp_path / "run" / "test_predictions_uvd.txt").read_text().splitlines()[0].split()
-    assert len(line) == 42
+    assert len((tmp_path / "run" / "test_predictions_uvd.txt").read_text().splitlines()[0].split()) == 42
+    # provenance in config.json and result.json
+    prov = json.loads((tmp_path / "run" / "result.json").read_text())["provenance"]
+    assert {"hpe_version", "torch", "cuda", "device", "command", "started", "finished"} <= set(prov)
+    doc = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert doc["data"]["fingerprint"] == r["data_fingerprint"] and "git_commit" in doc["provenance"]
+    assert doc["preprocess"]["camera"][0] == pytest.approx(588.036865)
 
 
-@pytest.mark.parametrize("bad, message", [
-    (dict(net="net42"), "unknown net"),
-    (dict(inputs="depth+rgb", fusion_layer="conv12"), "out of range"),
-    (dict(inputs="thermal"), "unknown inputs"),
-    (dict(lr=-1.0), "lr must be positive"),
-    (dict(bogus=1), "unknown config keys: bogus"),
-    (dict(device="gpu"), "unknown device 'gpu'"),
-    (dict(device="cuda:64"), "cuda:64' asked for, but"),
-])
-def test_bad_configs_fail_at_once(bad, message, tmp_path):
-    with pytest.raises(ValueError, match=message):
-        train(dict(data="nowhere.h5", out=str(tmp_path / "r"), **bad))
+def test_a_run_that_learned_nothing_is_not_done(synthetic_h5, tmp_path):
+    bad = dict(data=str(synthetic_h5), limit_train=16, max_epochs=1, lr=1e-9, **TINY)
+    r = train({**bad, "out": str(tmp_path / "strict")})
+    assert r["status"] == "not-learned" and "mean training pose" in r["reason"]
+    r = train({**bad, "out": str(tmp_path / "relaxed"), "require_learning": False})
+    assert r["status"] == "done"
+    p = subprocess.run([sys.executable, "-m", "hpe", "train", "--quiet"] + _sets(
+        data=synthetic_h5, out=tmp_path / "cli", limit_train=16, max_epochs=1, lr=1e-9, **TINY), capture_output=True,
+        text=True)
+    assert p.returncode == 3 and "not-learned" in p.stderr
+
+
+def _sets(**kv):
+    out = []
+    for k, v in kv.items():
+        out += ["--data", str(v)] if k == "data" else ["--out", str(v)] if k == "out" else ["--set", f"{k}={v}"]
+    return out
 
 
 def test_divergence_keeps_best(synthetic_h5, tmp_path):
@@ -65,57 +126,134 @@ def test_divergence_keeps_best(synthetic_h5, tmp_path):
     assert (tmp_path / "r" / "result.json").is_file()
 
 
-def _cmd(h5, out):
+def _cmd(h5, out, **over):
+    sets = {**dict(width=0.125, fc_units=128, input_size=32, batch_size=4, max_epochs=4, deterministic=True,
+                   patience=10, limit_train=24, predict_test=False, checkpoint_interval_s=0, require_learning=False),
+            **over}
     return [sys.executable, "-m", "hpe", "train", "--data", str(h5), "--out", str(out), "--quiet", "--resume",
-            "--device", "cpu"] + sum([["--set", f"{k}={v}"] for k, v in dict(
-                width=0.125, fc_units=128, input_size=32, batch_size=4, max_epochs=4, deterministic=True,
-                patience=10, limit_train=24, predict_test=False, checkpoint_interval_s=0).items()], [])
+            "--device", "cpu"] + sum([["--set", f"{k}={v}"] for k, v in sets.items()], [])
+
+
+def _start_and_wait_for_checkpoint(cmd, ckpt):
+    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not ckpt.exists() and time.time() < deadline and p.poll() is None:
+        time.sleep(0.05)
+    return p
 
 
 def test_kill9_and_resume_matches_uninterrupted(synthetic_h5, tmp_path):
     subprocess.run(_cmd(synthetic_h5, tmp_path / "ref"), check=True, capture_output=True)
     ckpt = tmp_path / "cut" / "checkpoint.pt"
-    p = subprocess.Popen(_cmd(synthetic_h5, tmp_path / "cut"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while not ckpt.exists() and time.time() < deadline and p.poll() is None:
-        time.sleep(0.05)
+    p = _start_and_wait_for_checkpoint(_cmd(synthetic_h5, tmp_path / "cut"), ckpt)
     os.kill(p.pid, signal.SIGKILL)
     p.wait()
-    assert ckpt.exists()
-    assert torch.load(ckpt, weights_only=False)["epoch"] < 4
-    subprocess.run(_cmd(synthetic_h5, tmp_path / "cut"), check=True, capture_output=True)
+    assert ckpt.exists() and torch.load(ckpt, weights_only=False)["state"]["epoch"] < 4
+    subprocess.run(_cmd(synthetic_h5, tmp_path / "cut"), check=True, capture_output=True)  # the lock died with it
     a = torch.load(tmp_path / "ref" / "checkpoint.pt", weights_only=False)
     b = torch.load(ckpt, weights_only=False)
-    assert a["epoch"] == b["epoch"] == 4
+    assert a["state"]["epoch"] == b["state"]["epoch"] == 4
     for k in a["model"]:
         assert torch.equal(a["model"][k], b["model"][k]), k
-    with pytest.raises(subprocess.CalledProcessError):  # a different config refuses to resume
-        subprocess.run(_cmd(synthetic_h5, tmp_path / "cut") + ["--set", "lr=0.5"], check=True, capture_output=True)
+    r = subprocess.run(_cmd(synthetic_h5, tmp_path / "cut", lr=0.5), capture_output=True, text=True)
+    assert r.returncode == 2 and "trained with other settings (lr)" in r.stderr
+    r = subprocess.run(_cmd(synthetic_h5, tmp_path / "cut", lr=0.5) + ["--restart-if-changed"], capture_output=True,
+                       text=True)
+    assert r.returncode == 0 and "starting" in r.stdout
+
+
+def test_a_second_writer_is_refused_at_once(synthetic_h5, tmp_path):
+    out = tmp_path / "busy"
+    p = _start_and_wait_for_checkpoint(_cmd(synthetic_h5, out, max_epochs=400), out / "checkpoint.pt")
+    try:
+        t = time.time()
+        r = subprocess.run(_cmd(synthetic_h5, out), capture_output=True, text=True, timeout=120)
+        assert r.returncode == 2 and f"another hpe process (pid {p.pid}) is writing {out}" in r.stderr
+        assert time.time() - t < 60
+    finally:
+        p.send_signal(signal.SIGTERM)
+        _, err = p.communicate(timeout=60)
+    assert p.returncode == 143 and "terminated" in err and "Traceback" not in err
+    assert not [f for f in out.iterdir() if ".tmp-" in f.name]  # SIGTERM cleaned up like Ctrl-C
+
+
+def test_resume_refuses_other_data(synthetic_h5, synthetic_root, tmp_path):
+    from hpe.prep import prep, prep_config
+    subprocess.run(_cmd(synthetic_h5, tmp_path / "r", max_epochs=1), check=True, capture_output=True)
+    other = tmp_path / "other.h5"
+    prep(synthetic_root, other, prep_config(size=64, workers=1, val_seed=5), progress=False)  # same path shape
+    os.replace(synthetic_h5, tmp_path / "orig.h5")
+    try:
+        os.replace(other, synthetic_h5)
+        r = subprocess.run(_cmd(synthetic_h5, tmp_path / "r", max_epochs=1), capture_output=True, text=True)
+        assert r.returncode == 2 and "holds different data (fingerprint" in r.stderr and str(synthetic_h5) in r.stderr
+    finally:
+        os.replace(tmp_path / "orig.h5", synthetic_h5)
+
+
+def test_bad_prepared_files_are_named(synthetic_h5, tmp_path):
+    import shutil
+    broken = tmp_path / "broken.h5"
+    shutil.copy(synthetic_h5, broken)
+    with h5py.File(broken, "a") as h5:
+        del h5["val/joints"]
+        del h5.attrs["rgb_std"]
+    with pytest.raises(DataError, match=f"{broken} lacks the attribute\\(s\\) rgb_std"):
+        train(dict(data=str(broken), out=str(tmp_path / "x"), **TINY))
+    with h5py.File(broken, "a") as h5:
+        h5.attrs["rgb_std"] = [1.0, 1.0, 1.0]
+    with pytest.raises(DataError, match="lacks the dataset\\(s\\) val/joints"):
+        train(dict(data=str(broken), out=str(tmp_path / "x"), **TINY))
+    (tmp_path / "junk.h5").write_text("not hdf5")
+    with pytest.raises(DataError, match="cannot read .*junk.h5 as a prepared HDF5 file"):
+        train(dict(data=str(tmp_path / "junk.h5"), out=str(tmp_path / "x"), **TINY))
+
+
+def test_an_empty_test_split_is_refused_before_training(synthetic_h5, tmp_path):
+    import shutil
+    empty = tmp_path / "empty.h5"
+    shutil.copy(synthetic_h5, empty)
+    with h5py.File(empty, "a") as h5:
+        for name in list(h5["test"]):
+            h5["test"][name].resize(0, axis=0)
+    with pytest.raises(DataError, match="the test split has no frames"):
+        train(dict(data=str(empty), out=str(tmp_path / "r"), **TINY))
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("bad, message", [
+    (dict(net="net42"), "unknown net"),
+    (dict(inputs="depth+rgb", fusion_layer="conv12"), "out of range"),
+    (dict(device="gpu"), "unknown device 'gpu'"),
+    (dict(device="cuda:64"), "cuda:64' asked for, but"),
+])
+def test_bad_configs_fail_at_once(bad, message, tmp_path):
+    with pytest.raises(ValueError, match=message):
+        train(dict(data="nowhere.h5", out=str(tmp_path / "r"), **bad))
 
 
 def test_checkpoints_are_rate_limited_and_best_survives_a_kill_between_writes(synthetic_h5, tmp_path):
-    from hpe.train import _load_best, _Run
     r = train(dict(data=str(synthetic_h5), out=str(tmp_path / "r"), limit_train=16, max_epochs=3, patience=10,
-                   predict_test=False, checkpoint_interval_s=1e9, **TINY))
+                   predict_test=False, checkpoint_interval_s=1e9, require_learning=False, **TINY))
     ck = torch.load(tmp_path / "r" / "checkpoint.pt", weights_only=False)
-    assert ck["epoch"] == 3 and ck["status"] == "done"  # the last epoch is always saved
+    assert ck["state"]["epoch"] == 3 and ck["state"]["status"] == "done"  # the last epoch is always saved
     assert len((tmp_path / "r" / "log.csv").read_text().splitlines()) == 4  # the log is written every epoch
-    assert not (tmp_path / "r" / "best.prev.pt").exists()
-    run = _Run(tmp_path / "r")
+    run = RunDir(tmp_path / "r")
+    assert not run.best_prev.exists()
     best = torch.load(run.best, weights_only=False)
-    assert best["epoch"] == r["best_epoch"] == ck["best_epoch"]
+    assert best["epoch"] == r["best_epoch"] == ck["state"]["best_epoch"]
     # Killed after a new best.pt but before its checkpoint: the checkpoint's best is still in best.prev.pt.
     os.replace(run.best, run.best_prev)
     torch.save({**best, "epoch": best["epoch"] + 1, "model": {}}, run.best)
-    assert _load_best(run, ck["best_epoch"]).keys() == best["model"].keys()
+    assert run.load_best(ck["state"]["best_epoch"]).keys() == best["model"].keys()
     run.best_prev.unlink()
-    with pytest.raises(Exception, match="best weights of epoch"):
-        _load_best(run, ck["best_epoch"])
+    with pytest.raises(DataError, match="best weights of epoch"):
+        run.load_best(ck["state"]["best_epoch"])
 
 
 def _train_args(h5, out, **over):
-    sets = dict(width=0.125, fc_units=128, input_size=32, batch_size=8, max_epochs=2, dropout=0.0, patience=10,
-                limit_train=24, predict_test=False, deterministic=True, **over)
+    sets = {**dict(width=0.125, fc_units=128, input_size=32, batch_size=8, max_epochs=2, dropout=0.0, patience=10,
+                   limit_train=24, predict_test=False, deterministic=True, require_learning=False), **over}
     return ["-m", "hpe", "train", "--data", str(h5), "--out", str(out), "--quiet", "--device", "cpu"] + sum(
         [["--set", f"{k}={v}"] for k, v in sets.items()], [])
 
@@ -128,24 +266,22 @@ def test_ddp_two_processes_match_one(synthetic_h5, tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     a = torch.load(tmp_path / "one" / "checkpoint.pt", weights_only=False)
     b = torch.load(tmp_path / "two" / "checkpoint.pt", weights_only=False)
-    assert a["epoch"] == b["epoch"] == 2
+    assert a["state"]["epoch"] == b["state"]["epoch"] == 2
     for k in a["model"]:
         torch.testing.assert_close(a["model"][k], b["model"][k], rtol=1e-4, atol=1e-5)
-    assert abs(a["rows"][-1]["train_loss"] - b["rows"][-1]["train_loss"]) < 1e-4 * a["rows"][-1]["train_loss"]
+    la, lb = a["state"]["rows"][-1]["train_loss"], b["state"]["rows"][-1]["train_loss"]
+    assert abs(la - lb) < 1e-4 * la
 
 
-def test_fast_switches_run(synthetic_h5, tmp_path):
-    """bf16 autocast + channels_last (+ compile where a compiler backend exists) train and predict."""
+def test_fast_switches_and_centre_jitter_run(synthetic_h5, tmp_path):
+    """bf16 autocast + channels_last + centre jitter train and predict."""
     r = train(dict(data=str(synthetic_h5), out=str(tmp_path / "fast"), limit_train=16, max_epochs=1,
-                   precision="bf16", channels_last=True, **TINY))
+                   precision="bf16", channels_last=True, centre_jitter_mm=10.0, require_learning=False, **TINY))
     assert r["status"] == "done" and np.isfinite(r["test_mean_mm"])
-    with pytest.raises(ValueError, match="precision must be"):
-        train(dict(data=str(synthetic_h5), out=str(tmp_path / "x"), precision="fp8"))
 
 
 def test_split_too_big_for_the_device_is_one_clear_error(synthetic_h5, tmp_path, monkeypatch):
-    from hpe import DataError
-    from hpe.data import SplitData
+    from hpe.dataset import SplitData
 
     def no_room(self, device):
         raise torch.OutOfMemoryError("CUDA out of memory")

@@ -1,0 +1,314 @@
+"""Synthetic hand pose dataset written in exactly the NYU on-disk format.
+
+An articulated 36-joint NYU skeleton (five fingers with MCP/PIP/DIP flexion and abduction, a thumb, a palm
+and a forearm) is posed with plausible finger flexion and a random global rotation, then rendered as
+spheres with a z-buffer into a 640x480 depth image (mm, (G << 8) | B encoding, background 2001, holes along
+silhouettes as structured light leaves them) and a registered RGB image with Lambert-shaded skin.  A torso
+and a head stand behind the hand as in NYU.  Layout, PNG encodings and ``joint_data.mat`` keys/shapes match
+the real dataset so :mod:`hpe.nyu` reads it unchanged.  Deterministic for a seed.
+
+    hpe synth OUT_ROOT --train 1800 --test 600 --seed 0     (or data_prep/synthetic_nyu.py, which Make calls)
+
+The root is written as a whole into a temporary folder and renamed when complete; an existing, non-empty root
+is never touched unless ``force`` is given and the root's sidecar says hpe generated it.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from multiprocessing import get_context
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from hpe import DataError
+from hpe.atomic import atomic_dir, atomic_path, sweep_stale
+from hpe.camera import NYU_CAMERA
+from hpe.nyu import BACKGROUND_MM, FINGERS, JOINT_NAMES, TEST_FRAMES, TEST_SUBJECT1_FRAMES, encode_depth, subjects_of
+
+SIDECAR = "hpe_synthetic.json"  # says hpe generated the root, and where test subject 2 starts (for `hpe prep`)
+SUBJECT2_SCALE = 0.87           # the second test subject's hand is smaller, as in NYU
+
+# --- hand model (mm, right hand, palm facing the camera, fingers along +y, x towards the thumb) ----------
+# MCP knuckle positions and phalanx lengths (proximal, middle, distal) per finger F1 (pinky) .. F4 (index).
+_MCP = {"F1": (-33.0, 33.0), "F2": (-12.0, 41.0), "F3": (9.0, 44.0), "F4": (30.0, 39.0)}
+_PHALANX = {"F1": (30.0, 19.0, 17.0), "F2": (38.0, 25.0, 20.0), "F3": (42.0, 27.0, 21.0), "F4": (39.0, 24.0, 20.0)}
+_RADIUS = {"F1": 7.5, "F2": 8.5, "F3": 8.8, "F4": 8.5, "TH": 10.0}
+_SPLAY = {"F1": -14.0, "F2": -5.0, "F3": 3.0, "F4": 12.0}   # abduction at full spread, degrees
+_THUMB_CMC = (26.0, -28.0)
+_THUMB_LEN = (38.0, 31.0, 26.0)  # metacarpal, proximal, distal
+# Palm points PALM_1 .. PALM_6: two wrist points, palm centre (joint 32 = "C"), three more on the palm.
+_PALM = np.array([[-26.0, -45.0, 0.0], [26.0, -45.0, 0.0], [0.0, 0.0, 0.0],
+                  [-20.0, 22.0, 0.0], [20.0, 22.0, 0.0], [0.0, -25.0, 0.0]])
+SKIN = {1: np.array([226.0, 170.0, 136.0]), 2: np.array([205.0, 150.0, 118.0])}
+
+
+def _rot(axis: str, deg: float) -> np.ndarray:
+    a = np.deg2rad(deg)
+    c, s = np.cos(a), np.sin(a)
+    if axis == "x":
+        return np.array([[1, 0, 0], [0, c, -s], [0, s, c]])
+    if axis == "y":
+        return np.array([[c, 0, s], [0, 1, 0], [-s, 0, c]])
+    return np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]])
+
+
+def _chain(base: np.ndarray, frame: np.ndarray, lengths, flexions) -> list[np.ndarray]:
+    """Points along a finger: each joint bends by its flexion about the local x axis, towards the palm (-z)."""
+    pts = [base]
+    R = frame
+    for length, flex in zip(lengths, flexions):
+        R = R @ _rot("x", -flex)
+        pts.append(pts[-1] + R @ np.array([0.0, length, 0.0]))
+    return pts
+
+
+def sample_pose(rng: np.random.Generator) -> dict:
+    """Random articulation + global pose: grip in [0, 1] drives correlated finger curls, plus noise."""
+    grip = rng.beta(0.9, 1.3)
+    spread = rng.uniform(-0.2, 1.0) * (1 - 0.6 * grip)
+    fingers = {}
+    for f in FINGERS[:4]:
+        g = np.clip(grip + rng.normal(0, 0.18), 0, 1)
+        mcp = np.clip(g * 75 + rng.normal(0, 8), -15, 90)
+        pip = np.clip(g * 95 + rng.normal(0, 8), 0, 110)
+        fingers[f] = (_SPLAY[f] * spread + rng.normal(0, 3), mcp, pip, 0.7 * pip)
+    tg = np.clip(grip + rng.normal(0, 0.2), 0, 1)
+    fingers["TH"] = (rng.uniform(-10, 25) + 20 * tg, 15 + 35 * tg + rng.normal(0, 6), 10 + 45 * tg, 10 + 50 * tg)
+    return {
+        "fingers": fingers,
+        "rotation": (rng.uniform(-45, 45), rng.uniform(-35, 35), rng.uniform(-50, 50)),  # yaw, pitch, roll
+        "position": (rng.uniform(-150, 150), rng.uniform(-90, 110), rng.uniform(550, 900)),
+        "forearm": (rng.uniform(-25, 25), rng.uniform(-20, 20)),
+    }
+
+
+def hand_model(pose: dict, scale: float) -> tuple[np.ndarray, list[tuple[np.ndarray, float, int]]]:
+    """36 NYU joints (camera xyz, mm, y up) and the hand as spheres (centre, radius, part)."""
+    joints = np.zeros((36, 3))
+    spheres: list[tuple[np.ndarray, float, int]] = []
+
+    def capsule(a, b, r, part):
+        n = max(2, int(np.linalg.norm(b - a) / (0.45 * r)) + 1)
+        for t in np.linspace(0, 1, n):
+            spheres.append((a + t * (b - a), r, part))
+
+    for i, f in enumerate(FINGERS):
+        ab, flex1, flex2, flex3 = pose["fingers"][f]
+        if f == "TH":
+            frame = _rot("z", -35 - ab) @ _rot("y", -40)
+            base = np.array([*_THUMB_CMC, -4.0]) * scale
+            lengths = np.array(_THUMB_LEN) * scale
+        else:
+            frame = _rot("z", -ab)
+            base = np.array([*_MCP[f], 0.0]) * scale
+            lengths = np.array(_PHALANX[f]) * scale
+        p = _chain(base, frame, lengths, (flex1, flex2, flex3))  # base, knuckle 1, knuckle 2, tip
+        r = _RADIUS[f] * scale
+        for a, b, rr in zip(p[:-1], p[1:], (r * 1.08, r, r * 0.92)):
+            capsule(a, b, rr, 1)
+        # KNU3_A tip, KNU3_B/KNU2_A either side of the distal knuckle, KNU2_B/KNU1_A of the middle one, KNU1_B base.
+        tip, k2, k1, base_pt = p[3], p[2], p[1], p[0]
+        joints[6 * i:6 * i + 6] = [tip, k2 + 0.15 * (tip - k2), k2, k1 + 0.15 * (k2 - k1), k1, base_pt]
+    joints[30:36] = _PALM * scale
+    for x in np.linspace(-34, 34, 5):      # palm slab: 5 x 5 spheres
+        for y in np.linspace(-40, 36, 5):
+            spheres.append((np.array([x, y, 2.0]) * scale, 15.0 * scale, 1))
+    fa_yaw, fa_pitch = pose["forearm"]
+    fdir = _rot("z", fa_yaw) @ _rot("x", fa_pitch) @ np.array([0.0, -1.0, 0.0])
+    wrist = np.array([0.0, -48.0, 2.0]) * scale
+    capsule(wrist, wrist + 230 * scale * fdir, 27 * scale, 2)
+
+    yaw, pitch, roll = pose["rotation"]
+    R = _rot("y", yaw) @ _rot("x", pitch) @ _rot("z", roll)
+    t = np.array(pose["position"])
+    joints = joints @ R.T + t
+    spheres = [(c @ R.T + t, r, part) for c, r, part in spheres]
+    return joints, spheres
+
+
+def _splat(zbuf, nbuf, pbuf, centre, radius, part, cam):
+    """Z-buffer one sphere: per pixel depth z - r sqrt(1 - rho^2) and the normal's z for shading."""
+    x, y, z = centre
+    if z <= radius + 10:
+        return
+    u = x * cam.fx / z + cam.cx
+    v = cam.cy - y * cam.fy / z
+    rp = radius * cam.fx / z
+    u0, u1 = int(max(np.floor(u - rp), 0)), int(min(np.ceil(u + rp) + 1, zbuf.shape[1]))
+    v0, v1 = int(max(np.floor(v - rp), 0)), int(min(np.ceil(v + rp) + 1, zbuf.shape[0]))
+    if u1 <= u0 or v1 <= v0:
+        return
+    du = (np.arange(u0, u1) - u) / rp
+    dv = (np.arange(v0, v1) - v) / rp
+    q = 1.0 - (du[None, :] ** 2 + dv[:, None] ** 2)
+    inside = q > 0
+    nz = np.sqrt(np.where(inside, q, 0.0))
+    d = z - radius * nz
+    zb = zbuf[v0:v1, u0:u1]
+    hit = inside & (d < zb)
+    np.copyto(zb, d, where=hit)
+    np.copyto(nbuf[v0:v1, u0:u1], nz, where=hit)  # the normal's z: Lambert shading, light at the camera
+    np.copyto(pbuf[v0:v1, u0:u1], part, where=hit)
+
+
+def render(joints_spheres, rng: np.random.Generator, subject: int, cam=NYU_CAMERA) -> tuple[np.ndarray, np.ndarray]:
+    """Depth (uint16 mm) and registered RGB (uint8) of the hand in front of a torso, head and empty room."""
+    joints, spheres = joints_spheres
+    H, W = cam.height, cam.width
+    zbuf = np.full((H, W), np.inf, np.float32)
+    nbuf = np.zeros((H, W), np.float32)
+    pbuf = np.zeros((H, W), np.uint8)  # 0 background, 1 hand, 2 forearm, 3 torso, 4 head
+    # Torso: a shallow ellipsoid behind the hand; head: a sphere above it.
+    hand_z = float(joints[32, 2])
+    tz = hand_z + rng.uniform(200, 400)
+    tu, tv = 320 + rng.normal(0, 50), 400 + rng.normal(0, 25)
+    ax, ay = 170 * 800 / tz * rng.uniform(0.9, 1.15), 210 * 800 / tz
+    u0, u1 = int(max(tu - ax, 0)), int(min(tu + ax + 1, W))
+    v0, v1 = int(max(tv - ay, 0)), int(min(tv + ay + 1, H))
+    e = ((np.arange(u0, u1)[None, :] - tu) / ax) ** 2 + ((np.arange(v0, v1)[:, None] - tv) / ay) ** 2
+    torso = e < 1
+    zbuf[v0:v1, u0:u1][torso] = tz + 60 * e[torso]
+    nbuf[v0:v1, u0:u1][torso] = 0.5 + 0.5 * np.sqrt(1 - e[torso])
+    pbuf[v0:v1, u0:u1][torso] = 3
+    head_x = (tu - cam.cx) * tz / cam.fx
+    head_y = (cam.cy - (tv - ay * 1.25)) * tz / cam.fy
+    _splat(zbuf, nbuf, pbuf, np.array([head_x, head_y, tz - 30]), 95.0, 4, cam)
+    for c, r, part in spheres:
+        _splat(zbuf, nbuf, pbuf, c, r, part, cam)
+
+    # Post-process only the bounding box of what was drawn: the rest of the frame is background.
+    rows, cols = np.nonzero((pbuf > 0).any(axis=1))[0], np.nonzero((pbuf > 0).any(axis=0))[0]
+    depth = np.full((H, W), BACKGROUND_MM, np.uint16)
+    # A dark room: a random vertical colour gradient (cheap, and it compresses well).
+    ramp = np.linspace(0, 1, H)[:, None, None] * rng.uniform(-30, 30, 3) + rng.uniform(15, 45, 3)
+    rgb = np.broadcast_to(np.clip(ramp, 0, 255).astype(np.uint8), (H, W, 3)).copy()
+    if len(rows) == 0:
+        return depth, rgb
+    box = np.s_[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
+    pb, zb, nb = pbuf[box], zbuf[box], nbuf[box]
+    obj = pb > 0
+    z = zb[obj]
+    z = z + rng.normal(0, 1.0, z.shape) * (z / 1000.0) ** 2  # sensor noise grows with z^2
+    z = np.round(z)
+    z[z > 1500] = BACKGROUND_MM
+    dbox = np.full(pb.shape, BACKGROUND_MM, np.uint16)
+    dbox[obj] = z
+    # Structured light loses pixels along depth discontinuities: drop a random band around silhouettes.
+    d16 = dbox.astype(np.int16)
+    edge = np.zeros(pb.shape, bool)
+    jump = np.abs(np.diff(d16, axis=1)) > 25
+    edge[:, 1:] |= jump
+    edge[:, :-1] |= jump
+    jump = np.abs(np.diff(d16, axis=0)) > 25
+    edge[1:, :] |= jump
+    edge[:-1, :] |= jump
+    ev, eu = np.nonzero(edge & obj)
+    drop = rng.random(len(ev)) < 0.55
+    dbox[ev[drop], eu[drop]] = 0
+    depth[box] = dbox
+
+    # Colour: shaded skin on the hand, forearm and head, a coloured shirt on the torso, noise on the hand.
+    palette = np.zeros((5, 3))
+    skin = SKIN[subject] * rng.uniform(0.9, 1.1)
+    palette[1:] = skin, skin * 0.97, rng.uniform(20, 120, 3), skin * 0.95
+    colour = palette.astype(np.float32)[pb] * (0.3 + 0.7 * np.clip(nb, 0, 1))[..., None]
+    noise = rng.integers(-5, 6, size=colour.shape, dtype=np.int8) * (pb <= 2)[..., None]
+    rgb[box] = np.where(obj[..., None], np.clip(colour + noise, 0, 255), rgb[box])
+    return depth, rgb
+
+
+def _render_frame(task) -> None:
+    folder, frame, pose, scale, subject, seed = task
+    rng = np.random.default_rng(seed)
+    depth, rgb = render(hand_model(pose, scale), rng, subject)
+    Image.fromarray(encode_depth(depth)).save(folder / f"depth_1_{frame:07d}.png", compress_level=1)
+    Image.fromarray(rgb).save(folder / f"rgb_1_{frame:07d}.png", compress_level=1)
+
+
+def _side_views(xyz: np.ndarray) -> np.ndarray:
+    """Joints as seen by NYU's two side kinects (rigid views from +-60 degrees around a point 800 mm away)."""
+    pivot = np.array([0.0, 0.0, 800.0])
+    views = [xyz]
+    for yaw in (60.0, -60.0):
+        views.append((xyz - pivot) @ _rot("y", yaw).T + pivot)
+    return np.stack(views)
+
+
+def write_split(root: Path, split: str, n: int, seed: int, subject1_frames: int, workers: int) -> None:
+    from scipy.io import savemat
+
+    folder = root / split
+    folder.mkdir(parents=True, exist_ok=True)
+    split_id = {"train": 0, "test": 1}[split]
+    rng = np.random.default_rng([seed, split_id])
+    tasks, xyz = [], np.zeros((n, 36, 3))
+    subjects = subjects_of(np.arange(1, n + 1), subject1_frames if split == "test" else n)
+    for i in range(n):
+        frame, subject = i + 1, int(subjects[i])
+        scale = SUBJECT2_SCALE if subject == 2 else 1.0
+        pose = sample_pose(rng)
+        xyz[i] = hand_model(pose, scale)[0]
+        tasks.append((folder, frame, pose, scale, subject, [seed, split_id, frame]))
+    with get_context("fork" if hasattr(os, "fork") else "spawn").Pool(workers, _quiet_worker) as pool:
+        for _ in pool.imap_unordered(_render_frame, tasks, chunksize=16):
+            pass
+    joint_xyz = _side_views(xyz)
+    joint_uvd = NYU_CAMERA.xyz_to_uvd(joint_xyz)
+    names = np.empty((1, 36), dtype=object)
+    names[0, :] = JOINT_NAMES
+    with atomic_path(folder / "joint_data.mat") as tmp:
+        savemat(tmp, {"joint_uvd": joint_uvd.astype(np.float32), "joint_xyz": joint_xyz.astype(np.float32),
+                      "joint_names": names}, do_compression=True)
+
+
+def _quiet_worker() -> None:
+    """Workers leave Ctrl-C and SIGTERM to the parent, which cleans up (no traceback per worker)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def generated_by_hpe(root: Path) -> bool:
+    """Whether ``root`` is a synthetic dataset that hpe wrote (its sidecar says so)."""
+    side = Path(root) / SIDECAR
+    try:
+        return json.loads(side.read_text()).get("generator", "").startswith("hpe")
+    except (OSError, ValueError):
+        return False
+
+
+def generate(root: Path, n_train: int, n_test: int, seed: int = 0, workers: int | None = None,
+             force: bool = False) -> dict:
+    """Write a synthetic NYU-layout dataset as ``root`` and return what was written.
+
+    ``root`` must not exist or be empty; with ``force`` it may be a dataset hpe generated earlier, which is
+    replaced only once the new one is complete."""
+    root = Path(root)
+    if n_train < 1 or n_test < 1:
+        raise ValueError(f"need at least one training and one test frame, got --train {n_train} --test {n_test}")
+    if root.exists() and not root.is_dir():
+        raise DataError(f"{root} is a file, not a folder for a dataset")
+    if root.is_dir() and any(root.iterdir()):
+        if not force:
+            raise DataError(f"{root} is not empty: hpe synth never writes into an existing dataset; choose a new "
+                            f"folder" + (", or pass --force to replace this synthetic one" if generated_by_hpe(root)
+                                         else ""))
+        if not generated_by_hpe(root):
+            raise DataError(f"{root} is not a dataset hpe generated (no {SIDECAR}): --force only replaces those")
+    root.parent.mkdir(parents=True, exist_ok=True)
+    sweep_stale(root.parent)
+    workers = workers or os.cpu_count() or 1
+    # Keep NYU's proportion: its first 2440 of 8252 test frames are the training subject.
+    subject1 = min(n_test, max(1, round(n_test * TEST_SUBJECT1_FRAMES / TEST_FRAMES)))
+    t0 = time.perf_counter()
+    with atomic_dir(root, replace=True) as tmp:
+        write_split(tmp, "train", n_train, seed, subject1, workers)
+        write_split(tmp, "test", n_test, seed, subject1, workers)
+        info = {"generator": "hpe.synthetic", "seed": seed, "train_frames": n_train,
+                "test_frames": n_test, "test_subject1_frames": subject1, "subject2_scale": SUBJECT2_SCALE,
+                "seconds": round(time.perf_counter() - t0, 2)}
+        (tmp / SIDECAR).write_text(json.dumps(info, indent=2) + "\n")
+    return info

@@ -1,0 +1,70 @@
+"""The command line: help on every option, choices, defaults, versions, pipes, and an install outside a checkout."""
+import argparse
+import subprocess
+import sys
+from pathlib import Path
+
+from hpe import __version__
+from hpe.cli import build_parser
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _subparsers(parser):
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield name, sub
+                yield from ((f"{name} {n}", s) for n, s in _subparsers(sub))
+
+
+def test_every_option_has_help_and_enumerations_have_choices():
+    enumerated = {"--profile", "--format", "--success", "--centre", "--joints", "--compile-mode", "--weights",
+                  "--progress", "--bundled"}
+    for name, sub in _subparsers(build_parser()):
+        for action in sub._actions:
+            if isinstance(action, (argparse._HelpAction, argparse._SubParsersAction)):
+                continue
+            assert action.help, f"hpe {name} {action.option_strings or action.dest} has no help"
+            free = action.type in (int, float) or (name == "predict" and "--centre" in action.option_strings)  # U,V,D
+            if set(action.option_strings) & enumerated and not free:
+                assert action.choices, f"hpe {name} {action.option_strings} should list its choices"
+
+
+def test_help_shows_defaults_and_figure_kinds_have_only_their_options():
+    out = subprocess.run([sys.executable, "-m", "hpe", "synth", "--help"], capture_output=True, text=True).stdout
+    assert "(default: 1800)" in out
+    table = subprocess.run([sys.executable, "-m", "hpe", "figure", "table4.3", "--help"], capture_output=True,
+                           text=True).stdout
+    assert "--method" in table and "--depth" not in table and "--tompson" not in table
+    r = subprocess.run([sys.executable, "-m", "hpe", "figure", "frame", "--out", "x", "--run", "y"],
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and "unrecognized arguments: --run" in r.stderr
+
+
+def test_version_flags_after_the_subcommand_and_pipes():
+    r = subprocess.run([sys.executable, "-m", "hpe", "--version"], capture_output=True, text=True)
+    assert r.stdout.strip() == f"hpe {__version__}"
+    r = subprocess.run([sys.executable, "-m", "hpe", "nets", "-v", "--quiet"], capture_output=True, text=True)
+    assert r.returncode == 0 and "Depth-Net" in r.stdout
+    r = subprocess.run(f"{sys.executable} -m hpe nets | head -1", shell=True, capture_output=True, text=True)
+    assert r.returncode == 0 and "BrokenPipe" not in r.stderr and "Traceback" not in r.stderr
+
+
+def test_installed_package_finds_its_bundled_files(tmp_path):
+    """`pip install .` (not an editable checkout): the labels, profiles and sample frame are package data."""
+    r = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--target",
+                        str(tmp_path / "site"), str(REPO)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert sorted(p.name for p in (tmp_path / "site").iterdir() if not p.name.endswith(".dist-info")) == ["bin", "hpe"]
+    code = ("import hpe, hpe.baselines as b, hpe.config as c; print(hpe.__file__); "
+            "print(b.bundled('nyu_test_groundtruth_label.txt')); print(c.profile_section('icip2018', 'prep')['val_seed'])")
+    r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True,
+                       env={"PYTHONPATH": str(tmp_path / "site"), "PATH": "/usr/bin:/bin"})
+    lines = r.stdout.splitlines()
+    assert r.returncode == 0, r.stderr
+    assert lines[0].startswith(str(tmp_path / "site")) and lines[1].startswith(str(tmp_path / "site")) and lines[2] == "10"
+    feedback = tmp_path / "site" / "hpe" / "reference" / "nyu" / "ICCV15_NYU_Feedback.txt.gz"
+    r = subprocess.run([sys.executable, "-m", "hpe", "evaluate", "--pred", str(feedback)], cwd=tmp_path,
+                       capture_output=True, text=True, env={"PYTHONPATH": str(tmp_path / "site"), "PATH": "/usr/bin:/bin"})
+    assert r.returncode == 0 and "15.973" in r.stdout, r.stderr

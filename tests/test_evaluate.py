@@ -1,0 +1,138 @@
+"""The one evaluation path, on the bundled NYU ground truth and baselines (nothing skipped for want of data)."""
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from hpe import DataError
+from hpe.baselines import THESIS_BASELINES, bundled
+from hpe.camera import NYU_CAMERA
+from hpe.evaluate import collect, format_table, load_ground_truth, summaries
+from hpe.metrics import joint_errors, success_rate
+from hpe.nyu import EVAL_JOINTS, JOINT_ORDERS, read_joints_txt, read_tompson, write_joints_txt
+
+GOLDEN = {"DeepPrior": 20.750, "DeepPrior-Refine": 19.726, "DeepModel": 17.036, "Feedback": 15.973}
+
+
+@pytest.fixture(scope="module")
+def gt():
+    return load_ground_truth()  # the bundled labels
+
+
+@pytest.mark.parametrize("name", GOLDEN)
+def test_golden_baseline_means(gt, name):
+    pred = NYU_CAMERA.uvd_to_xyz(read_joints_txt(bundled(THESIS_BASELINES[name])))
+    assert pred.shape == (8252, 14, 3)
+    assert round(joint_errors(pred, gt.xyz).mean(), 3) == GOLDEN[name]
+
+
+def test_cli_defaults_to_the_bundled_labels(tmp_path):
+    feedback = bundled("ICCV15_NYU_Feedback.txt")
+    r = subprocess.run([sys.executable, "-m", "hpe", "evaluate", "--pred", str(feedback), "--json",
+                        str(tmp_path / "e.json"), "--csv", str(tmp_path / "e.csv")], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert "nyu_test_groundtruth_label.txt" in r.stdout and "15.973" in r.stdout
+    assert r.stdout.splitlines()[2].split()[:2] == ["method", "mean"]  # a header row
+    doc = json.loads((tmp_path / "e.json").read_text())["methods"]["ICCV15_NYU_Feedback"]
+    assert f"{doc['mean_mm']:.3f}" == "15.973" and set(doc["per_subject_mm"]) == {"1", "2"}
+    assert "ICCV15_NYU_Feedback,15.97" in (tmp_path / "e.csv").read_text()
+
+
+def test_xyz_files_score_the_same(gt, tmp_path):
+    xyz = NYU_CAMERA.uvd_to_xyz(read_joints_txt(bundled("ICCV15_NYU_Feedback.txt")))
+    write_joints_txt(tmp_path / "feedback_xyz.txt", xyz)
+    m = collect([("Feedback", tmp_path / "feedback_xyz.txt")], gt, fmt="xyz")[0]
+    assert f"{m.errors.mean():.3f}" == "15.973"
+    with pytest.raises(DataError, match="looks like an xyz file \\(pass --format xyz\\)"):
+        collect([("Feedback", tmp_path / "feedback_xyz.txt")], gt, fmt="uvd")
+
+
+@pytest.mark.parametrize("transform, message", [
+    (lambda p: p * np.array([1, 1, 0.001]), "depths in metres"),
+    (lambda p: p + np.array([0, 0, 2500]), "depths lie outside 100-3000 mm"),
+    (lambda p: p * np.array([20, 20, 1]), "u, v lie far outside the 640x480 image"),
+    (lambda p: np.roll(p, 1000, axis=0), "mean error 196.0 mm against .* is implausible .* frame order"),
+    (lambda p: p[:, [EVAL_JOINTS.index(j) for j in JOINT_ORDERS["fusenet"]]],
+     "48.6 mm in the declared joint order, but 16.0 mm read in the 'fusenet' order: pass --joint-order fusenet"),
+])
+def test_implausible_files_are_refused_with_the_likely_cause(gt, tmp_path, transform, message):
+    write_joints_txt(tmp_path / "bad.txt", transform(read_joints_txt(bundled("ICCV15_NYU_Feedback.txt"))))
+    with pytest.raises(DataError, match=message):
+        collect([("bad", tmp_path / "bad.txt")], gt)
+
+
+def test_other_joint_orders(gt, tmp_path):
+    kit = read_joints_txt(bundled("ICCV15_NYU_Feedback.txt"))
+    order = JOINT_ORDERS["fusenet"]
+    write_joints_txt(tmp_path / "fusenet.txt", kit[:, [EVAL_JOINTS.index(j) for j in order]])
+    m = collect([("f", tmp_path / "fusenet.txt")], gt, joint_order=order)[0]
+    assert f"{m.errors.mean():.3f}" == "15.973"
+
+
+def test_files_of_the_wrong_kind_are_named(gt, tmp_path):
+    shutil.copy(bundled("sample/depth_1_0000001.png"), tmp_path / "pred.txt")
+    with pytest.raises(DataError, match="pred.txt is a PNG image, not a text file"):
+        collect([("x", tmp_path / "pred.txt")], gt)
+    mat = tmp_path / "pred.mat"
+    import gzip
+    mat.write_bytes(gzip.decompress(bundled("test_predictions.mat").read_bytes()))
+    with pytest.raises(DataError, match="pred.mat is a MATLAB .mat file"):
+        collect([("x", mat)], gt)
+    with pytest.raises(DataError, match="missing ground-truth file: .*nope.txt"):
+        load_ground_truth(tmp_path / "nope.txt")
+    r = subprocess.run([sys.executable, "-m", "hpe", "evaluate", "--pred", str(mat)], capture_output=True, text=True)
+    assert r.returncode == 2 and len(r.stderr.splitlines()) == 1 and "MATLAB" in r.stderr
+
+
+def test_reader_formats_and_errors(tmp_path):
+    row = " ".join(["1.5"] * 42)
+    (tmp_path / "crlf.txt").write_bytes((row + " \r\n" + row + " \r\n").encode())
+    assert read_joints_txt(tmp_path / "crlf.txt").shape == (2, 14, 3)
+    (tmp_path / "short.txt").write_text(row + "\n" + " ".join(["1"] * 41) + "\n")
+    with pytest.raises(DataError, match="short.txt:2: expected 42 numbers \\(14 joints x 3\\), got 41"):
+        read_joints_txt(tmp_path / "short.txt")
+    (tmp_path / "nan.txt").write_text(row.replace("1.5", "nan", 1) + "\n")
+    with pytest.raises(DataError, match="nan.txt:1: NaN"):
+        read_joints_txt(tmp_path / "nan.txt")
+
+
+def test_success_rates_three_ways():
+    e = np.array([[1.0, 30.0], [5.0, 5.0]])
+    np.testing.assert_allclose(success_rate(e, [0, 5, 29, 30]), [0, 0.5, 0.5, 1.0])  # the frame's max (thesis)
+    np.testing.assert_allclose(success_rate(e, [5, 15.5], "mean"), [0.5, 1.0])
+    np.testing.assert_allclose(success_rate(e, [1, 5, 30], "joint"), [0.25, 0.75, 1.0])
+
+
+def test_bundled_baselines_agree_with_their_published_means(gt):
+    found = collect([], gt, baselines=bundled("KIT_MANIFEST.tsv").parent)
+    assert sorted(m.name for m in found) == sorted(GOLDEN)
+    res = summaries(found, gt)
+    assert all(r["agrees_with_published"] for r in res.values())
+    table = format_table(res)
+    assert table.index("Feedback") < table.index("DeepModel") < table.index("DeepPrior-Refine")  # sorted by mean
+
+
+def test_tompson_lift_on_real_frame(nyu_labels, sample_frame, tmp_path):
+    depth_dir = tmp_path / "test"
+    depth_dir.mkdir()
+    shutil.copy(sample_frame[0], depth_dir)
+    gt = read_joints_txt(nyu_labels)[:1]
+    uvd = read_tompson(bundled("test_predictions.mat"), depth_dir, gt)
+    assert uvd.shape == (1, 14, 3)
+    from scipy.io import loadmat
+    import gzip
+    import io
+    raw = loadmat(io.BytesIO(gzip.decompress(bundled("test_predictions.mat").read_bytes())))["pred_joint_uvconf"]
+    uv = raw[0, 0][list(EVAL_JOINTS), :2]
+    np.testing.assert_allclose(uvd[0, :, :2], uv, atol=1e-4)
+    from hpe.nyu import read_depth
+    d = read_depth(depth_dir / "depth_1_0000001.png")
+    for j in range(14):
+        u, v = int(uv[j, 0]), int(uv[j, 1])
+        expect = d[v, u] if abs(float(d[v, u]) - gt[0, 13, 2]) <= 150 else gt[0, j, 2]
+        assert uvd[0, j, 2] == pytest.approx(expect)
+    err = joint_errors(NYU_CAMERA.uvd_to_xyz(uvd), NYU_CAMERA.uvd_to_xyz(gt)).mean()
+    assert err < 40

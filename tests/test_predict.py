@@ -1,0 +1,145 @@
+"""`hpe predict` on unlabelled frames and `hpe export`, with tiny trained runs."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from hpe import DataError
+from hpe.camera import NYU_CAMERA
+from hpe.crop import crop_frame
+from hpe.nyu import EVAL_JOINTS, PALM_JOINT, PALM_SLOT, NYUSplit, read_depth, read_joints_txt
+from hpe.predict import predict
+from hpe.train import train
+
+TINY = dict(width=0.125, fc_units=128, input_size=32, batch_size=8, progress="none", device="cpu", max_epochs=2,
+            limit_train=16, require_learning=False)
+
+
+@pytest.fixture(scope="module")
+def runs(synthetic_h5, tmp_path_factory):
+    base = tmp_path_factory.mktemp("runs")
+    train(dict(data=str(synthetic_h5), out=str(base / "depth"), centre_jitter_mm=20.0, **TINY))
+    train(dict(data=str(synthetic_h5), out=str(base / "fuse"), inputs="depth+rgb", fusion_layer="fc1", fusion="conv",
+               **TINY))
+    return base / "depth", base / "fuse"
+
+
+def test_labelled_frame_with_its_centre_gives_the_training_prediction(runs, synthetic_root, synthetic_h5, tmp_path):
+    """The crop is prep's own function: the stored crop and the predicted one are identical, and so are the
+    predictions hpe train wrote for the frame."""
+    import h5py
+    split = NYUSplit(synthetic_root, "test")
+    frame = 3
+    palm = split.joints.uvd[frame - 1, PALM_JOINT]
+    with h5py.File(synthetic_h5) as h5:
+        row = list(h5["test/frame"][:]).index(frame)
+        stored = h5["test/depth"][row]
+    assert np.array_equal(crop_frame(read_depth(split.depth_path(frame)), None, palm, 300.0, 64)["depth"], stored)
+    rec = predict(runs[0], [str(split.depth_path(frame))], tmp_path, centre=",".join(map(str, palm)), progress=False)
+    written = np.load(runs[0] / "test_predictions.npz")
+    np.testing.assert_allclose(rec[0]["joints_xyz"], written["xyz"][list(written["frame"]).index(frame)], atol=1e-3)
+
+
+def test_the_real_frame_three_ways_gives_the_same_prediction(runs, sample_frame, nyu_labels, tmp_path):
+    """NYU's RGB-packed PNG, a 16-bit millimetre PNG and a .npy array of the same frame; no labels used."""
+    depth = read_depth(sample_frame[0])
+    Image.fromarray(depth.astype(np.uint16)).save(tmp_path / "frame16.png")
+    np.save(tmp_path / "frame.npy", depth.astype(np.float32) / 10)  # in cm: --depth-scale 10
+    outs = []
+    for src, scale in ((sample_frame[0], 1.0), (tmp_path / "frame16.png", 1.0), (tmp_path / "frame.npy", 10.0)):
+        outs.append(predict(runs[0], [str(src)], tmp_path / "out" / src.name, depth_scale=scale, progress=False)[0])
+    for o in outs[1:]:
+        np.testing.assert_allclose(o["joints_xyz"], outs[0]["joints_xyz"], atol=1e-6)
+        np.testing.assert_allclose(o["centre_uvd"], outs[0]["centre_uvd"], atol=1e-6)
+    palm = NYU_CAMERA.uvd_to_xyz(read_joints_txt(nyu_labels)[0, PALM_SLOT])
+    assert np.linalg.norm(NYU_CAMERA.uvd_to_xyz(np.array(outs[0]["centre_uvd"])) - palm) < 100  # on the hand
+    lines = (tmp_path / "out" / "frame.npy" / "predictions_uvd.txt").read_text().splitlines()
+    assert len(lines) == 1 and len(lines[0].split()) == 42
+
+
+def test_folders_globs_order_and_outputs(runs, synthetic_root, tmp_path):
+    folder = synthetic_root / "test"
+    rec = predict(runs[0], [str(folder / "depth_1_000000[12].png"), str(folder / "depth_1_0000003.png")], tmp_path,
+                  overlay=True, progress=False)
+    assert [r["file"].rsplit("/", 1)[-1] for r in rec] == ["depth_1_0000001.png", "depth_1_0000002.png",
+                                                           "depth_1_0000003.png"]
+    assert len(json.loads((tmp_path / "predictions.json").read_text())) == 3
+    assert sorted(p.name for p in (tmp_path / "overlays").iterdir())[0] == "depth_1_0000001-pose.png"
+
+
+def test_rgb_nets_need_and_pair_colour_frames(runs, synthetic_root, tmp_path):
+    folder = synthetic_root / "test"
+    with pytest.raises(DataError, match="is a net on 'depth\\+rgb': give the registered colour frames with --rgb"):
+        predict(runs[1], [str(folder / "depth_1_0000001.png")], tmp_path, progress=False)
+    rec = predict(runs[1], [str(folder / "depth_1_0000001.png")], tmp_path, rgb=[str(folder)], progress=False)
+    assert len(rec) == 1
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda p: p.write_bytes(b"\x89PNG garbage"), "cannot read depth frame .*bad.png"),
+    (lambda p: Image.fromarray(np.full((240, 320), 800, np.uint16)).save(p), "bad.png is 320x240, but the default"),
+    (lambda p: Image.fromarray(np.zeros((480, 640), np.uint16)).save(p), "bad.png: no valid depth"),
+    (lambda p: Image.fromarray(np.where(np.arange(640 * 480).reshape(480, 640) % 997 == 0, 800, 0).astype(np.uint16))
+     .save(p), "bad.png: no object found to centre the crop on"),
+    (lambda p: Image.new("L", (640, 480)).save(p), "bad.png: a L image is not a depth frame"),
+])
+def test_bad_frames_are_one_line_naming_the_file(runs, tmp_path, make, message):
+    make(tmp_path / "bad.png")
+    r = subprocess.run([sys.executable, "-m", "hpe", "predict", "--run", str(runs[0]), "--out", str(tmp_path / "o"),
+                        str(tmp_path / "bad.png")], capture_output=True, text=True)
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    import re
+    assert re.search(message, r.stderr), r.stderr
+
+
+def test_a_run_without_weights_is_named(tmp_path, sample_frame):
+    (tmp_path / "run").mkdir()
+    with pytest.raises(DataError, match="run has no weights \\(missing best.pt\\)"):
+        predict(tmp_path / "run", [str(sample_frame[0])], tmp_path / "o", progress=False)
+
+
+def test_custom_camera_and_size(runs, sample_frame, tmp_path):
+    depth = read_depth(sample_frame[0])[:, 80:560]  # a 480x480 sensor with the principal point moved
+    np.save(tmp_path / "square.npy", depth)
+    rec = predict(runs[0], [str(tmp_path / "square.npy")], tmp_path / "o", camera="588.04,587.08,240,240",
+                  progress=False)
+    assert len(rec) == 1 and rec[0]["centre_uvd"][0] < 480
+    with pytest.raises(DataError, match="principal point \\(700.0, 240.0\\) lies outside"):
+        predict(runs[0], [str(tmp_path / "square.npy")], tmp_path / "o", camera="588,587,700,240", progress=False)
+
+
+@pytest.mark.parametrize("which", [0, 1])
+def test_onnx_and_torchscript_match_pytorch(runs, tmp_path, which):
+    import onnxruntime as ort
+
+    from hpe.export import export, input_shapes, load_run
+    run = load_run(runs[which])
+    shapes = input_shapes(run.cfg)
+    torch.manual_seed(0)
+    xs = [torch.rand(5, *s) * 2 - 1 for s in shapes]
+    with torch.no_grad():
+        ref = run.model(*xs).numpy()
+    meta = export(runs[which], "onnx", tmp_path / "m.onnx")
+    sess = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
+    got = sess.run(None, {i.name: x.numpy() for i, x in zip(sess.get_inputs(), xs)})[0]
+    np.testing.assert_allclose(got, ref, atol=1e-4)
+    stored = json.loads(sess.get_modelmeta().custom_metadata_map["hpe"])
+    assert stored == json.loads(json.dumps(meta)) and stored["cube_mm"] == 300.0 and stored["crop_size"] == 64
+    export(runs[which], "torchscript", tmp_path / "m.pt")
+    files = {"hpe.json": ""}
+    ts = torch.jit.load(str(tmp_path / "m.pt"), _extra_files=files)
+    with torch.no_grad():
+        np.testing.assert_allclose(ts(*xs).numpy(), ref, atol=1e-4)
+    assert json.loads(files["hpe.json"])["joint_names"][-1] == "C"
+
+
+def test_prep_points_unlabelled_folders_to_predict(tmp_path):
+    (tmp_path / "mine" / "train").mkdir(parents=True)
+    (tmp_path / "mine" / "test").mkdir()
+    r = subprocess.run([sys.executable, "-m", "hpe", "prep", str(tmp_path / "mine"), str(tmp_path / "o.h5")],
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and "use `hpe predict`" in r.stderr and EVAL_JOINTS
