@@ -104,7 +104,7 @@ def figure_frame(depth_mm: np.ndarray, rgb: np.ndarray, joints_uvd: np.ndarray, 
     norm = normalise_joints(camera.uvd_to_xyz(joints_uvd), camera.uvd_to_xyz(centre_uvd), cube)
     in_crop = (crop.transform @ np.c_[joints_uvd[:, :2], np.ones(len(joints_uvd))].T).T[:, :2]
 
-    fig, axes = plt.subplots(1, 3, figsize=(13, 4.4))
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4.6), layout="constrained")
     shown = np.where((depth_mm > 0) & (depth_mm < 2000), depth_mm, np.nan)
     im = axes[0].imshow(shown, cmap="viridis")
     fig.colorbar(im, ax=axes[0], fraction=0.035, label="depth / mm")
@@ -119,8 +119,9 @@ def figure_frame(depth_mm: np.ndarray, rgb: np.ndarray, joints_uvd: np.ndarray, 
         axes[1].text(*labels[j], name, fontsize=6.5, color="yellow", ha="center", va="center",
                      bbox={"boxstyle": "round,pad=0.1", "fc": "black", "ec": "none", "alpha": 0.55})
     axes[1].set_title(f"(b) normalised depth, {size}x{size} (eq. 4.6)", fontsize=10)
-    lo, hi = np.percentile(rgb_norm, [1, 99])
-    axes[2].imshow(np.clip((rgb_norm - lo) / max(hi - lo, 1e-6), 0, 1))
+    # Shown over the hand's range (the masked-out background would stretch it), the background black.
+    lo, hi = np.percentile(rgb_norm[mask], [1, 99]) if mask.any() else (rgb_norm.min(), rgb_norm.max())
+    axes[2].imshow(np.clip((rgb_norm - lo) / max(hi - lo, 1e-6), 0, 1) * mask[..., None])
     axes[2].set_title(f"(c) masked RGB, standardised with\n{stats_source} statistics (eqs. 4.10-4.12)", fontsize=10)
     for ax in axes:
         ax.set_xticks([])
@@ -144,13 +145,17 @@ def figure_compare(errors: dict[str, np.ndarray], prefix: Path, title: str = "",
     fig, (a, b) = plt.subplots(1, 2, figsize=(15, 5.4 if many else 4.8),
                                gridspec_kw={"width_ratios": [1, 1.25 if many else 1.6]})
     colours = dict(zip([n for n in names if not many or n in highlight], plt.cm.tab10.colors * 3))
+    grey = []
     for name in names:
         own = not many or name in highlight
-        a.plot(THRESHOLDS, 100 * success_rate(errors[name], kind=success), lw=2.2 if own else 0.9,
-               color=colours.get(name, "0.65"), zorder=3 if own else 2, label=name if own or not many else None)
+        curve = 100 * success_rate(errors[name], kind=success)
+        a.plot(THRESHOLDS, curve, lw=2.2 if own else 0.9, color=colours.get(name, "0.65"), zorder=3 if own else 2,
+               label=name if own or not many else None)
         if many and not own:
-            x = 40 + 5 * (names.index(name) % 8)  # label grey curves in place, staggered
-            a.annotate(name, (x, 100 * success_rate(errors[name], [x], success)[0]), fontsize=5.5, color="0.4")
+            grey.append((name, curve))
+    # Each grey curve labelled on itself, at heights spread by rank (best highest): a band without overlaps.
+    for (name, curve), y in zip(grey, np.linspace(95, 6, len(grey))):
+        a.text(np.interp(y, curve, THRESHOLDS) + 0.8, y, name, fontsize=5.5, color="0.35", va="center")
     a.set_xlabel("Distance threshold / mm")
     a.set_ylabel(SUCCESS_LABEL[success])
     a.set_xlim(0, 80)
@@ -243,9 +248,9 @@ def figure_qualitative(depth_crops: np.ndarray, gt_norm: np.ndarray, pred_norm: 
             for a, b in SKELETON:
                 ax3.plot(xyz[[a, b], 0], xyz[[a, b], 2], xyz[[a, b], 1], "-", color=colour, lw=2)
         _equal_3d(ax3, np.concatenate([cloud, *skel])[:, [0, 2, 1]])
-        ax3.set_xlabel("x / mm", fontsize=7)
-        ax3.set_ylabel("z / mm", fontsize=7)
-        ax3.set_zlabel("y / mm", fontsize=7)
+        ax3.set_xlabel("x / mm", fontsize=7, labelpad=-2)
+        ax3.set_ylabel("z / mm", fontsize=7, labelpad=-2)
+        ax3.set_zlabel("y / mm", fontsize=7, labelpad=-2)
         ax3.tick_params(labelsize=6)
         ax3.view_init(elev=15, azim=-70)
         ax3.set_title(f"test frame {int(frames[i])}: 3D", fontsize=9)
