@@ -44,6 +44,8 @@ def _cmd_prep(a) -> int:
 
 def _cmd_nets(a) -> int:
     from hpe.config import profile_section
+    if a.input_size < 1 or a.joints < 1:
+        raise ValueError(f"--input-size {a.input_size} and --joints {a.joints} must be positive")
     from hpe.nets import NET_SPECS, NetConfig, PoseNet, count_parameters, list_nets, num_convs
     pool = profile_section(a.profile, "train")["pool"]
     print(f"{'net':6} {'convs':>5} {'pools':>5} {'parameters':>14}   ({a.profile} profile, {a.input_size}x"
@@ -281,12 +283,12 @@ def _common() -> argparse.ArgumentParser:
     return p
 
 
-def _add_run_args(s: argparse.ArgumentParser, experiment_help: str, out_help: str) -> None:
+def _add_run_args(s: argparse.ArgumentParser, experiment_help: str, out_help: str, out_required: bool = False) -> None:
     """The arguments every training command shares (they feed :func:`_run_layers`)."""
     s.add_argument("experiment", type=Path, nargs="?", help=experiment_help)
     s.add_argument("--preset", type=Path, help="compute preset, e.g. experiments/presets/synthetic.toml")
     s.add_argument("--data", help="prepared .h5 (its profile is the run's)")
-    s.add_argument("--out", help=out_help)
+    s.add_argument("--out", required=out_required, help=out_help)
     s.add_argument("--device", help="auto (a GPU if there is one), cpu, cuda, cuda:N")
     s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key (repeat); see README 'Experiments' for the keys")
@@ -340,12 +342,13 @@ def _training_commands(add, common) -> None:
     s.set_defaults(func=_cmd_train)
 
     s = add("sweep-fusion", "train Fuse-Net fused at every layer (or --layers) and tabulate")
-    _add_run_args(s, "a Fuse-Net experiment file", "folder: one run per layer + sweep.png/.csv")
+    _add_run_args(s, "a Fuse-Net experiment file", "folder: one run per layer + sweep.png/.csv", out_required=True)
     s.add_argument("--layers", nargs="*", help="subset, e.g. conv2 conv4 fc1 (default: all)")
     s.set_defaults(func=_cmd_sweep_fusion)
 
     s = add("search", "random-search hyperparameters (Optuna; several workers may share a study)")
-    _add_run_args(s, "the experiment to tune", "folder: trials, study.db (default storage), trials.csv, search.png")
+    _add_run_args(s, "the experiment to tune", "folder: trials, study.db (default storage), trials.csv, search.png",
+                  out_required=True)
     s.add_argument("--storage", help="database URL shared by workers, e.g. postgresql://user@host/db")
     s.add_argument("--study", default="hpe-search", help="study name in the storage")
     s.add_argument("--rounds", type=int, default=3, help="rounds of random samples")

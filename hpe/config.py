@@ -76,6 +76,7 @@ class TrainConfig:
     rgb_mode: RgbMode = "standardise"
     rgb_mask: RgbMask = "hand"
     centre_jitter_mm: float = _v(0.0, lo=0, hi=150)  # train on crops whose centre moved by up to ~2x this (augment.py)
+    scale_jitter: float = _v(0.0, lo=0, hi=0.5)  # train on cubes of (1 +- this) x cube: smaller / larger hands
     target: Target = "pose"            # centre: regress the palm centre only (a centre-refinement net for predict)
     # run
     seed: int = _v(0, lo=0)

@@ -168,15 +168,15 @@ def _assembler(run: TrainedRun) -> InputAssembler:
 
 def refine_centres(run: TrainedRun, frames: list[Frame], cube: float, device: torch.device, steps: int) -> None:
     """Move each frame's centre to the palm centre ``run`` predicts from a crop around it, ``steps`` times (a run
-    trained with target = centre, or a pose net's palm joint), unless the prediction wanders off the object."""
+    trained with target = centre, or a pose net's palm joint); a step that would leave the crop's object (more than
+    a third of the cube) is not taken."""
     palm_slot = run.preprocess["joint_names"].index("C")
     assemble = _assembler(run)
-    start = [f.camera.uvd_to_xyz(f.centre_uvd) for f in frames]
     for _ in range(steps):
         norm, crops = _run_net(run, assemble, frames, device, cube)
         palms = norm[:, palm_slot] * cube / 2 + np.stack([c["centre_xyz"] for c in crops])  # inverse eqs. 4.7-4.9
-        for f, palm, s0 in zip(frames, palms, start):
-            if np.linalg.norm(palm - s0) <= cube / 3:
+        for f, palm, crop in zip(frames, palms, crops):
+            if np.linalg.norm(palm - crop["centre_xyz"]) <= cube / 3:  # a step that stays on the cropped object
                 f.centre_uvd = f.camera.xyz_to_uvd(palm)
 
 
@@ -218,6 +218,8 @@ def predict(run_dir: Path, inputs: list[str], out: Path, centre: str = "refined"
     """Predict every frame of ``inputs``; writes ``predictions_uvd.txt``, ``predictions.json`` (and overlays).
     ``centre_run``: a run trained with target = centre that refines the centre (else the pose net's palm)."""
     from hpe.train import pick_device
+    if batch_size < 1 or refine_steps < 0:
+        raise ValueError(f"--batch-size {batch_size} must be >= 1 and --refine-steps {refine_steps} >= 0")
     dev = pick_device(device)
     run = load_run(run_dir, dev)
     if run.cfg.target != "pose":

@@ -61,7 +61,7 @@ def prep_config(profile: str = "thesis", **options) -> PrepConfig:
     """The profile's [prep] values under the given options (None = not given), validated."""
     given = {k: v for k, v in options.items() if v is not None}
     return merge(PrepConfig, [(f"profile {profile}", {"profile": profile, **profile_section(profile, "prep")}),
-                              ("options", given)])
+                              ("command line", given)])
 
 
 def subject1_frames(root: Path) -> int:

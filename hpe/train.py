@@ -276,17 +276,18 @@ def _distributed(cfg: TrainConfig) -> tuple[int, int, torch.device]:
 
 
 def _jitter(cfg: TrainConfig, data: SplitData, device: torch.device):
-    """The centre-jitter augmentation for the training loop (None when centre_jitter_mm = 0)."""
-    if cfg.centre_jitter_mm == 0:
+    """The centre and scale jitter of the training loop (None when both are 0): hpe/augment.py."""
+    if cfg.centre_jitter_mm == 0 and cfg.scale_jitter == 0:
         return None
-    from hpe.augment import jitter_centres, random_offsets
+    from hpe.augment import jitter_centres, random_offsets, random_scales
     centre = torch.as_tensor(data.meta["centre_xyz"], dtype=torch.float32, device=device)
     cube = torch.as_tensor(data.meta["cube"], dtype=torch.float32, device=device)
     gen = torch.Generator(device=device).manual_seed(cfg.seed + 7919)
 
     def augment(idx, depth, rgb, y):
         delta = random_offsets(len(idx), cfg.centre_jitter_mm, gen, device)
-        return jitter_centres(depth, rgb, y, centre[idx], cube[idx], delta, cfg.clip_joints)
+        scale = random_scales(len(idx), cfg.scale_jitter, gen, device) if cfg.scale_jitter else None
+        return jitter_centres(depth, rgb, y, centre[idx], cube[idx], delta, cfg.clip_joints, scale)
     return augment
 
 

@@ -34,6 +34,25 @@ def test_jittered_crop_equals_the_exact_re_crop(synthetic_root, synthetic_h5):
         np.testing.assert_allclose(y.view(-1, 3).numpy(), normalise_joints(xyz, centre + delta, 300.0), atol=1e-5)
 
 
+def test_scaled_crop_equals_the_exact_crop_with_a_larger_cube(synthetic_root, synthetic_h5):
+    """A cube 1.15 times as large around the same centre: the hand looks like a 0.87 times smaller one."""
+    split = NYUSplit(synthetic_root, "test")
+    with h5py.File(synthetic_h5) as h5:
+        g = h5["test"]
+        frame, stored, centre = int(g["frame"][4]), g["depth"][4], g["centre_xyz"][4]
+        joints, xyz = g["joints"][4], g["joints_xyz"][4]
+    k = 1.15
+    exact = crop_frame(read_depth(split.depth_path(frame)), None, NYU_CAMERA.xyz_to_uvd(centre), 300.0 * k,
+                       stored.shape[-1])["depth"].astype(np.float32)
+    d, _, y = jitter_centres(torch.from_numpy(stored)[None, None], None, torch.from_numpy(joints).view(1, -1),
+                             torch.from_numpy(centre)[None], torch.tensor([300.0]), torch.zeros(1, 3),
+                             scale=torch.tensor([k]))
+    a = d[0, 0].numpy()
+    known = ~((a == 1) & (exact < 1))
+    assert (np.abs(a - exact)[known] < 0.05).mean() > 0.97
+    np.testing.assert_allclose(y.view(-1, 3).numpy(), normalise_joints(xyz, centre, 300.0 * k), atol=1e-5)
+
+
 def test_offsets_and_fixed_jittered_splits(synthetic_h5):
     gen = torch.Generator().manual_seed(0)
     d = random_offsets(20000, 40.0, gen, "cpu")

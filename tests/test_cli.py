@@ -4,6 +4,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from hpe import __version__
 from hpe.cli import build_parser
 
@@ -68,3 +70,15 @@ def test_installed_package_finds_its_bundled_files(tmp_path):
     r = subprocess.run([sys.executable, "-m", "hpe", "evaluate", "--pred", str(feedback)], cwd=tmp_path,
                        capture_output=True, text=True, env={"PYTHONPATH": str(tmp_path / "site"), "PATH": "/usr/bin:/bin"})
     assert r.returncode == 0 and "15.973" in r.stdout, r.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (["search", "--data", "x.h5"], "the following arguments are required: --out"),
+    (["sweep-fusion", "--data", "x.h5"], "the following arguments are required: --out"),
+    (["nets", "--input-size", "0"], "--input-size 0 and --joints 14 must be positive"),
+    (["prep", "root", "o.h5", "--size", "0"], "command line: size = 0: must be >= 8"),
+    (["predict", "--run", "r", "--out", "o", "f.png", "--batch-size", "0"], "--batch-size 0 must be >= 1"),
+])
+def test_careless_arguments_are_one_line(args, message):
+    r = subprocess.run([sys.executable, "-m", "hpe", *args], capture_output=True, text=True)
+    assert r.returncode == 2 and message in r.stderr and "Traceback" not in r.stderr, r.stderr
