@@ -23,10 +23,10 @@ from __future__ import annotations
 import csv
 import json
 import os
-import typing
 import statistics
 import tempfile
 import time
+import typing
 from pathlib import Path
 
 import h5py
@@ -340,7 +340,13 @@ def _report(folder: Path, b: dict) -> str:
             m = r[mode]
             lines.append(f"Depth-Net {prof:8s} {mode:9s}: train {m['train_images_per_s']:>9.0f} img/s "
                          f"({m['train_tflops']:.1f} TFLOP/s), loop/bare {m['loop_over_bare']:.2f}, "
-                         f"batch-1 {m['infer_latency_ms_batch1']:.3f} ms, batch-128 {m['infer_images_per_s_batch128']:.0f} img/s")
+                         f"batch-1 {m['infer_latency_ms_batch1']:.3f} ms, "
+                         f"batch-128 {m['infer_images_per_s_batch128']:.0f} img/s")
+        ort = r["reference"]
+        if "onnxruntime_cpu_latency_ms_batch1" in ort:
+            lines.append(f"Depth-Net {prof:8s} ONNX Runtime (CPU): "
+                         f"batch-1 {ort['onnxruntime_cpu_latency_ms_batch1']:.3f} ms, "
+                         f"batch-128 {ort['onnxruntime_cpu_images_per_s_batch128']:.0f} img/s")
         lines.append(f"Depth-Net {prof:8s} fast/reference: train {r['fast_over_reference']['train']:.2f}x "
                      f"(input {r['input_size']}, width {r['width']}, batch {r['batch_size']})")
     if "depthnet_thesis" in b:
@@ -367,7 +373,8 @@ def _report(folder: Path, b: dict) -> str:
         res = {m: json.loads(p.read_text()) for m, p in runs.items()}
         for m, r in res.items():
             lines.append(f"training {m:9s}: test {r['test_mean_mm']:.2f} mm (mean pose {r['mean_pose_mm']:.2f}), "
-                         f"{r['epochs']} epochs in {r['seconds']:.0f} s, {_warm_images_per_s(folder / f'{m}-log.csv'):.0f} "
+                         f"{r['epochs']} epochs in {r['seconds']:.0f} s, "
+                         f"{_warm_images_per_s(folder / f'{m}-log.csv'):.0f} "
                          f"img/s after the first epoch, on {r['device']}")
         ref, fst = res["reference"]["test_mean_mm"], res["fast"]["test_mean_mm"]
         lines.append(f"fast vs reference test error: {100 * (fst - ref) / ref:+.1f}%")

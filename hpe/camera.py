@@ -36,7 +36,8 @@ class Camera:
         return np.stack([x, y, d], axis=-1)
 
     def xyz_to_uvd(self, xyz: np.ndarray) -> np.ndarray:
-        """Project camera-frame (x, y, z) mm to (u, v, d): eq. 4.3 u = fx x / z + cx, eq. 4.4 with y flipped, eq. 4.5 d = z."""
+        """Project camera-frame (x, y, z) mm to (u, v, d): eq. 4.3 u = fx x / z + cx, eq. 4.4 v = cy - fy y / z (y
+        flipped), eq. 4.5 d = z."""
         xyz = np.asarray(xyz, dtype=np.float64)
         x, y, z = xyz[..., 0], xyz[..., 1], xyz[..., 2]
         u = x * self.fx / z + self.cx

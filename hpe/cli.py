@@ -52,7 +52,8 @@ def _cmd_nets(a) -> int:
           f"{a.input_size} input, {a.joints} joints)")
     for name in list_nets():
         try:
-            n = f"{count_parameters(PoseNet(NetConfig(name=name, input_size=a.input_size, num_joints=a.joints, pool=pool))):,}"
+            net = PoseNet(NetConfig(name=name, input_size=a.input_size, num_joints=a.joints, pool=pool))
+            n = f"{count_parameters(net):,}"
         except ValueError as exc:
             n = f"n/a: {exc}"
         print(f"{name:6} {num_convs(name):>5} {NET_SPECS[name].count('M'):>5} {n:>14}"
@@ -186,7 +187,8 @@ def _cmd_figure_qualitative(a) -> int:
 def _cmd_figure_centres(a) -> int:
     from hpe.experiments import centre_study
     rows = centre_study(a.run, a.root, a.out, a.limit, centre_run=a.centre_run)
-    print(f"  {'frames':18s} {'centre':8s} {'n':>5} {'to palm mm':>10} {'median':>7} {'joint err mm':>12} {'vs palm':>8}")
+    print(f"  {'frames':18s} {'centre':8s} {'n':>5} {'to palm mm':>10} {'median':>7} {'joint err mm':>12} "
+          f"{'vs palm':>8}")
     for r in rows:
         print(f"  {r[0]:18s} {r[1]:8s} {r[2]:>5} {r[3]:>10} {r[4]:>7} {r[5]:>12} {r[6]:>8}")
     print(f"wrote {a.out}.png, .pdf, .csv, .md, .tex")
@@ -262,7 +264,8 @@ def _cmd_predict(a) -> int:
 def _cmd_export(a) -> int:
     from hpe.export import export
     meta = export(a.run, a.format, a.out)
-    print(f"wrote {a.out} ({a.format}; inputs {', '.join(i['name'] + ' ' + 'x'.join(map(str, i['shape'])) for i in meta['inputs'])})")
+    inputs = ", ".join(f"{i['name']} {'x'.join(map(str, i['shape']))}" for i in meta["inputs"])
+    print(f"wrote {a.out} ({a.format}; inputs {inputs})")
     return 0
 
 

@@ -96,7 +96,8 @@ def find_centre(depth: np.ndarray, method: str, cube: float, palm_uvd: np.ndarra
     of mass inside the cube around the palm joint, or without labels around the nearest object; ``segment``, the
     nearest object's mean (no labels needed)."""
     if method == "palm" and palm_uvd is None:
-        raise ValueError("centre 'palm' needs the ground-truth palm joint; use 'com' or 'segment' for unlabelled frames")
+        raise ValueError("centre 'palm' needs the ground-truth palm joint; use 'com' or 'segment' for unlabelled "
+                         "frames")
     if method == "palm":
         return np.asarray(palm_uvd, np.float64)
     if method == "com":

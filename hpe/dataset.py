@@ -120,7 +120,8 @@ class SplitData:
                          self.joints.to(device), self.meta)
 
 
-def resize_crops(depth16: torch.Tensor, rgb8: torch.Tensor | None, size: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+def resize_crops(depth16: torch.Tensor, rgb8: torch.Tensor | None,
+                 size: int) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Crops at the network's input size: nearest neighbour for depth, area averaging for RGB.  Training and
     ``hpe predict`` both call this, so a frame gives the same input either way."""
     if depth16.shape[-1] == size:

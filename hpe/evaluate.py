@@ -19,8 +19,17 @@ from hpe.atomic import write_json, write_text
 from hpe.baselines import TOMPSON, ground_truth_file, methods_in
 from hpe.camera import NYU_CAMERA, Camera
 from hpe.metrics import THRESHOLDS, joint_errors, summarise
-from hpe.nyu import (EVAL_JOINTS, EVAL_NAMES, JOINT_ORDERS, TEST_SUBJECT1_FRAMES, read_ground_truth, read_joints_txt,
-                     read_tompson, subjects_of, to_kit_order)
+from hpe.nyu import (
+    EVAL_JOINTS,
+    EVAL_NAMES,
+    JOINT_ORDERS,
+    TEST_SUBJECT1_FRAMES,
+    read_ground_truth,
+    read_joints_txt,
+    read_tompson,
+    subjects_of,
+    to_kit_order,
+)
 
 REPORT_THRESHOLDS = (10, 20, 30, 40, 50, 60, 70, 80)
 DEPTH_RANGE_MM = (100.0, 3000.0)
@@ -162,7 +171,9 @@ def format_table(results: dict[str, dict]) -> str:
     kind = next(iter(results.values()))["success"]
     head = (f"{'method':<{w}}{'mean mm':>9}{'published':>11}" + "".join(f"{'subj ' + str(s):>9}" for s in subjects)
             + "".join(f"{'<=' + str(t):>7}" for t in REPORT_THRESHOLDS))
-    lines = [f"success rate = fraction of {'frames whose maximum joint error' if kind == 'max' else 'frames whose mean joint error' if kind == 'mean' else 'joints whose error'} is within T mm, in %", head]
+    what = {"max": "frames whose maximum joint error", "mean": "frames whose mean joint error",
+            "joint": "joints whose error"}[kind]
+    lines = [f"success rate = fraction of {what} is within T mm, in %", head]
     notes = []
     for name, r in rows:
         pub = r.get("published_mm")

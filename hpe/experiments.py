@@ -42,7 +42,7 @@ def table43(runs: dict[str, Path], prefix: Path) -> tuple[list[str], list[list[s
         thesis = THESIS_TABLE43.get(name, (float("nan"), float("nan")))
         rows.append([name.capitalize(), f"{r['train_mse']:.5f}", f"{r['best_val_mse']:.5f}",
                      f"{1.5 * r['best_val_mse']:.5f}", f"{thesis[0]:.5f}", f"{thesis[1]:.5f}"])
-    figure_table(rows, header, prefix, "Table 4.3: normalised MSE per coordinate (ours | thesis, real NYU)")
+    figure_table(rows, header, prefix, "Table 4.3: normalised MSE per coordinate, ours and the thesis's (real NYU)")
     return header, rows
 
 

@@ -89,7 +89,8 @@ def layer_plan(cfg: NetConfig) -> list[Layer]:
             s //= cfg.pool
             if s < 1:
                 raise ValueError(f"{cfg.name}: input {cfg.input_size}x{cfg.input_size} with {cfg.pool}x{cfg.pool} "
-                                 f"pooling shrinks to nothing at pooling layer {sum(p.kind == 'pool' for p in plan) + 1}")
+                                 f"pooling shrinks to nothing at pooling layer "
+                                 f"{sum(p.kind == 'pool' for p in plan) + 1}")
             plan.append(Layer("pool"))
         else:
             out, k = item if isinstance(item, tuple) else (item, 3)
@@ -268,7 +269,8 @@ def table_parameter_count(name: str, input_size: int = 128, num_joints: int = 14
         total += k * k * c * out + out
         c = out
     flat = c * s * s
-    return total + flat * fc_units + fc_units + fc_units * fc_units + fc_units + fc_units * 3 * num_joints + 3 * num_joints
+    fc = flat * fc_units + fc_units + fc_units * fc_units + fc_units  # fc1, fc2 (weights + biases)
+    return total + fc + fc_units * 3 * num_joints + 3 * num_joints
 
 
 def forward_macs(cfg: NetConfig) -> int:

@@ -27,7 +27,16 @@ from hpe.camera import NYU_CAMERA
 from hpe.config import merge, profile_section
 from hpe.crop import crop_frame, find_centre, hand_mask, normalise_joints
 from hpe.dataset import BYTES_PER_PIXEL, FORMAT_VERSION, SCHEMA
-from hpe.nyu import EVAL_JOINTS, EVAL_NAMES, PALM_JOINT, TEST_SUBJECT1_FRAMES, NYUSplit, read_depth, read_rgb, subjects_of
+from hpe.nyu import (
+    EVAL_JOINTS,
+    EVAL_NAMES,
+    PALM_JOINT,
+    TEST_SUBJECT1_FRAMES,
+    NYUSplit,
+    read_depth,
+    read_rgb,
+    subjects_of,
+)
 from hpe.synthetic import SIDECAR
 
 log = logging.getLogger("hpe.prep")

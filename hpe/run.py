@@ -33,7 +33,8 @@ TRAINING_FILES = ("checkpoint.pt", "best.pt", "best.prev.pt", "log.csv", "result
 class RunDir:
     def __init__(self, out: Path):
         self.dir = Path(out)
-        self.ckpt, self.best, self.best_prev = self.dir / "checkpoint.pt", self.dir / "best.pt", self.dir / "best.prev.pt"
+        self.ckpt, self.best = self.dir / "checkpoint.pt", self.dir / "best.pt"
+        self.best_prev = self.dir / "best.prev.pt"
         self.log, self.config, self.result = self.dir / "log.csv", self.dir / "config.json", self.dir / "result.json"
 
     @contextlib.contextmanager

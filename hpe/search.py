@@ -16,8 +16,6 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
 from hpe import DataError
 from hpe.atomic import write_json
 
@@ -195,7 +193,7 @@ def search(base: dict, out: Path, cfg: SearchConfig | None = None, max_trials: i
 
 def report(study, out: Path) -> dict:
     """CSV of all trials, a plot of validation error against each hyperparameter per round, the best config."""
-    from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
+    from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullLocator
 
     from hpe.plots import plt, save, write_csv
     trials = study.get_trials(deepcopy=False)
@@ -209,19 +207,20 @@ def report(study, out: Path) -> dict:
     if done:
         best = min(done, key=lambda t: t.value)
         result.update(best_value=best.value, best_params=best.params, best_trial=best.number)
-        fig, axes = plt.subplots(1, len(THESIS_RANGES), figsize=(4.5 * len(THESIS_RANGES), 3.8))
+        fig, axes = plt.subplots(1, len(THESIS_RANGES), figsize=(4.5 * len(THESIS_RANGES), 3.8), layout="constrained")
         for ax, k in zip(axes, THESIS_RANGES):
             for r in sorted({t.user_attrs.get("round", 0) for t in done}):
                 pts = [(t.params[k], t.value) for t in done if t.user_attrs.get("round", 0) == r and k in t.params]
                 if pts:
                     ax.scatter(*zip(*pts), s=14, label=f"round {r + 1}")
             if THESIS_RANGES[k][2]:
-                # Ticks that a reader can read on a log axis spanning less than a decade (momentum 0.8-1).
+                # Readable ticks on a log axis: 1-2-5 per decade over a wide range (lr), round values over a
+                # narrow one (momentum 0.8-1), where a log axis would show no labelled tick at all.
                 ax.set_xscale("log")
                 lo, hi = ax.get_xlim()
-                ax.xaxis.set_major_locator(FixedLocator(np.geomspace(lo, hi, 6)[1:-1]))
+                ax.xaxis.set_major_locator(LogLocator(subs=(1, 2, 5)) if hi / lo > 10 else MaxNLocator(5))
                 ax.xaxis.set_minor_locator(NullLocator())
-                ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:.3g}"))
+                ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:g}"))
             ax.set_xlabel(k)
             ax.set_ylabel("validation MSE")
             ax.legend(fontsize=7)

@@ -348,7 +348,8 @@ def _setup(cfg: TrainConfig, run: RunDir, attrs: dict) -> Setup:
                  _jitter(cfg, gpu_train, device))
 
 
-def _resume(cfg: TrainConfig, run: RunDir, resume: bool, restart_if_changed: bool, fp: str) -> tuple[TrainConfig, dict | None]:
+def _resume(cfg: TrainConfig, run: RunDir, resume: bool, restart_if_changed: bool,
+            fp: str) -> tuple[TrainConfig, dict | None]:
     """The checkpoint to continue from (or None), refusing a resume onto other settings or other data."""
     if not run.ckpt.exists():
         return cfg, None
@@ -531,7 +532,8 @@ def evaluate_run(s: Setup, state: LoopState, best_weights: dict | None) -> dict:
         return result
     s.model.load_state_dict(best_weights)
     mean_pose = s.train_d.joints.numpy().mean(0)
-    result["train_mse"] = normalised_mse(predict(s.model, s.train_d, s.assemble, accel=s.accel), s.train_d.joints.numpy())
+    train_pred = predict(s.model, s.train_d, s.assemble, accel=s.accel)
+    result["train_mse"] = normalised_mse(train_pred, s.train_d.joints.numpy())
     val_pred = predict(s.model, s.val_dev, s.assemble, accel=s.accel)
     _save_predictions(s.run.dir / "val_predictions.npz", val_pred, s.val_d, s.camera)
     result["mean_pose_val_mse"] = normalised_mse(np.broadcast_to(mean_pose, val_pred.shape), s.val_d.joints.numpy())

@@ -10,12 +10,17 @@ from hpe.dataset import load_split
 from hpe.nyu import NYUSplit, read_depth
 
 
+def _stored(h5_path, row: int):
+    """A test frame as prep stored it: frame number, depth crop, centre, normalised and mm joints."""
+    with h5py.File(h5_path) as h5:
+        g = h5["test"]
+        return (int(g["frame"][row]), g["depth"][row], g["centre_xyz"][row], g["joints"][row],
+                g["joints_xyz"][row])
+
+
 def test_jittered_crop_equals_the_exact_re_crop(synthetic_root, synthetic_h5):
     split = NYUSplit(synthetic_root, "test")
-    with h5py.File(synthetic_h5) as h5:
-        g = h5["test"]
-        frame, stored, centre = int(g["frame"][2]), g["depth"][2], g["centre_xyz"][2]
-        joints, xyz = g["joints"][2], g["joints_xyz"][2]
+    frame, stored, centre, joints, xyz = _stored(synthetic_h5, 2)
     for delta in ([12.0, -8.0, 0.0], [0.0, 0.0, 20.0], [-15.0, 10.0, -10.0]):
         delta = np.array(delta)
         exact = crop_frame(read_depth(split.depth_path(frame)), None, NYU_CAMERA.xyz_to_uvd(centre + delta), 300.0,
@@ -37,10 +42,7 @@ def test_jittered_crop_equals_the_exact_re_crop(synthetic_root, synthetic_h5):
 def test_scaled_crop_equals_the_exact_crop_with_a_larger_cube(synthetic_root, synthetic_h5):
     """A cube 1.15 times as large around the same centre: the hand looks like a 0.87 times smaller one."""
     split = NYUSplit(synthetic_root, "test")
-    with h5py.File(synthetic_h5) as h5:
-        g = h5["test"]
-        frame, stored, centre = int(g["frame"][4]), g["depth"][4], g["centre_xyz"][4]
-        joints, xyz = g["joints"][4], g["joints_xyz"][4]
+    frame, stored, centre, joints, xyz = _stored(synthetic_h5, 4)
     k = 1.15
     exact = crop_frame(read_depth(split.depth_path(frame)), None, NYU_CAMERA.xyz_to_uvd(centre), 300.0 * k,
                        stored.shape[-1])["depth"].astype(np.float32)

@@ -9,8 +9,7 @@ from functools import partial
 
 import pytest
 
-from hpe.baselines import (THESIS_BASELINES, KitFile, bundled, by_name, fetch, git_blob_id, kit_results, manifest,
-                           verify)
+from hpe.baselines import THESIS_BASELINES, KitFile, bundled, by_name, fetch, git_blob_id, kit_results, manifest, verify
 from hpe.evaluate import collect, load_ground_truth, summaries
 
 

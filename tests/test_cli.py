@@ -59,16 +59,17 @@ def test_installed_package_finds_its_bundled_files(tmp_path):
                         str(tmp_path / "site"), str(REPO)], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     assert sorted(p.name for p in (tmp_path / "site").iterdir() if not p.name.endswith(".dist-info")) == ["bin", "hpe"]
+    site, env = tmp_path / "site", {"PYTHONPATH": str(tmp_path / "site"), "PATH": "/usr/bin:/bin"}
     code = ("import hpe, hpe.baselines as b, hpe.config as c; print(hpe.__file__); "
-            "print(b.bundled('nyu_test_groundtruth_label.txt')); print(c.profile_section('icip2018', 'prep')['val_seed'])")
-    r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True,
-                       env={"PYTHONPATH": str(tmp_path / "site"), "PATH": "/usr/bin:/bin"})
+            "print(b.bundled('nyu_test_groundtruth_label.txt')); "
+            "print(c.profile_section('icip2018', 'prep')['val_seed'])")
+    r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, env=env)
     lines = r.stdout.splitlines()
     assert r.returncode == 0, r.stderr
-    assert lines[0].startswith(str(tmp_path / "site")) and lines[1].startswith(str(tmp_path / "site")) and lines[2] == "10"
-    feedback = tmp_path / "site" / "hpe" / "reference" / "nyu" / "ICCV15_NYU_Feedback.txt.gz"
+    assert lines[0].startswith(str(site)) and lines[1].startswith(str(site)) and lines[2] == "10"
+    feedback = site / "hpe" / "reference" / "nyu" / "ICCV15_NYU_Feedback.txt.gz"
     r = subprocess.run([sys.executable, "-m", "hpe", "evaluate", "--pred", str(feedback)], cwd=tmp_path,
-                       capture_output=True, text=True, env={"PYTHONPATH": str(tmp_path / "site"), "PATH": "/usr/bin:/bin"})
+                       capture_output=True, text=True, env=env)
     assert r.returncode == 0 and "15.973" in r.stdout, r.stderr
 
 

@@ -5,8 +5,7 @@ import sys
 import pytest
 
 from hpe import DataError
-from hpe.config import (TrainConfig, build_train_config, config_from_dict, parse_overrides, profile_section,
-                        user_layers)
+from hpe.config import TrainConfig, build_train_config, config_from_dict, parse_overrides, profile_section, user_layers
 from hpe.prep import prep, prep_config
 
 

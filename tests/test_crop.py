@@ -3,8 +3,16 @@ import pytest
 
 from hpe import DataError
 from hpe.camera import NYU_CAMERA
-from hpe.crop import (centre_of_mass, crop_box, crop_hand, denormalise_joints, find_centre, hand_mask,
-                      normalise_joints, segment_nearest)
+from hpe.crop import (
+    centre_of_mass,
+    crop_box,
+    crop_hand,
+    denormalise_joints,
+    find_centre,
+    hand_mask,
+    normalise_joints,
+    segment_nearest,
+)
 from hpe.nyu import EVAL_JOINTS, PALM_JOINT, PALM_SLOT, NYUSplit, read_depth, read_joints_txt, read_rgb
 
 

@@ -122,9 +122,10 @@ def test_tompson_lift_on_real_frame(nyu_labels, sample_frame, tmp_path):
     gt = read_joints_txt(nyu_labels)[:1]
     uvd = read_tompson(bundled("test_predictions.mat"), depth_dir, gt)
     assert uvd.shape == (1, 14, 3)
-    from scipy.io import loadmat
     import gzip
     import io
+
+    from scipy.io import loadmat
     raw = loadmat(io.BytesIO(gzip.decompress(bundled("test_predictions.mat").read_bytes())))["pred_joint_uvconf"]
     uv = raw[0, 0][list(EVAL_JOINTS), :2]
     np.testing.assert_allclose(uvd[0, :, :2], uv, atol=1e-4)

@@ -6,8 +6,19 @@ from PIL import Image
 from scipy.io import loadmat, savemat
 
 from hpe import DataError
-from hpe.nyu import (EVAL_JOINTS, EVAL_NAMES, JOINT_NAMES, NYUSplit, decode_depth, encode_depth, parse_joint_order,
-                     read_depth, read_rgb, subjects_of, to_kit_order)
+from hpe.nyu import (
+    EVAL_JOINTS,
+    EVAL_NAMES,
+    JOINT_NAMES,
+    NYUSplit,
+    decode_depth,
+    encode_depth,
+    parse_joint_order,
+    read_depth,
+    read_rgb,
+    subjects_of,
+    to_kit_order,
+)
 
 
 def test_joint_tables():

@@ -1,12 +1,12 @@
 import csv
 import getpass
 import os
-import signal
-import time
 import shutil
+import signal
 import socket
 import subprocess
 import sys
+import time
 from glob import glob
 from pathlib import Path
 
@@ -75,7 +75,8 @@ def test_sampling_is_reproducible_per_trial(synthetic_h5, tmp_path):
     params = []
     for out in ("a", "b"):
         search({**BASE, "data": str(synthetic_h5)}, tmp_path / out, cfg)
-        params.append([(r["lr"], r["momentum"], r["dropout"]) for r in csv.DictReader(open(tmp_path / out / "trials.csv"))])
+        rows = csv.DictReader(open(tmp_path / out / "trials.csv"))
+        params.append([(r["lr"], r["momentum"], r["dropout"]) for r in rows])
     assert params[0] == params[1] and params[0][0] != params[0][1]
 
 
@@ -150,7 +151,8 @@ def test_killed_worker_trial_is_failed_and_requeued(synthetic_h5, tmp_path):
     out = tmp_path / "search"
     cmd = [sys.executable, "-m", "hpe", "search", "--data", str(synthetic_h5), "--out", str(out), "--rounds", "1",
            "--samples", "2", "--heartbeat", "1", "--quiet"] + sum(
-        [["--set", f"{k}={v}"] for k, v in {**BASE, "max_epochs": 40, "limit_train": 24, "checkpoint_interval_s": 0}.items()], [])
+        [["--set", f"{k}={v}"] for k, v in
+         {**BASE, "max_epochs": 40, "limit_train": 24, "checkpoint_interval_s": 0}.items()], [])
     p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     ckpt = out / "trial-0000" / "checkpoint.pt"
     deadline = time.time() + 120

@@ -5,12 +5,11 @@ import sys
 import time
 
 import numpy as np
-
 import pytest
 
 from hpe import DataError
-from hpe.synthetic import SUBJECT2_SCALE, generate
 from hpe.nyu import BACKGROUND_MM, NYUSplit, read_depth
+from hpe.synthetic import SUBJECT2_SCALE, generate
 
 
 def test_layout_subjects_and_determinism(synthetic_root, tmp_path):
