@@ -129,9 +129,9 @@ def check_writable(path: Path, need_bytes: int = 0) -> None:
             break
     try:
         parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(path.with_name(f".{path.name}.probe")) as probe:
-            probe.write_bytes(b"")
-        (path.with_name(f".{path.name}.probe")).unlink()
+        probe = temp_path(path)  # the name the real write will use; swept if we are killed in between
+        probe.write_bytes(b"")
+        probe.unlink()
     except OSError as exc:
         raise DataError(f"cannot write {path}: {exc.strerror or exc} (choose a writable folder)") from None
     if need_bytes:

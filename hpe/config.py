@@ -38,9 +38,9 @@ Target = Literal["pose", "centre"]
 PROFILES = typing.get_args(ProfileName)
 
 
-def _v(default, *, lo=None, lo_open=False, hi=None, hi_open=False, doc: str = ""):
+def _v(default, *, lo=None, lo_open=False, hi=None, hi_open=False):
     """A field with its valid range (inclusive unless ``*_open``)."""
-    return field(default=default, metadata={"lo": lo, "lo_open": lo_open, "hi": hi, "hi_open": hi_open, "doc": doc})
+    return field(default=default, metadata={"lo": lo, "lo_open": lo_open, "hi": hi, "hi_open": hi_open})
 
 
 @dataclass(frozen=True)

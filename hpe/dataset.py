@@ -89,15 +89,14 @@ def open_prepared(path: Path) -> PreparedInfo:
     return PreparedInfo(path, attrs, sizes)
 
 
-def fingerprint(path: Path) -> str:
+def fingerprint(info: PreparedInfo) -> str:
     """A cheap identity of a prepared file's content: its attributes, split sizes and a hash of every split's
     joints and frame numbers.  Equal fingerprints mean the same data, whatever the file is called."""
-    info = open_prepared(path)
     h = hashlib.sha256()
     for k in sorted(info.attrs):
         if k != "source":  # where it was prepared from, not what it holds
             h.update(f"{k}={np.asarray(info.attrs[k]).tolist()!r};".encode())
-    with h5py.File(path, "r") as h5:
+    with h5py.File(info.path, "r") as h5:
         for split in SPLITS:
             h.update(f"{split}:{info.sizes[split]};".encode())
             for name in ("joints", "frame"):

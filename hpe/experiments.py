@@ -88,14 +88,13 @@ def _run_camera(run: Path) -> Camera:
         raise DataError(f"cannot read the camera of run {run} from {path} ({exc}); train the run again") from None
 
 
-def sweep_fusion(base: dict, layers: list[str] | None, out: Path, train_fn=None) -> list[tuple]:
+def sweep_fusion(base: dict, layers: list[str] | None, out: Path) -> list[tuple]:
     """Fuse-Net fused at every layer (conv1..convN, fc1, fc2) or at ``layers``: the thesis's open question."""
     from hpe.train import train
-    train_fn = train_fn or train
     base = {**base, "inputs": "depth+rgb"}
     rows = []
     for at in layers or fusion_points(base.get("net", "net6")):
-        r = train_fn({**base, "fusion_layer": at, "out": str(Path(out) / at)}, resume=True, restart_if_changed=True)
+        r = train({**base, "fusion_layer": at, "out": str(Path(out) / at)}, resume=True, restart_if_changed=True)
         rows.append((at, r.get("best_val_mse"), r.get("test_mean_mm"), r["status"]))
         print(f"{at:6s} {r['status']:11s} val_mse {r.get('best_val_mse')} test {r.get('test_mean_mm')} mm", flush=True)
     figure_table([[at, f"{v:.5f}" if v is not None else "-", f"{t:.2f}" if t is not None else "-", st]

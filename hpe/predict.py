@@ -25,7 +25,7 @@ from hpe import DataError
 from hpe.atomic import atomic_path, write_json
 from hpe.camera import NYU_CAMERA, Camera
 from hpe.crop import crop_frame, find_centre, valid_depth
-from hpe.dataset import InputAssembler, SplitData, resize_crops
+from hpe.dataset import InputAssembler, resize_crops
 from hpe.export import TrainedRun, load_run
 from hpe.nyu import decode_depth, write_joints_txt
 
@@ -139,7 +139,7 @@ class Frame:
     centre_uvd: np.ndarray | None = None
 
 
-def _batch(frames: list[Frame], cube: float, size: int) -> tuple[SplitData, list[dict]]:
+def _batch(frames: list[Frame], cube: float, size: int) -> tuple[torch.Tensor, torch.Tensor | None, list[dict]]:
     crops = []
     for f in frames:
         try:
@@ -148,15 +148,15 @@ def _batch(frames: list[Frame], cube: float, size: int) -> tuple[SplitData, list
             raise DataError(f"{f.path}: {exc}") from None
     depth = torch.from_numpy(np.stack([c["depth"] for c in crops])).unsqueeze(1)
     rgb = torch.from_numpy(np.stack([c["rgb"] for c in crops])) if frames[0].rgb is not None else None
-    return SplitData(depth, rgb, torch.zeros(len(frames))), crops
+    return depth, rgb, crops
 
 
 @torch.no_grad()
 def _run_net(run: TrainedRun, assemble: InputAssembler, frames: list[Frame], device: torch.device,
              cube: float) -> tuple[np.ndarray, list[dict]]:
     """Normalised predictions (N, J, 3) for frames whose centres are set."""
-    data, crops = _batch(frames, cube, run.preprocess["size"])
-    depth, rgb = resize_crops(data.depth, data.rgb, run.cfg.input_size)
+    depth, rgb, crops = _batch(frames, cube, run.preprocess["size"])
+    depth, rgb = resize_crops(depth, rgb, run.cfg.input_size)
     out = run.model(*assemble(depth.to(device), None if rgb is None else rgb.to(device)))
     return out.float().cpu().view(len(frames), -1, 3).numpy(), crops
 

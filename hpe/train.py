@@ -226,6 +226,7 @@ class Setup:
     val_dev: SplitData
     camera: Camera
     info: dict                   # the prepared file's attributes that predict needs
+    load: dict                   # how splits are read (load_split's keyword arguments)
     augment: object = None
 
     @property
@@ -344,7 +345,7 @@ def _setup(cfg: TrainConfig, run: RunDir, attrs: dict) -> Setup:
     if load["joints"] is not None:
         info["joint_names"] = [info["joint_names"][j] for j in load["joints"]]
     return Setup(cfg, run, device, rank, world, model, net, opt, Accel(device, cfg.precision, cfg.channels_last),
-                 assemble, train_d, val_d, gpu_train, val_dev, Camera(*attrs["camera"]), info,
+                 assemble, train_d, val_d, gpu_train, val_dev, Camera(*attrs["camera"]), info, load,
                  _jitter(cfg, gpu_train, device))
 
 
@@ -395,7 +396,7 @@ def train(config: TrainConfig | dict, resume: bool = False, restart_if_changed: 
 
 
 def _train(cfg: TrainConfig, run: RunDir, resume: bool, restart_if_changed: bool, info) -> dict:
-    fp = fingerprint(cfg.data)
+    fp = fingerprint(info)
     cfg, ckpt = _resume(cfg, run, resume, restart_if_changed, fp)
     t_start, started = time.perf_counter(), time.strftime("%Y-%m-%dT%H:%M:%S%z")
     s = _setup(cfg, run, info.attrs)
@@ -542,10 +543,7 @@ def evaluate_run(s: Setup, state: LoopState, best_weights: dict | None) -> dict:
     result["best_val_loss_eq4_14"] = result["best_val_mse"] * 3 * n_joints * loss_factor("1/(2J)", n_joints)
     floor, ours, what = result["mean_pose_val_mse"], result["best_val_mse"], "validation MSE"
     if cfg.predict_test:
-        test_d = _eval_split(cfg, load_split(cfg.data, "test", need_rgb=cfg.inputs != "depth",
-                                             input_size=cfg.input_size, clip_joints=cfg.clip_joints,
-                                             limit=cfg.limit_train,
-                                             joints=target_joints(cfg, open_prepared(cfg.data).attrs)), 2)
+        test_d = _eval_split(cfg, load_split(cfg.data, "test", **s.load), 2)
         pred = predict(s.model, test_d, s.assemble, accel=s.accel)
         xyz, uvd = _save_predictions(s.run.dir / "test_predictions.npz", pred, test_d, s.camera)
         if cfg.target == "pose":  # the kit's format: 14 joints a line
