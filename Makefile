@@ -43,7 +43,7 @@ TRAIN = $(HPE) train $< --preset $(PRESET) --data $(H5) --out $(@D) --resume --r
 
 .PHONY: help demo test test-all venv deps-check data prep bench gpu-check search sweep-fusion leaderboard clean \
         clean-results reproduce-all reproduce-fig4.1 reproduce-table4.3 reproduce-fig4.7 reproduce-fig4.8 \
-        reproduce-fig4.9 reproduce-fig4.10
+        reproduce-fig4.9 reproduce-fig4.10 predict-models reproduce-centres
 
 help:
 	@echo "make demo                 set up, generate + prep synthetic data, train Depth-Net, draw figures"
@@ -55,6 +55,8 @@ help:
 	@echo "make reproduce-fig4.9     Depth-Net and Fuse-Net vs the published baselines"
 	@echo "make reproduce-fig4.10    qualitative results (figures 4.10 and 4.11)"
 	@echo "make reproduce-all        all of the above"
+	@echo "make predict-models       the pose and centre nets hpe predict uses on unlabelled frames"
+	@echo "make reproduce-centres    README's table: hand centres without labels and what they cost"
 	@echo "make leaderboard          your runs among every NYU result of the evaluation kit (fetched)"
 	@echo "make sweep-fusion         Fuse-Net fused at every layer"
 	@echo "make search               random-search hyperparameter optimisation"
@@ -146,6 +148,28 @@ reproduce-fig4.10: $(RUNS)/fig4.7/depthnet/result.json
 	$(HPE) figure qualitative --run $(RUNS)/fig4.7/depthnet --data $(H5) --out $(RESULTS)/reproduce-fig4.10/$(OUT)/depthnet
 
 reproduce-all: reproduce-fig4.1 reproduce-table4.3 reproduce-fig4.7 reproduce-fig4.8 reproduce-fig4.9 reproduce-fig4.10
+
+# --- hpe predict: the runs it uses on unlabelled frames, and README's table of hand centres -----------------
+# A pose net trained with centre jitter, a coarse centre net on a context file (the same frames cropped with a
+# CONTEXT_CUBE mm cube: the hand with its forearm, head and body) and a fine centre net on the usual crops.
+CONTEXT_CUBE ?= 600
+CONTEXT_H5 := $(DATA_DIR)/$(DATA)-$(PROFILE)-context$(CONTEXT_CUBE).h5
+PREDICT_RUNS := $(RUNS)/predict
+$(CONTEXT_H5): $(ROOT_STAMP) | $(INSTALLED)
+	$(PY) data_prep/nyu_to_hdf5.py $(ROOT) $@ --profile $(PROFILE) --cube $(CONTEXT_CUBE) \
+	  --cube-subject2 $(CONTEXT_CUBE) --quiet
+$(PREDICT_RUNS)/centrenet-context/result.json: experiments/predict/centrenet-context.toml $(PRESET) $(CONTEXT_H5)
+	$(subst --data $(H5),--data $(CONTEXT_H5),$(TRAIN))
+$(PREDICT_RUNS)/%/result.json: experiments/predict/%.toml $(PRESET) $(H5)
+	$(TRAIN)
+
+PREDICT_MODELS := depthnet-jitter centrenet-context centrenet
+predict-models: $(foreach m,$(PREDICT_MODELS),$(PREDICT_RUNS)/$(m)/result.json)
+	@echo "hpe predict FRAMES... --run $(PREDICT_RUNS)/depthnet-jitter --centre-run $(PREDICT_RUNS)/centrenet-context \
+	  --centre-run $(PREDICT_RUNS)/centrenet --out DIR"
+reproduce-centres: predict-models
+	$(HPE) figure centres --run $(PREDICT_RUNS)/depthnet-jitter --centre-run $(PREDICT_RUNS)/centrenet-context \
+	  --centre-run $(PREDICT_RUNS)/centrenet --root $(ROOT) --out $(RESULTS)/reproduce-centres/$(OUT)/centres
 
 # --- the whole NYU field: the evaluation kit's result files, fetched and verified ------------------------
 KIT_DIR ?= $(DATA_DIR)/kit

@@ -186,7 +186,7 @@ def _cmd_figure_qualitative(a) -> int:
 
 def _cmd_figure_centres(a) -> int:
     from hpe.experiments import centre_study
-    rows = centre_study(a.run, a.root, a.out, a.limit, centre_run=a.centre_run)
+    rows = centre_study(a.run, a.root, a.out, a.limit, centre_runs=a.centre_run)
     print(f"  {'frames':18s} {'centre':8s} {'n':>5} {'to palm mm':>10} {'median':>7} {'joint err mm':>12} "
           f"{'vs palm':>8}")
     for r in rows:
@@ -255,7 +255,7 @@ def _cmd_baselines_list(a) -> int:
 def _cmd_predict(a) -> int:
     from hpe.predict import predict
     records = predict(a.run, a.inputs, a.out, a.centre, a.rgb, a.camera, a.depth_scale, a.cube, a.batch_size,
-                      a.device, a.overlay, a.refine_steps, progress=not a.quiet, centre_run=a.centre_run)
+                      a.device, a.overlay, a.refine_steps, progress=not a.quiet, centre_runs=a.centre_run)
     print(f"predicted {len(records)} frames: {Path(a.out) / 'predictions_uvd.txt'}, "
           f"{Path(a.out) / 'predictions.json'}" + (f", {Path(a.out) / 'overlays'}/" if a.overlay else ""))
     return 0
@@ -411,7 +411,8 @@ def _figure_commands(add, common) -> None:
     s.add_argument("--run", type=Path, required=True, help="a trained Depth-Net run folder")
     s.add_argument("--root", type=Path, required=True, help="labelled NYU-layout root whose test/ frames to use")
     s.add_argument("--limit", type=int, help="only the first N test frames")
-    s.add_argument("--centre-run", type=Path, help="a centre-refinement run (target = centre) for 'refined'")
+    s.add_argument("--centre-run", type=Path, action="append", default=[],
+                   help="a centre-refinement run (target = centre) for 'refined'; repeat for coarse + fine")
     s.set_defaults(func=_cmd_figure_centres)
 
 
@@ -476,13 +477,14 @@ def _tool_commands(add, common) -> None:
     s.add_argument("--run", type=Path, required=True, help="trained run folder (its best.pt)")
     s.add_argument("--out", type=Path, required=True, help="output folder")
     s.add_argument("--centre", default="refined", help="segment, com, refined, or a fixed U,V,D")
-    s.add_argument("--centre-run", type=Path, help="centre-refinement run (target = centre) for --centre refined "
-                                                   "(default: the pose run's own palm prediction)")
+    s.add_argument("--centre-run", type=Path, action="append", default=[],
+                   help="centre-refinement run (target = centre) for --centre refined; repeat: runs on larger cubes "
+                        "go first (default: the pose run's own palm prediction)")
     s.add_argument("--rgb", nargs="+", metavar="FILE|DIR", help="registered colour frames (RGB and fusion nets)")
     s.add_argument("--camera", help="fx,fy,cx,cy of your sensor (default: NYU's, for 640x480 frames)")
     s.add_argument("--depth-scale", type=float, default=1.0, help="mm per stored unit (e.g. 0.1, 0.125)")
     s.add_argument("--cube", type=float, help="cube edge in mm (default: the run's)")
-    s.add_argument("--refine-steps", type=int, default=3, help="re-crops on the predicted palm (--centre refined)")
+    s.add_argument("--refine-steps", type=int, default=3, help="re-crops on the predicted palm per centre run (--centre refined)")
     s.add_argument("--batch-size", type=int, default=64, help="frames per batch")
     s.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     s.add_argument("--overlay", action="store_true", help="also draw each frame's skeleton (overlays/*.png)")

@@ -6,6 +6,7 @@ qualitative figures 4.10/4.11 (:func:`qualitative`).
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import h5py
@@ -154,11 +155,11 @@ CENTRE_METHODS = ("palm", "segment", "com", "refined")
 
 
 def centre_study(run_dir: Path, root: Path, prefix: Path, limit: int | None = None, batch: int = 64,
-                 centre_run: Path | None = None) -> list[list]:
+                 centre_runs: Sequence[Path] = ()) -> list[list]:
     """How far each hand centre lands from the labelled palm and what it costs in mean joint error, on the test
     frames of an NYU-layout ``root`` and on the real NYU test frame 1 (bundled): the table of README "Predicting
     on your own frames".  ``palm`` is the ground-truth centre the nets are trained with; ``refined`` uses the
-    centre-refinement run ``centre_run`` when given."""
+    centre-refinement runs ``centre_runs`` (coarse to fine) when given."""
     from hpe.baselines import bundled
     from hpe.camera import NYU_CAMERA
     from hpe.export import load_run
@@ -168,7 +169,7 @@ def centre_study(run_dir: Path, root: Path, prefix: Path, limit: int | None = No
     from hpe.train import pick_device
     device = pick_device("auto")
     run = load_run(run_dir, device)
-    refiner = None if centre_run is None else load_run(centre_run, device)
+    refiners = [load_run(r, device) for r in centre_runs]
     cube = float(run.preprocess["cube_mm"])
     split = NYUSplit(root, "test")
     n = len(split) if limit is None else min(limit, len(split))
@@ -186,7 +187,7 @@ def centre_study(run_dir: Path, root: Path, prefix: Path, limit: int | None = No
                                 gt_uvd[s + k, PALM_SLOT].copy() if method == "palm" else None)
                           for k, f in enumerate(files[s:s + batch])]
                 xyz, centres = predict_frames(run, frames, "fixed" if method == "palm" else method, cube, device,
-                                              centre_run=refiner)
+                                              centre_runs=refiners)
                 dist += list(np.linalg.norm(NYU_CAMERA.uvd_to_xyz(centres) - gt_xyz[s:s + batch, PALM_SLOT], axis=-1))
                 err += list(joint_errors(xyz, gt_xyz[s:s + batch]).mean(axis=1))
             rows.append([name, method, len(files), f"{np.mean(dist):.1f}", f"{np.median(dist):.1f}",
@@ -196,7 +197,8 @@ def centre_study(run_dir: Path, root: Path, prefix: Path, limit: int | None = No
         for r in rows:
             if r[0] == name:
                 r.append(f"{100 * (float(r[5]) / base - 1):+.1f}%")
+    order = [Path(path).name for path, _ in sorted(zip(centre_runs, refiners), key=lambda p: -p[1].preprocess["cube_mm"])]
+    refined_by = f", refined by {' then '.join(order)}" if order else ""
     figure_table(rows, ["frames", "centre", "n", "to palm, mean mm", "median mm", "mean joint error mm",
-                        "vs palm centre"], prefix, f"Hand centres without labels ({Path(run_dir).name}"
-                                                   + (f", refined by {Path(centre_run).name})" if centre_run else ")"))
+                        "vs palm centre"], prefix, f"Hand centres without labels ({Path(run_dir).name}{refined_by})")
     return rows

@@ -7,12 +7,15 @@ resized by :func:`hpe.dataset.resize_crops`, the one training uses: a labelled f
 ground-truth centre gives exactly the prediction ``hpe train`` wrote for it.
 
 Hand centre (``centre``): ``segment`` (the nearest object's mean), ``com`` (DeepPrior's centre of mass inside the
-cube around it), ``refined`` (the default: from ``com``, re-centred on the palm centre that a centre-refinement
-net predicts, DeepPrior++'s approach, or without one the pose net's own palm joint) or a fixed ``U,V,D``.
+cube around it), ``refined`` (the default: from ``com``, re-centred on the palm centre that centre-refinement nets
+predict, DeepPrior++'s approach, coarse to fine: a net trained on a larger cube first, so that it sees the hand
+from a centre that landed on the forearm or the head; without one, the pose net's own palm joint) or a fixed
+``U,V,D``.
 """
 from __future__ import annotations
 
 import glob
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -166,11 +169,13 @@ def _assembler(run: TrainedRun) -> InputAssembler:
     return InputAssembler(run.cfg.inputs, run.cfg.rgb_mode, run.cfg.rgb_mask, pre["rgb_mean"], pre["rgb_std"])
 
 
-def refine_centres(run: TrainedRun, frames: list[Frame], cube: float, device: torch.device, steps: int) -> None:
+def refine_centres(run: TrainedRun, frames: list[Frame], device: torch.device, steps: int,
+                   cube_scale: float = 1.0) -> None:
     """Move each frame's centre to the palm centre ``run`` predicts from a crop around it, ``steps`` times (a run
-    trained with target = centre, or a pose net's palm joint); a step that would leave the crop's object (more than
-    a third of the cube) is not taken."""
+    trained with target = centre, or a pose net's palm joint).  The crop uses the run's own cube (times
+    ``cube_scale``); a step that would leave the crop's object (more than a third of the cube) is not taken."""
     palm_slot = run.preprocess["joint_names"].index("C")
+    cube = float(run.preprocess["cube_mm"]) * cube_scale
     assemble = _assembler(run)
     for _ in range(steps):
         norm, crops = _run_net(run, assemble, frames, device, cube)
@@ -180,9 +185,16 @@ def refine_centres(run: TrainedRun, frames: list[Frame], cube: float, device: to
                 f.centre_uvd = f.camera.xyz_to_uvd(palm)
 
 
+def coarse_to_fine(centre_runs: Sequence[TrainedRun]) -> list[TrainedRun]:
+    """Centre runs in the order they refine: the largest cube (the most context, the coarsest) first."""
+    return sorted(centre_runs, key=lambda r: -float(r.preprocess["cube_mm"]))
+
+
 def predict_frames(run: TrainedRun, frames: list[Frame], centre: str, cube: float, device: torch.device,
-                   refine_steps: int = 3, centre_run: TrainedRun | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """(joints_xyz (N, J, 3) in mm, centre_uvd (N, 3)) for a batch of frames."""
+                   refine_steps: int = 3, centre_runs: Sequence[TrainedRun] = ()) -> tuple[np.ndarray, np.ndarray]:
+    """(joints_xyz (N, J, 3) in mm, centre_uvd (N, 3)) for a batch of frames.  ``refined`` runs every centre run
+    (coarse to fine, ``refine_steps`` crops each) from ``com``, or without any the pose net ``run`` itself; a
+    ``cube`` other than the pose run's scales the centre runs' cubes alike."""
     for f in frames:
         if f.centre_uvd is None:
             try:
@@ -191,7 +203,9 @@ def predict_frames(run: TrainedRun, frames: list[Frame], centre: str, cube: floa
                 raise DataError(f"{f.path}: no object found to centre the crop on (empty or too far: depth must lie "
                                 f"in 10-1500 mm); give --centre U,V,D") from None
     if centre == "refined":
-        refine_centres(centre_run or run, frames, cube, device, refine_steps)
+        scale = cube / float(run.preprocess["cube_mm"])
+        for refiner in coarse_to_fine(centre_runs) or [run]:
+            refine_centres(refiner, frames, device, refine_steps, scale)
     norm, crops = _run_net(run, _assembler(run), frames, device, cube)
     xyz = norm * cube / 2 + np.stack([c["centre_xyz"] for c in crops])[:, None, :]  # inverse eqs. 4.7, 4.8, 4.9
     return xyz, np.stack([f.centre_uvd for f in frames])
@@ -214,9 +228,10 @@ def _overlay(path: Path, depth: np.ndarray, uvd: np.ndarray) -> None:
 def predict(run_dir: Path, inputs: list[str], out: Path, centre: str = "refined", rgb: list[str] | None = None,
             camera: str | None = None, depth_scale: float = 1.0, cube: float | None = None, batch_size: int = 64,
             device: str = "auto", overlay: bool = False, refine_steps: int = 3, progress: bool = True,
-            centre_run: Path | None = None) -> list[dict]:
+            centre_runs: Sequence[Path] = ()) -> list[dict]:
     """Predict every frame of ``inputs``; writes ``predictions_uvd.txt``, ``predictions.json`` (and overlays).
-    ``centre_run``: a run trained with target = centre that refines the centre (else the pose net's palm)."""
+    ``centre_runs``: runs trained with target = centre that refine the centre, coarse to fine (else the pose net's
+    palm)."""
     from hpe.train import pick_device
     if batch_size < 1 or refine_steps < 0:
         raise ValueError(f"--batch-size {batch_size} must be >= 1 and --refine-steps {refine_steps} >= 0")
@@ -225,7 +240,7 @@ def predict(run_dir: Path, inputs: list[str], out: Path, centre: str = "refined"
     if run.cfg.target != "pose":
         raise DataError(f"{run_dir} regresses the hand centre only (target = centre): give it as --centre-run, "
                         f"and a pose run as --run")
-    refiner = None if centre_run is None else load_run(centre_run, dev)
+    refiners = [load_run(r, dev) for r in centre_runs]
     fixed = None
     if centre not in CENTRES:
         try:
@@ -254,7 +269,7 @@ def predict(run_dir: Path, inputs: list[str], out: Path, centre: str = "refined"
             frames.append(Frame(path, depth, None if rgb_path is None else read_rgb_frame(rgb_path, depth.shape),
                                 camera_for(depth, path, cam), None if fixed is None else fixed.copy()))
         xyz, centres = predict_frames(run, frames, "fixed" if fixed is not None else centre, cube, dev, refine_steps,
-                                      refiner)
+                                      refiners)
         for f, j, c in zip(frames, xyz, centres):
             uvd = f.camera.xyz_to_uvd(j)
             uvds.append(uvd)

@@ -34,8 +34,39 @@ def test_a_centre_net_regresses_the_palm_and_refines_the_centre(runs, sample_fra
     assert result["mean_pose_mm"] > 5  # evaluated on jittered crops: "the palm is at the centre" is not free
     with pytest.raises(DataError, match="regresses the hand centre only"):
         predict(runs[2], [str(sample_frame[0])], tmp_path / "a", progress=False)
-    rec = predict(runs[0], [str(sample_frame[0])], tmp_path / "b", centre_run=runs[2], progress=False)
+    rec = predict(runs[0], [str(sample_frame[0])], tmp_path / "b", centre_runs=[runs[2]], progress=False)
     assert len(rec[0]["joints_xyz"]) == 14
+
+
+def test_centre_runs_refine_coarse_to_fine_each_on_its_own_cube(runs, sample_frame, monkeypatch, tmp_path):
+    """A coarse centre net (trained on a 600 mm context file) runs before the fine one whatever the order given,
+    each crops with its own cube, and ``--cube`` scales them alike; the CLI takes --centre-run twice."""
+    import dataclasses
+
+    import hpe.predict as P
+    from hpe.export import load_run
+    pose, fine = load_run(runs[0]), load_run(runs[2])
+    coarse = dataclasses.replace(fine, preprocess={**fine.preprocess, "cube_mm": 600.0})
+    seen = []
+    real = P._run_net
+
+    def spy(run, assemble, frames, device, cube):
+        seen.append(("coarse" if run is coarse else "fine" if run is fine else "pose", cube))
+        return real(run, assemble, frames, device, cube)
+
+    monkeypatch.setattr(P, "_run_net", spy)
+    depth = P.read_depth_frame(sample_frame[0])
+    for cube, scale in ((300.0, 1.0), (250.0, 250 / 300)):
+        seen.clear()
+        P.predict_frames(pose, [P.Frame(sample_frame[0], depth, None, NYU_CAMERA)], "refined", cube,
+                         torch.device("cpu"), refine_steps=2, centre_runs=[fine, coarse])
+        assert seen == [("coarse", 600 * scale)] * 2 + [("fine", 300 * scale)] * 2 + [("pose", cube)]
+    monkeypatch.undo()
+    r = subprocess.run([sys.executable, "-m", "hpe", "predict", "--run", str(runs[0]), "--out", str(tmp_path / "o"),
+                        "--centre-run", str(runs[2]), "--centre-run", str(runs[2]), "--quiet", str(sample_frame[0])],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert len(json.loads((tmp_path / "o" / "predictions.json").read_text())) == 1
 
 
 def test_labelled_frame_with_its_centre_gives_the_training_prediction(runs, synthetic_root, synthetic_h5, tmp_path):
