@@ -184,3 +184,15 @@ def test_prep_points_unlabelled_folders_to_predict(tmp_path):
     r = subprocess.run([sys.executable, "-m", "hpe", "prep", str(tmp_path / "mine"), str(tmp_path / "o.h5")],
                        capture_output=True, text=True)
     assert r.returncode == 2 and "use `hpe predict`" in r.stderr and EVAL_JOINTS
+
+
+def test_centre_study_table(runs, synthetic_root, tmp_path):
+    """`hpe figure centres`: every centre on the test frames and the real frame, the palm row at 0 mm and the cost
+    relative to it, written as a table."""
+    from hpe.experiments import centre_study
+    rows = centre_study(runs[0], synthetic_root, tmp_path / "centres", limit=4, centre_runs=[runs[2]])
+    assert [r[1] for r in rows] == ["palm", "segment", "com", "refined"] * 2
+    assert [r[2] for r in rows] == [4] * 4 + [1] * 4
+    assert all(r[3] == "0.0" and r[6] == "+0.0%" for r in rows if r[1] == "palm")
+    assert all(float(r[3]) > 0 for r in rows if r[1] != "palm")
+    assert "refined by centre" in (tmp_path / "centres.md").read_text()
