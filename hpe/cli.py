@@ -258,6 +258,9 @@ def _cmd_predict(a) -> int:
                       a.device, a.overlay, a.refine_steps, progress=not a.quiet, centre_runs=a.centre_run)
     print(f"predicted {len(records)} frames: {Path(a.out) / 'predictions_uvd.txt'}, "
           f"{Path(a.out) / 'predictions.json'}" + (f", {Path(a.out) / 'overlays'}/" if a.overlay else ""))
+    if a.centre == "refined" and not a.centre_run and not a.quiet:
+        print("note: no --centre-run: the pose net's own palm joint refines the centre, which lands far less close "
+              "to the hand (README 'Predicting on your own frames': make predict-models)", file=sys.stderr)
     return 0
 
 
