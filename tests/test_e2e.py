@@ -73,6 +73,17 @@ def test_every_target_passes_the_profile(project):
     r = _make(project, "-n", "reproduce-fig4.7", PRESET="experiments/presets/synthetic.toml")
     assert "results/runs/synthetic-thesis/synthetic/fig4.7" in r.stdout
 
+    r = _make(project, "-n", "reproduce-centres", PROFILE="icip2018")
+    lines = r.stdout.replace("\\\n", " ").splitlines()
+    trains = [line for line in lines if " -m hpe train" in line]
+    assert r.returncode == 0 and len(trains) == 3, r.stdout + r.stderr
+    assert all("profile=icip2018" in line for line in trains)
+    context = [line for line in lines if "--cube 600" in line]
+    assert len(context) == 1 and "--profile icip2018" in context[0] and "synthetic-icip2018-context600.h5" in context[0]
+    assert sum("--data data/synthetic-icip2018-context600.h5" in line for line in trains) == 1
+    figure = next(line for line in lines if " -m hpe figure centres" in line)
+    assert figure.count("--centre-run") == 2
+
 
 @pytest.mark.slow
 def test_make_reproduce_all_tiny(project):
