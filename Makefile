@@ -165,8 +165,8 @@ $(PREDICT_RUNS)/%/result.json: experiments/predict/%.toml $(PRESET) $(H5)
 
 PREDICT_MODELS := depthnet-jitter centrenet-context centrenet
 predict-models: $(foreach m,$(PREDICT_MODELS),$(PREDICT_RUNS)/$(m)/result.json)
-	@echo "hpe predict FRAMES... --run $(PREDICT_RUNS)/depthnet-jitter --centre-run $(PREDICT_RUNS)/centrenet-context \
-	  --centre-run $(PREDICT_RUNS)/centrenet --out DIR"
+	@echo "predict with: hpe predict FRAMES... --run $(PREDICT_RUNS)/depthnet-jitter --out DIR"
+	@echo "  --centre-run $(PREDICT_RUNS)/centrenet-context --centre-run $(PREDICT_RUNS)/centrenet"
 reproduce-centres: predict-models
 	$(HPE) figure centres --run $(PREDICT_RUNS)/depthnet-jitter --centre-run $(PREDICT_RUNS)/centrenet-context \
 	  --centre-run $(PREDICT_RUNS)/centrenet --root $(ROOT) --out $(RESULTS)/reproduce-centres/$(OUT)/centres
