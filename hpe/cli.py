@@ -487,7 +487,8 @@ def _tool_commands(add, common) -> None:
     s.add_argument("--camera", help="fx,fy,cx,cy of your sensor (default: NYU's, for 640x480 frames)")
     s.add_argument("--depth-scale", type=float, default=1.0, help="mm per stored unit (e.g. 0.1, 0.125)")
     s.add_argument("--cube", type=float, help="cube edge in mm (default: the run's)")
-    s.add_argument("--refine-steps", type=int, default=3, help="re-crops on the predicted palm per centre run (--centre refined)")
+    s.add_argument("--refine-steps", type=int, default=3,
+                   help="re-crops on the predicted palm per centre run (--centre refined)")
     s.add_argument("--batch-size", type=int, default=64, help="frames per batch")
     s.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     s.add_argument("--overlay", action="store_true", help="also draw each frame's skeleton (overlays/*.png)")

@@ -165,7 +165,7 @@ def centre_study(run_dir: Path, root: Path, prefix: Path, limit: int | None = No
     from hpe.export import load_run
     from hpe.metrics import joint_errors
     from hpe.nyu import EVAL_JOINTS, PALM_SLOT, NYUSplit, read_joints_txt
-    from hpe.predict import Frame, predict_frames, read_depth_frame
+    from hpe.predict import Frame, coarse_to_fine, predict_frames, read_depth_frame
     from hpe.train import pick_device
     device = pick_device("auto")
     run = load_run(run_dir, device)
@@ -197,8 +197,7 @@ def centre_study(run_dir: Path, root: Path, prefix: Path, limit: int | None = No
         for r in rows:
             if r[0] == name:
                 r.append(f"{100 * (float(r[5]) / base - 1):+.1f}%")
-    order = [Path(path).name for path, _ in sorted(zip(centre_runs, refiners), key=lambda p: -p[1].preprocess["cube_mm"])]
-    refined_by = f", refined by {' then '.join(order)}" if order else ""
+    refined_by = f", refined by {' then '.join(r.path.name for r in coarse_to_fine(refiners))}" if refiners else ""
     figure_table(rows, ["frames", "centre", "n", "to palm, mean mm", "median mm", "mean joint error mm",
                         "vs palm centre"], prefix, f"Hand centres without labels ({Path(run_dir).name}{refined_by})")
     return rows

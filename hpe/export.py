@@ -42,6 +42,7 @@ class TrainedRun:
     cfg: TrainConfig
     preprocess: dict      # the prepared data's crop size, cube, camera, RGB statistics, joint names
     epoch: int
+    path: Path | None = None  # the run folder
 
 
 def load_run(run_dir: Path, device: torch.device | str = "cpu") -> TrainedRun:
@@ -61,7 +62,7 @@ def load_run(run_dir: Path, device: torch.device | str = "cpu") -> TrainedRun:
     cfg = config_from_dict(saved["config"])
     model = build_model(cfg, len(saved["preprocess"]["joint_names"]))
     model.load_state_dict(saved["model"])
-    return TrainedRun(model.to(device).eval(), cfg, saved["preprocess"], int(saved["epoch"]))
+    return TrainedRun(model.to(device).eval(), cfg, saved["preprocess"], int(saved["epoch"]), Path(run_dir))
 
 
 def input_shapes(cfg: TrainConfig) -> list[tuple[int, int, int]]:
