@@ -1,4 +1,6 @@
+import inspect
 import json
+import math
 import os
 import signal
 import subprocess
@@ -75,11 +77,104 @@ def test_icip2018_schedule_is_the_authors_loop():
     assert s.status == "done" and s.trained == 8 + 11 and s.lr == 0.5  # 19 epochs trained for a 12-epoch budget
 
 
-def test_icip2018_training_restores_and_rewinds(synthetic_h5, tmp_path):
-    r = train(dict(data=str(synthetic_h5), out=str(tmp_path / "r"), limit_train=16, max_epochs=4, patience=1,
-                   max_halvings=1, on_plateau="halve-restore-rewind", lr=1e-6, require_learning=False, **TINY))
-    rows = [line.split(",") for line in (tmp_path / "r" / "log.csv").read_text().splitlines()[1:]]
-    assert r["epochs_trained"] == len(rows) and r["epochs_trained"] >= r["epochs"]
+def _authors_loop(vals, num_epochs, patience, times):
+    """The author's training loop (trainingtesting.py ``_training_loop_simple`` with earlystopping.py
+    ``early_stopping_with_lr_decay``), restated as a test oracle over a given sequence of validation errors.
+    His epoch ``e`` is 0-based and his patience P means "halve when best_e + P < e", i.e. hpe's patience = P + 1.
+    Returns the 1-based epochs run, the number of halvings and how the loop ended."""
+    e, back, best, best_e, epochs = 0, 0, math.inf, 0, []
+    vals = iter(vals)
+    while e < num_epochs:
+        val = next(vals)
+        epochs.append(e + 1)
+        stop = go_back = False
+        if val < best:
+            best, best_e = val, e
+        elif best_e + (patience - 1) < e:
+            stop, go_back = True, back < times  # go back: lr halved and the best weights restored
+        if go_back:
+            back += 1
+        if stop and not go_back:
+            return epochs, back, "stopped"
+        if e == num_epochs - 1:
+            return epochs, back, "done"
+        if go_back:
+            e = best_e - 1
+        e += 1
+    return epochs, back, "done"
+
+
+@pytest.mark.parametrize("curve", [
+    [1.0, 0.5] + [0.9] * 60,                                          # best at 2, never again: 5 rewinds, stop
+    [1.0, 0.5] + [0.9] * 6 + list(np.linspace(0.4, 0.3, 11)) + [0.2] * 10,  # improves after a rewind: budget ends
+    [3, 2, 2, 1, 1, 1, 0.5, 0.6, 0.4, 0.7, 0.7, 0.3] + [0.35] * 30,  # ties are no improvement
+])
+@pytest.mark.parametrize("max_epochs", [3, 8, 12])
+def test_next_state_replays_the_authors_loop(curve, max_epochs):
+    """next_state under halve-restore-rewind, fed a scripted sequence of validation errors, runs the epochs the
+    author's loop runs, halves as often and ends the same way (see _authors_loop)."""
+    prof = profile_section("icip2018", "train")
+    epochs, actions, s = _schedule(curve, max_epochs=max_epochs, lr=1.0,
+                                   **{k: prof[k] for k in ("patience", "max_halvings", "on_plateau")})
+    want_epochs, halvings, end = _authors_loop(curve, max_epochs, prof["patience"], prof["max_halvings"])
+    assert (epochs, s.halvings, s.status, s.lr) == (want_epochs, halvings, end, 0.5 ** halvings)
+    assert actions.count("halve-restore") + actions.count("halve") == halvings
+
+
+def test_icip2018_training_restores_and_rewinds(synthetic_h5, tmp_path, monkeypatch):
+    """A real tiny run whose validation error plateaus (lr 2 overshoots after the second epoch): at each
+    halve-restore the next epoch starts from the best epoch's weights, re-runs the best epoch's number, at half
+    the learning rate, and with the optimizer's velocity as the last update left it -- the author's
+    earlystopping.py restores only the trainable parameters (set_all_param_values(..., trainable=True)); the
+    Nesterov velocities live in Lasagne's update expressions, so he neither resets nor restores them.  The run's
+    epochs and its end are those of the author's loop replayed on the same validation errors."""
+    import hpe.train as ht
+    calls = []
+    real = ht.train_epoch
+
+    def spy(net, opt, *args, **kw):
+        snap = lambda: ({k: v.detach().clone() for k, v in net.state_dict().items()},
+                        [opt.state[p]["velocity"].clone() if "velocity" in opt.state[p] else torch.zeros_like(p)
+                         for g in opt.param_groups for p in g["params"]])
+        (w0, v0), lr = snap(), opt.param_groups[0]["lr"]
+        out = real(net, opt, *args, **kw)
+        w1, v1 = snap()
+        desc = inspect.signature(real).bind(net, opt, *args, **kw).arguments["desc"]  # "epoch E/MAX"
+        calls.append(dict(epoch=int(desc.split()[1].split("/")[0]),
+                          lr=lr, w0=w0, v0=v0, w1=w1, v1=v1))
+        return out
+    monkeypatch.setattr(ht, "train_epoch", spy)
+    cfg = dict(limit_train=16, max_epochs=8, patience=2, max_halvings=2, on_plateau="halve-restore-rewind", lr=2.0,
+               momentum=0.9, nesterov=True, dropout=0.0, deterministic=True, predict_test=False,
+               require_learning=False, divergence_factor=1e30, **TINY)
+    r = train(dict(data=str(synthetic_h5), out=str(tmp_path / "r"), **cfg))
+    log = [line.split(",") for line in (tmp_path / "r" / "log.csv").read_text().splitlines()[1:]]
+    vals = [float(row[5]) for row in log]
+    assert [int(row[0]) for row in log] == [c["epoch"] for c in calls] and len(calls) == r["epochs_trained"]
+
+    same = lambda a, b: all(torch.equal(a[k], b[k]) for k in a)
+    restores, best_i = 0, 0
+    for i in range(1, len(calls)):
+        prev, c = calls[i - 1], calls[i]
+        if c["epoch"] <= prev["epoch"]:  # rewound: a halve-restore after calls[i - 1]
+            restores += 1
+            best = calls[best_i]
+            assert c["epoch"] == best["epoch"]                      # the best epoch is re-run
+            assert same(c["w0"], best["w1"])                        # from the best epoch's weights ...
+            assert not same(c["w0"], prev["w1"])                    # ... not the plateau's
+            assert c["lr"] == prev["lr"] / 2                        # at half the learning rate
+            assert all(torch.equal(a, b) for a, b in zip(c["v0"], prev["v1"]))  # velocity kept as it was
+            assert not all(torch.equal(a, b) for a, b in zip(c["v0"], best["v1"]))
+        else:
+            assert same(c["w0"], prev["w1"]) and c["lr"] == prev["lr"]
+        if vals[i] < vals[best_i]:
+            best_i = i
+    assert restores >= 1, f"the validation errors {vals} never plateaued: nothing was restored"
+    want_epochs, halvings, end = _authors_loop(vals, cfg["max_epochs"], cfg["patience"], cfg["max_halvings"])
+    assert [c["epoch"] for c in calls] == want_epochs
+    assert (r["status"], r["final_lr"], r["epochs"]) == (end, cfg["lr"] * 0.5 ** halvings, want_epochs[-1])
+    assert r["best_epoch"] == calls[best_i]["epoch"] and r["best_val_mse"] == pytest.approx(vals[best_i])
+    assert r["epochs_trained"] > r["epochs"]  # the rewinds trained more epochs than the counter shows
 
 
 def test_overfits_a_few_frames(synthetic_h5, tmp_path):
