@@ -21,4 +21,12 @@ def test_principal_point_and_y_flip():
 def test_constants():
     assert abs(NYU_CAMERA.fx - 640 / 1.08836710) < 1e-3
     assert abs(NYU_CAMERA.fy - 480 / 0.817612648) < 1e-3
-    assert Camera(fx=1.0).fx == 1.0
+
+
+def test_another_cameras_intrinsics_are_used_each_in_its_place():
+    """Eqs. 4.3-4.5 with four different intrinsics, worked by hand: u = fx x / z + cx, v = cy - fy y / z, d = z."""
+    cam = Camera(fx=500.0, fy=400.0, cx=300.0, cy=200.0)
+    uvd = cam.xyz_to_uvd(np.array([[100.0, 50.0, 1000.0], [-40.0, -80.0, 800.0]]))
+    np.testing.assert_allclose(uvd, [[350.0, 180.0, 1000.0], [275.0, 240.0, 800.0]])
+    np.testing.assert_allclose(cam.uvd_to_xyz(uvd), [[100.0, 50.0, 1000.0], [-40.0, -80.0, 800.0]])
+    np.testing.assert_allclose(cam.uvd_to_xyz(np.array([300.0, 200.0, 650.0])), [0.0, 0.0, 650.0])

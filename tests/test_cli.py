@@ -47,10 +47,16 @@ def test_help_shows_defaults_and_figure_kinds_have_only_their_options():
 def test_version_flags_after_the_subcommand_and_pipes():
     r = subprocess.run([sys.executable, "-m", "hpe", "--version"], capture_output=True, text=True)
     assert r.stdout.strip() == f"hpe {__version__}"
-    r = subprocess.run([sys.executable, "-m", "hpe", "nets", "-v", "--quiet"], capture_output=True, text=True)
+    small = ["--input-size", "32"]  # nine nets of ~26 M parameters instead of ~150 M: the same code path
+    r = subprocess.run([sys.executable, "-m", "hpe", "nets", "-v", "--quiet"] + small, capture_output=True, text=True)
     assert r.returncode == 0 and "Depth-Net" in r.stdout
-    r = subprocess.run(f"{sys.executable} -m hpe nets | head -1", shell=True, capture_output=True, text=True)
-    assert r.returncode == 0 and "BrokenPipe" not in r.stderr and "Traceback" not in r.stderr
+    # `hpe nets | head`: the reader has left before hpe writes a byte (closed here at once, so the write surely
+    # meets a broken pipe); hpe's own exit status is checked, not the reader's.
+    p = subprocess.Popen([sys.executable, "-m", "hpe", "nets"] + small, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    p.stdout.close()
+    err = p.stderr.read()
+    assert p.wait() == 0 and err == ""
 
 
 def test_installed_package_finds_its_bundled_files(tmp_path):

@@ -69,11 +69,18 @@ def test_parameter_counts_match_tables():
 
 
 def test_lasagne_init():
+    """Glorot uniform (Lasagne's default): U(-b, b), b = sqrt(6 / (fan_in + fan_out)), in every conv and fc layer."""
+    torch.manual_seed(0)
     m = PoseNet(NetConfig(name="net1", **SMALL))
-    conv = m.features[0][0]
-    fan_in, fan_out = 1 * 9, conv.out_channels * 9
-    bound = (6 / (fan_in + fan_out)) ** 0.5
-    assert conv.weight.abs().max() <= bound and conv.weight.abs().max() > 0.8 * bound
+    layers = [mod for mod in m.modules() if isinstance(mod, (torch.nn.Conv2d, torch.nn.Linear))]
+    assert len(layers) == 4 + 3
+    for mod in layers:
+        w = mod.weight.detach()
+        k = w[0, 0].numel()  # kernel area (1 for a linear layer)
+        bound = (6 / (w.shape[1] * k + w.shape[0] * k)) ** 0.5
+        assert w.abs().max() <= bound and w.abs().max() > 0.8 * bound
+        if w.numel() >= 1000:  # a uniform on (-b, b) has standard deviation b / sqrt(3)
+            assert abs(w.std().item() / (bound / 3 ** 0.5) - 1) < 0.1
     assert all((mod.bias == 0).all() for mod in m.modules() if isinstance(mod, (torch.nn.Conv2d, torch.nn.Linear)))
 
 

@@ -11,7 +11,7 @@ from PIL import Image
 from hpe import DataError
 from hpe.camera import NYU_CAMERA
 from hpe.crop import crop_frame
-from hpe.nyu import EVAL_JOINTS, PALM_JOINT, PALM_SLOT, NYUSplit, read_depth, read_joints_txt
+from hpe.nyu import PALM_JOINT, PALM_SLOT, NYUSplit, read_depth, read_joints_txt
 from hpe.predict import predict
 from hpe.train import train
 
@@ -186,7 +186,8 @@ def test_prep_points_unlabelled_folders_to_predict(tmp_path):
     (tmp_path / "mine" / "test").mkdir()
     r = subprocess.run([sys.executable, "-m", "hpe", "prep", str(tmp_path / "mine"), str(tmp_path / "o.h5")],
                        capture_output=True, text=True)
-    assert r.returncode == 2 and "use `hpe predict`" in r.stderr and EVAL_JOINTS
+    assert r.returncode == 2 and len(r.stderr.splitlines()) == 1 and "use `hpe predict`" in r.stderr
+    assert f"{tmp_path / 'mine' / 'train'} has no joint_data.mat" in r.stderr and not (tmp_path / "o.h5").exists()
 
 
 def test_centre_study_table(runs, synthetic_root, tmp_path):

@@ -38,16 +38,15 @@ def test_schema_and_split(synthetic_h5):
 
 def test_icip2018_split_is_sklearns_train_test_split():
     """sklearn.model_selection.train_test_split(range(n), random_state=10, test_size=0.5): the author validates on
-    the second part.  Values printed by scikit-learn 1.x for n = 10 and 11."""
+    the second part.  Values printed by scikit-learn 1.x for n = 10 and 11; scikit-learn (a test dependency) is the
+    reference for the rest, up to NYU's 72,757 training frames."""
+    from sklearn.model_selection import train_test_split
     assert list(np.nonzero(validation_mask(10, "train_test_split", 0.5, 10))[0]) == [2, 3, 5, 6, 8]
     assert list(np.nonzero(validation_mask(11, "train_test_split", 0.5, 10))[0]) == [2, 5, 6, 7, 8, 10]
-    try:
-        from sklearn.model_selection import train_test_split
-    except ModuleNotFoundError:
-        return
-    for n in (40, 999, 72757):
-        _, val = train_test_split(range(n), random_state=10, test_size=0.5)
-        assert np.array_equal(np.nonzero(validation_mask(n, "train_test_split", 0.5, 10))[0], np.sort(val))
+    for n in (2, 3, 5, 10, 11, 40, 999, 72757):
+        for fraction in (0.5, 0.25, 0.3):
+            _, val = train_test_split(range(n), random_state=10, test_size=fraction)
+            assert np.array_equal(np.nonzero(validation_mask(n, "train_test_split", fraction, 10))[0], np.sort(val))
 
 
 def test_icip2018_profile(synthetic_root, tmp_path):

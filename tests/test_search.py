@@ -98,11 +98,8 @@ def _pg_bin():
 def postgres(tmp_path):
     bindir = _pg_bin()
     if bindir is None:
-        pytest.skip("PostgreSQL server binaries not installed (apt-get install postgresql; .ci/run does this)")
-    try:
-        import psycopg2  # noqa: F401
-    except ImportError:
-        pytest.skip("psycopg2 not installed (pip install psycopg2-binary)")
+        pytest.fail("PostgreSQL server binaries not installed (apt-get install postgresql; .ci/run does this)")
+    import psycopg2  # noqa: F401  (a test dependency: pip install -e '.[test]')
     import tempfile
     home = Path(tempfile.mkdtemp(prefix="hpe-pg-"))  # pytest's tmp dirs are private to root
     data = home / "pg"

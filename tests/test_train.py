@@ -237,14 +237,36 @@ def _start_and_wait_for_checkpoint(cmd, ckpt):
     return p
 
 
+# `hpe train` that stops itself (SIGSTOP) when it starts an epoch with a checkpoint on disk: the parent then
+# kills it at that exact point, mid-run with the lock held, whatever the speed of the machine.
+_STOP_AFTER_FIRST_CHECKPOINT = """
+import os, signal, sys
+import hpe.train as ht
+from hpe.cli import main
+real, ckpt = ht.train_epoch, sys.argv[1]
+
+def train_epoch(*args, **kw):
+    if os.path.exists(ckpt):
+        os.kill(os.getpid(), signal.SIGSTOP)
+    return real(*args, **kw)
+ht.train_epoch = train_epoch
+sys.exit(main(sys.argv[2:]))
+"""
+
+
 def test_kill9_and_resume_matches_uninterrupted(synthetic_h5, tmp_path):
     subprocess.run(_cmd(synthetic_h5, tmp_path / "ref"), check=True, capture_output=True)
     ckpt = tmp_path / "cut" / "checkpoint.pt"
-    p = _start_and_wait_for_checkpoint(_cmd(synthetic_h5, tmp_path / "cut"), ckpt)
+    cmd = _cmd(synthetic_h5, tmp_path / "cut")
+    assert cmd[1:3] == ["-m", "hpe"]
+    p = subprocess.Popen([sys.executable, "-c", _STOP_AFTER_FIRST_CHECKPOINT, str(ckpt)] + cmd[3:],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status = os.waitpid(p.pid, os.WUNTRACED)  # returns once it has stopped itself (or, wrongly, ended)
+    assert os.WIFSTOPPED(status), f"hpe train ended ({status}) instead of reaching epoch 2: {p.stderr.read()}"
     os.kill(p.pid, signal.SIGKILL)
     p.wait()
-    assert ckpt.exists() and torch.load(ckpt, weights_only=False)["state"]["epoch"] < 4
-    subprocess.run(_cmd(synthetic_h5, tmp_path / "cut"), check=True, capture_output=True)  # the lock died with it
+    assert torch.load(ckpt, weights_only=False)["state"]["epoch"] == 1  # killed during epoch 2
+    subprocess.run(cmd, check=True, capture_output=True)  # the lock died with it
     a = torch.load(tmp_path / "ref" / "checkpoint.pt", weights_only=False)
     b = torch.load(ckpt, weights_only=False)
     assert a["state"]["epoch"] == b["state"]["epoch"] == 4
