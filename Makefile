@@ -41,13 +41,15 @@ OUT := $(DATA)-$(PROFILE)-$(basename $(notdir $(PRESET)))
 TRAIN = $(HPE) train $< --preset $(PRESET) --data $(H5) --out $(@D) --resume --restart-if-changed \
   --progress epochs --set profile=$(PROFILE)
 
-.PHONY: help demo test test-all venv deps-check data prep bench gpu-check search sweep-fusion leaderboard clean \
+.PHONY: help demo test test-all coverage mutation venv deps-check data prep bench gpu-check search sweep-fusion leaderboard clean \
         clean-results reproduce-all reproduce-fig4.1 reproduce-table4.3 reproduce-fig4.7 reproduce-fig4.8 \
         reproduce-fig4.9 reproduce-fig4.10 predict-models reproduce-centres
 
 help:
 	@echo "make demo                 set up, generate + prep synthetic data, train Depth-Net, draw figures"
-	@echo "make test                 unit + short end-to-end tests (what CI runs)"
+	@echo "make test                 unit + short end-to-end tests under coverage, with its floors (what CI runs)"
+	@echo "make coverage             the same, by its name: the per-module table of lines and branches run"
+	@echo "make mutation             mutation testing of the numeric core (mutmut; slow, not in CI)"
 	@echo "make reproduce-table4.3   Net1-Net9 (table 4.3)"
 	@echo "make reproduce-fig4.1     figures 4.1/4.2 for the real NYU sample frame and a DATA frame"
 	@echo "make reproduce-fig4.7     Depth-Net vs RGB-Net, RGBD-Net, FusePred-Net, Fuse-Net"
@@ -210,9 +212,11 @@ CHECK_EPOCHS ?= 30
 CHECK_PRESET ?= experiments/presets/nyu.toml
 CHECK_FAST_SET ?= precision=bf16 channels_last=True tf32=True cudnn_benchmark=True compile=True
 CHECK_RUNS := $(RESULTS)/runs/gpu-check-$(DATA)-$(PROFILE)
+# CHECK_BENCH_ARGS: e.g. --size tiny (the tests) or --size quick, the benchmark at reduced size.
+CHECK_BENCH_ARGS ?=
 gpu-check: $(H5) | $(INSTALLED)
 	mkdir -p $(CHECK_OUT)
-	$(HPE) bench --profile-ops --json $(CHECK_OUT)/bench.json > /dev/null
+	$(HPE) bench --profile-ops $(CHECK_BENCH_ARGS) --json $(CHECK_OUT)/bench.json > /dev/null
 	for mode in reference fast; do \
 	  sets="--set profile=$(PROFILE) --set max_epochs=$(CHECK_EPOCHS) --set require_learning=false"; \
 	  [ $$mode = fast ] && sets="$$sets $(foreach s,$(CHECK_FAST_SET),--set $(s))"; \
@@ -224,8 +228,29 @@ gpu-check: $(H5) | $(INSTALLED)
 	done
 	$(HPE) bench --report $(CHECK_OUT) | tee $(CHECK_OUT)/summary.txt
 
+# `make test` runs the tests under coverage.py (`make coverage`) and fails below the floors; COVERAGE=0 runs plain
+# pytest.  Coverage counts every Python process the tests start (pyproject.toml [tool.coverage.run]).  The floors
+# are the measured coverage of the suite when they were set: raise them when coverage rises, never lower them.
+COVERAGE ?= 1
+COVERAGE_FLOOR_LINES ?= 90
+COVERAGE_FLOOR_BRANCHES ?= 80
+ifeq ($(COVERAGE),1)
+test: coverage
+else
 test: $(INSTALLED)
 	$(PY) -m pytest -q -m "not slow"
+endif
+
+coverage: $(INSTALLED)
+	rm -f .coverage .coverage.* coverage.json
+	$(PY) -m coverage run -m pytest -q -m "not slow"
+	$(PY) -m coverage combine -q
+	$(PY) -m coverage report
+	$(PY) -m coverage json -q -o coverage.json
+	@$(PY) -c "import json, sys; t = json.load(open('coverage.json'))['totals']; \
+	  lines, branches = 100 * t['covered_lines'] / t['num_statements'], 100 * t['covered_branches'] / t['num_branches']; \
+	  print(f'coverage: lines {lines:.1f}% (floor $(COVERAGE_FLOOR_LINES)%), branches {branches:.1f}% (floor $(COVERAGE_FLOOR_BRANCHES)%)'); \
+	  sys.exit(lines < $(COVERAGE_FLOOR_LINES) or branches < $(COVERAGE_FLOOR_BRANCHES))"
 
 test-all: $(INSTALLED)
 	$(PY) -m pytest -q

@@ -269,16 +269,24 @@ def bench_prep(tmp: Path, frames: int = 600) -> tuple[dict, Path]:
             "prep_over_decode_bound": round(stats["frames_per_s"] / (decode * cores), 3)}, h5
 
 
-def run(device: str = "auto", quick: bool | None = None, compile_mode: str = "default",
+# (input size, width, timed steps, training batches of the train() run, its epochs, frames prepared).  On a CPU
+# the full-size nets would take seconds per step: ``quick`` measures the same topology at reduced size; ``tiny``
+# only exercises every part (the tests).
+SIZES = {"full": (128, 1.0, 30, 64, 4, 600), "quick": (64, 0.25, 4, 4, 3, 600), "tiny": (32, 0.125, 2, 1, 2, 48)}
+
+
+def run(device: str = "auto", scale: str | None = None, compile_mode: str = "default",
         profile_ops: bool = False, keep: Path | None = None) -> dict:
-    """The whole benchmark.  With ``keep``, the object so far is written there after each part (with
-    ``"complete": false`` until the end), so a run cut short by a time limit still leaves its numbers."""
+    """The whole benchmark at ``scale`` (a key of SIZES; default quick on a CPU, full on a GPU).  With ``keep``,
+    the object so far is written there after each part (with ``"complete": false`` until the end), so a run cut
+    short by a time limit still leaves its numbers."""
     if compile_mode not in COMPILE_MODES:
         raise ValueError(f"compile mode must be one of {', '.join(COMPILE_MODES)}, got '{compile_mode}'")
     dev = pick_device(device)
-    quick = dev.type == "cpu" if quick is None else quick
-    # On a CPU the full-size nets would take seconds per step: measure the same topology at reduced size.
-    size, width, steps, run_batches, epochs = (64, 0.25, 4, 4, 3) if quick else (128, 1.0, 30, 64, 4)
+    scale = scale or ("quick" if dev.type == "cpu" else "full")
+    if scale not in SIZES:
+        raise ValueError(f"benchmark size must be one of {', '.join(SIZES)}, got '{scale}'")
+    size, width, steps, run_batches, epochs, prep_frames = SIZES[scale]
     out = {"device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
            "torch": torch.__version__, "threads": torch.get_num_threads(), "compile_mode": compile_mode}
     t0 = time.perf_counter()
@@ -294,7 +302,7 @@ def run(device: str = "auto", quick: bool | None = None, compile_mode: str = "de
                                                profile_ops and profile == "thesis")
         save()
     with tempfile.TemporaryDirectory() as tmp:
-        out["prep"], h5 = bench_prep(Path(tmp))
+        out["prep"], h5 = bench_prep(Path(tmp), prep_frames)
         save()
         tiled = Path(tmp) / "tiled.h5"
         _tile_h5(h5, tiled, profile_section("thesis", "train")["batch_size"] * run_batches)
@@ -381,6 +389,6 @@ def _report(folder: Path, b: dict) -> str:
     return "\n".join(lines)
 
 
-def main(device: str = "auto", quick: bool | None = None, compile_mode: str = "default",
+def main(device: str = "auto", scale: str | None = None, compile_mode: str = "default",
          profile_ops: bool = False, out: Path | None = None) -> None:
-    print(json.dumps(run(device, quick, compile_mode, profile_ops, keep=out)))
+    print(json.dumps(run(device, scale, compile_mode, profile_ops, keep=out)))

@@ -230,7 +230,7 @@ def _cmd_bench(a) -> int:
     if a.report:
         print(bench.report(a.report))
         return 0
-    bench.main(a.device, True if a.quick else None, a.compile_mode, a.profile_ops, a.json)
+    bench.main(a.device, a.size, a.compile_mode, a.profile_ops, a.json)
     return 0
 
 
@@ -466,7 +466,9 @@ def _tool_commands(add, common) -> None:
     """The subcommands bench, predict, export."""
     s = add("bench", "speed benchmark: training/inference images/s, loop vs bare ratio, prep (JSON)")
     s.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
-    s.add_argument("--quick", action="store_true", help="reduced-size nets (default on CPU)")
+    s.add_argument("--quick", dest="size", action="store_const", const="quick", help="same as --size quick")
+    s.add_argument("--size", choices=["full", "quick", "tiny"],
+                   help="full (128 px, width 1), quick (64 px, width 1/4: default on a CPU), tiny (32 px: tests)")
     s.add_argument("--compile-mode", default="default",
                    choices=["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"],
                    help="torch.compile mode for the fast path on CUDA")

@@ -48,17 +48,20 @@ def test_make_reproduce_figures_tiny(project):
     assert set(fig49["methods"]) == {"DeepPrior", "DeepPrior-Refine", "Feedback", "DeepModel"}  # bundled
     assert round(fig49["methods"]["Feedback"]["mean_mm"], 3) == 15.973
     assert (project / "results" / "reproduce-fig4.1" / "synthetic-thesis" / "nyu-test-frame1.png").is_file()
-    # finished steps are reused: a second run trains nothing
-    again = _make(project, "reproduce-fig4.7")
-    assert again.returncode == 0 and "epoch 1/" not in again.stdout
-    # an edited row retrains that row only; another preset gets runs of its own
+    # Finished steps are reused: `make -q` (no interpreter started) finds every run up to date.  INSTALLED= drops
+    # the order-only deps-check, a phony target that -q would always count as out of date.
+    runs = "results/runs/synthetic-thesis/tiny"
+    results = {m: f"{runs}/{m}/result.json" for m in ("fig4.7/depthnet", "fig4.7/rgbnet", "fig4.7/rgbdnet",
+                                                         "fig4.7/fusepred", "fig4.8/fusenet-conv")}
+    assert _make(project, "-q", *results.values(), INSTALLED="").returncode == 0
+    # An edited row is out of date, and so is what is built on it (FusePred-Net); the rest is not.
     exp = project / "experiments" / "fig4.7" / "rgbnet.toml"
     exp.write_text(exp.read_text().replace("lr = 0.009", "lr = 0.008"))
-    edited = _make(project, "reproduce-fig4.7")
-    assert edited.returncode == 0, edited.stderr[-2000:]
-    assert "fig4.7/rgbnet: epoch 1/2" in edited.stdout and "fig4.7/depthnet: epoch" not in edited.stdout
-    assert json.loads((project / "results/runs/synthetic-thesis/tiny/fig4.7/rgbnet/result.json").read_text())[
-        "config"]["lr"] == 0.008
+    stale = {m for m, path in results.items() if _make(project, "-q", path, INSTALLED="").returncode != 0}
+    assert stale == {"fig4.7/rgbnet", "fig4.7/fusepred"}
+    plan = _make(project, "-n", "reproduce-fig4.7", INSTALLED="").stdout.replace("\\\n", " ").splitlines()
+    trains = [line for line in plan if " -m hpe train" in line]
+    assert len(trains) == 1 and "experiments/fig4.7/rgbnet.toml" in trains[0] and "--restart-if-changed" in trains[0]
 
 
 def test_every_target_passes_the_profile(project):
@@ -115,14 +118,14 @@ def test_cli_dry_run_and_nets(synthetic_h5, tmp_path):
 def test_make_gpu_check_without_a_venv(project):
     """The one-call speed check a GPU session runs (`make gpu-check VENV=none`), here on a CPU at tiny size."""
     check = project / "check"
-    r = _make(project, "gpu-check", CHECK_OUT=str(check), CHECK_EPOCHS=2,
+    r = _make(project, "gpu-check", CHECK_OUT=str(check), CHECK_EPOCHS=2, CHECK_BENCH_ARGS="--size tiny",
               CHECK_PRESET="experiments/presets/tiny.toml", CHECK_FAST_SET="precision=bf16 channels_last=True")
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert sorted(p.name for p in check.iterdir()) == sorted(
         ["bench.json", "summary.txt", "reference-result.json", "reference-log.csv", "fast-result.json",
          "fast-log.csv"])
     bench = json.loads((check / "bench.json").read_text())
-    assert bench["depthnet_thesis"]["fast"]["profile_top_ops"]
+    assert bench["depthnet_thesis"]["fast"]["profile_top_ops"] and bench["depthnet_thesis"]["input_size"] == 32
     summary = (check / "summary.txt").read_text()
     assert "fast vs reference test error" in summary and "target train_images_per_s" in summary
     assert json.loads((check / "fast-result.json").read_text())["config"]["precision"] == "bf16"
