@@ -1,6 +1,15 @@
+import os
+
 import pytest
+from hypothesis import Phase, settings
 
 from hpe.baselines import bundled
+
+# HYPOTHESIS_PROFILE=mutation (make mutation): the same examples every run and no shrinking -- a mutant only needs
+# one failing example to be killed, and shrinking it costs a minute.
+settings.register_profile("mutation", derandomize=True, phases=[Phase.explicit, Phase.reuse, Phase.generate],
+                          database=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 
 @pytest.fixture(scope="session")

@@ -30,3 +30,12 @@ def test_another_cameras_intrinsics_are_used_each_in_its_place():
     np.testing.assert_allclose(uvd, [[350.0, 180.0, 1000.0], [275.0, 240.0, 800.0]])
     np.testing.assert_allclose(cam.uvd_to_xyz(uvd), [[100.0, 50.0, 1000.0], [-40.0, -80.0, 800.0]])
     np.testing.assert_allclose(cam.uvd_to_xyz(np.array([300.0, 200.0, 650.0])), [0.0, 0.0, 650.0])
+
+
+def test_float64_whatever_the_input():
+    """float32 or integer input is computed in float64 (the 1e-6 mm round trip needs it)."""
+    xyz32 = np.array([[123.4, -56.7, 987.6]], np.float32)
+    uvd = NYU_CAMERA.xyz_to_uvd(xyz32)
+    assert uvd.dtype == np.float64 and NYU_CAMERA.uvd_to_xyz(uvd.astype(np.float32)).dtype == np.float64
+    np.testing.assert_allclose(NYU_CAMERA.uvd_to_xyz(uvd), xyz32.astype(np.float64), atol=1e-9)
+    assert NYU_CAMERA.uvd_to_xyz(np.array([320, 240, 1000])).dtype == np.float64
