@@ -207,6 +207,17 @@ def test_a_run_that_learned_nothing_is_not_done(synthetic_h5, tmp_path):
     assert p.returncode == 3 and "not-learned" in p.stderr
 
 
+def test_an_early_stopped_run_is_held_to_the_validation_floor(synthetic_h5, tmp_path):
+    """The not-learned rule also covers runs that stopped early, and without a test split it compares the validation
+    MSE with the mean training pose's.  lr 1e-30 leaves the weights as they were: the validation error never
+    improves, so the run stops after its first epoch of patience."""
+    r = train(dict(data=str(synthetic_h5), out=str(tmp_path / "r"), limit_train=16, max_epochs=5, patience=1,
+                   max_halvings=0, lr=1e-30, momentum=0.0, predict_test=False, **TINY))
+    assert r["epochs"] == 2 and r["status"] == "not-learned"
+    assert r["reason"].startswith(f"validation MSE {r['best_val_mse']:.5g} is not below the mean training pose's "
+                                  f"{r['mean_pose_val_mse']:.5g}")
+
+
 def _sets(**kv):
     out = []
     for k, v in kv.items():
