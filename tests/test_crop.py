@@ -81,3 +81,25 @@ def test_bad_centres():
 def test_icip2018_clips():
     norm = normalise_joints(np.array([[[0, 0, 1200.0]]]), np.array([[0, 0, 800.0]]), 300.0, clip=True)
     assert norm.max() == 1.0
+
+
+def test_hand_mask_rules():
+    """hand: every pixel nearer than the background; hand-not-front (the author's) also drops the front face."""
+    norm = np.array([[-1.0, -0.5, 0.0, 0.99, 1.0]], np.float32)
+    np.testing.assert_array_equal(hand_mask(norm), [[True, True, True, True, False]])
+    np.testing.assert_array_equal(hand_mask(norm, "hand-not-front"), [[False, True, True, True, False]])
+    import torch
+    assert hand_mask(torch.from_numpy(norm), "hand-not-front").tolist() == [[False, True, True, True, False]]
+
+
+def test_depth_in_front_of_the_cube_is_clamped_to_its_front_face():
+    """Eq. 4.6 with the clamp: nearer than the cube's front face reads -1, inside the cube (d - d_c) / (cube / 2),
+    behind it or missing +1."""
+    depth = np.zeros((480, 640), np.uint16)
+    depth[200:280, 280:320] = 500    # 450 mm in front of the front face (950 mm)
+    depth[200:280, 320:360] = 1000   # inside the cube
+    depth[280:300, 280:360] = 1400   # behind the back face (1250 mm)
+    c = crop_hand(depth, np.array([320.0, 240.0, 1100.0]), 300.0, 64)
+    np.testing.assert_allclose(np.unique(c.depth), [-1.0, (1000 - 1100) / 150, 1.0], rtol=1e-6)
+    col, row = (c.transform @ [300, 240, 1])[:2]
+    assert c.depth[int(round(row)), int(round(col))] == -1.0

@@ -36,9 +36,11 @@ def test_success_rate_is_the_fraction_of_frames_whose_worst_joint_is_within():
 
 
 def test_normalised_mse_is_per_coordinate():
-    pred, target = np.zeros((2, 2, 3)), np.zeros((2, 2, 3))
-    pred[0, 0, 0], pred[1, 1, 2] = 2.0, -4.0
+    target = np.arange(12.0).reshape(2, 2, 3) / 10
+    pred = target.copy()
+    pred[0, 0, 0], pred[1, 1, 2] = pred[0, 0, 0] + 2.0, pred[1, 1, 2] - 4.0
     assert normalised_mse(pred, target) == pytest.approx((4 + 16) / 12)
+    assert normalised_mse(pred.astype(np.float32), target) == pytest.approx((4 + 16) / 12)
     assert normalised_mse(target, target) == 0.0
 
 

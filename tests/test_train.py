@@ -198,7 +198,8 @@ def test_overfits_a_few_frames(synthetic_h5, tmp_path):
 def test_a_run_that_learned_nothing_is_not_done(synthetic_h5, tmp_path):
     bad = dict(data=str(synthetic_h5), limit_train=16, max_epochs=1, lr=1e-9, **TINY)
     r = train({**bad, "out": str(tmp_path / "strict")})
-    assert r["status"] == "not-learned" and "mean training pose" in r["reason"]
+    assert r["status"] == "not-learned" and r["reason"].startswith(  # with a test split, the test error decides
+        f"test error {r['test_mean_mm']:.5g} is not below the mean training pose's {r['mean_pose_mm']:.5g}")
     r = train({**bad, "out": str(tmp_path / "relaxed"), "require_learning": False})
     assert r["status"] == "done"
     p = subprocess.run([sys.executable, "-m", "hpe", "train", "--quiet"] + _sets(
