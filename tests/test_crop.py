@@ -12,6 +12,7 @@ from hpe.crop import (
     hand_mask,
     normalise_joints,
     segment_nearest,
+    standardise_rgb,
 )
 from hpe.nyu import EVAL_JOINTS, PALM_JOINT, PALM_SLOT, NYUSplit, read_depth, read_joints_txt, read_rgb
 
@@ -103,3 +104,27 @@ def test_depth_in_front_of_the_cube_is_clamped_to_its_front_face():
     np.testing.assert_allclose(np.unique(c.depth), [-1.0, (1000 - 1100) / 150, 1.0], rtol=1e-6)
     col, row = (c.transform @ [300, 240, 1])[:2]
     assert c.depth[int(round(row)), int(round(col))] == -1.0
+
+
+def test_crop_centre_limits():
+    """The centre must lie inside the image (u < width, v < height) at a depth from the sensor's minimum to its
+    maximum plus the cube; the default crop is 128 px."""
+    depth = np.full((480, 640), 1000, np.uint16)
+    for u, v in ((640.0, 100.0), (100.0, 480.0), (-0.01, 100.0)):
+        with pytest.raises(DataError, match="outside the 640x480 image"):
+            crop_hand(depth, np.array([u, v, 800.0]), 300.0)
+    assert crop_hand(depth, np.array([639.99, 479.99, 800.0]), 300.0).depth.shape == (128, 128)
+    crop_hand(depth, np.array([320.0, 240.0, 10.0]), 300.0, 16)    # DEPTH_MIN_MM: accepted
+    crop_hand(depth, np.array([320.0, 240.0, 1800.0]), 300.0, 16)  # DEPTH_MAX_MM + cube: accepted
+    for zc in (9.99, 1800.01):
+        with pytest.raises(DataError, match="not a valid depth"):
+            crop_hand(depth, np.array([320.0, 240.0, zc]), 300.0, 16)
+
+
+def test_standardise_rgb_eqs_4_10_to_4_12():
+    rgb = np.array([[[10, 20, 30], [40, 50, 60]]], np.uint8)
+    mask = np.array([[True, False]])
+    out = standardise_rgb(rgb, mask, np.array([1.0, 2.0, 3.0]), np.array([2.0, 4.0, 8.0]))
+    np.testing.assert_allclose(out, [[[4.5, 4.5, 3.375], [-0.5, -0.5, -0.375]]])
+    assert out.dtype == np.float64 or out.dtype == np.float32
+    assert standardise_rgb(rgb, mask, np.zeros(3, np.float32), np.ones(3, np.float32)).dtype == np.float32
