@@ -128,3 +128,14 @@ def test_standardise_rgb_eqs_4_10_to_4_12():
     np.testing.assert_allclose(out, [[[4.5, 4.5, 3.375], [-0.5, -0.5, -0.375]]])
     assert out.dtype == np.float64 or out.dtype == np.float32
     assert standardise_rgb(rgb, mask, np.zeros(3, np.float32), np.ones(3, np.float32)).dtype == np.float32
+
+
+def test_an_empty_crop_box_is_refused():
+    """A cube so small that its projection is under a pixel wide (or high) leaves nothing to crop; one pixel is
+    enough."""
+    depth = np.full((480, 640), 1000, np.uint16)
+    for u, v in ((320.5, 240.9), (320.9, 240.5)):  # 0 x 1 and 1 x 0 pixels
+        with pytest.raises(DataError, match=r"empty crop box \[\d+, \d+, \d+, \d+\] for centre depth 1000.0 mm"):
+            crop_hand(depth, np.array([u, v, 1000.0]), 0.5, 8)
+    c = crop_hand(depth, np.array([320.9, 240.9, 1000.0]), 0.5, 8)  # 1 x 1 pixel
+    assert (c.box[2:] - c.box[:2]).tolist() == [1, 1] and (c.depth == 0).all()

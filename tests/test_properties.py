@@ -4,7 +4,7 @@ against the author's loop over random validation curves."""
 import math
 
 import numpy as np
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
@@ -72,6 +72,8 @@ def test_paste_geometry_keeps_the_aspect_and_centres(w, h, size):
 
 
 @FAST
+@example(cam=Camera(), u=3.0, v=470.0, zc=1050.0, cube=600.0, size=96)  # the box reaches past both edges
+@example(cam=Camera(), u=636.0, v=2.0, zc=1050.0, cube=600.0, size=96)
 @given(cam=cameras, u=st.floats(0, 639.9), v=st.floats(0, 479.9), zc=st.floats(1000, 1100),
        cube=st.floats(220, 600), size=st.integers(8, 96))
 def test_crop_reads_the_pixels_its_transform_names(cam, u, v, zc, cube, size):
