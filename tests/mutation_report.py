@@ -31,6 +31,8 @@ def main(argv=None) -> int:
     ap.add_argument("patterns", nargs="+")
     ap.add_argument("--seconds", type=float, required=True, help="wall time of the mutmut run")
     ap.add_argument("--out", type=Path, default=ROOT / "results" / "mutation.json")
+    ap.add_argument("--rechecked", type=Path, help="JSON {mutant: {killed, by}}: survivors of this run re-run by "
+                                                   "hand against tests written after it started")
     a = ap.parse_args(argv)
     codes = {}
     for meta in sorted((ROOT / "mutants").rglob("*.meta")):
@@ -42,12 +44,16 @@ def main(argv=None) -> int:
     equivalent = tomllib.loads((ROOT / "tests" / "mutation_equivalent.toml").read_text())
     unknown = sorted(set(equivalent) - set(names))
     result = {n: outcome(codes[n]) for n in names}
+    rechecked = json.loads(a.rechecked.read_text()) if a.rechecked else {}
+    killed_later = {}
     for n in names:
         if n in equivalent and result[n] == "survived":
             result[n] = "equivalent"
+        elif result[n] in ("survived", "no tests") and rechecked.get(n, {}).get("killed"):
+            result[n], killed_later[n] = "killed", rechecked[n]["by"]
     count = Counter(result.values())
     killed = count["killed"] + count["timeout"]
-    scored = killed + count["survived"]
+    scored = killed + count["survived"] + count["no tests"]
     by_module = {}
     for n, r in result.items():
         mod = n.split(".x")[0]
@@ -67,6 +73,7 @@ def main(argv=None) -> int:
                                                               "no tests", "not checked")},
         "killed_share_of_non_equivalent": round(killed / scored, 4) if scored else None,
         "by_module": {m: dict(c) for m, c in sorted(by_module.items())},
+        "killed_after_the_run": killed_later,
         "survivors": [n for n, r in result.items() if r == "survived"],
         "equivalents": {n: equivalent[n] for n, r in result.items() if r == "equivalent"},
         "equivalent_entries_not_in_this_run": unknown,
