@@ -139,3 +139,21 @@ def test_an_empty_crop_box_is_refused():
             crop_hand(depth, np.array([u, v, 1000.0]), 0.5, 8)
     c = crop_hand(depth, np.array([320.9, 240.9, 1000.0]), 0.5, 8)  # 1 x 1 pixel
     assert (c.box[2:] - c.box[:2]).tolist() == [1, 1] and (c.depth == 0).all()
+
+
+def test_crop_output_types_and_the_rgb_resampling():
+    """Crop's documented types (float32 depth and transform, int32 box, uint8 RGB or None) and its RGB: the box's
+    pixels (zero outside the image) resized bilinearly onto the canvas."""
+    from PIL import Image
+    depth = np.full((480, 640), 1000, np.uint16)
+    c = crop_hand(depth, np.array([5.0, 240.0, 1000.0]), 300.0, 32)
+    assert c.rgb is None and c.depth.dtype == np.float32 and c.transform.dtype == np.float32
+    assert c.box.dtype == np.int32
+    rgb = np.random.default_rng(0).integers(1, 256, (480, 640, 3), dtype=np.uint8)
+    c = crop_hand(depth, np.array([5.0, 240.0, 1000.0]), 300.0, 32, rgb)
+    assert c.rgb.dtype == np.uint8 and c.rgb.shape == (32, 32, 3)
+    u0, v0, u1, v1 = (int(b) for b in c.box)
+    region = np.zeros((v1 - v0, u1 - u0, 3), np.uint8)
+    region[:, -u0:] = rgb[v0:v1, :u1]  # the box starts left of the image
+    want = np.asarray(Image.fromarray(region).resize((32, 32), Image.BILINEAR))
+    np.testing.assert_array_equal(c.rgb, want)

@@ -57,6 +57,7 @@ def test_thesis_schedule_halves_after_patience_epochs_and_stops_after_max_halvin
     assert epochs == list(range(1, 9))  # never rewound
     assert actions == ["improved", "improved", "wait", "halve", "wait", "halve", "wait", "stop"]
     assert (s.status, s.lr, s.halvings, s.best_epoch) == ("stopped", 0.25, 2, 2)
+    assert s.reason == "early stop: no improvement for 2 epochs after 2 halvings"
 
 
 def test_icip2018_schedule_is_the_authors_loop():
