@@ -107,11 +107,14 @@ def _cmd_evaluate(a) -> int:
     preds = list(zip(a.name or [Path(p).name.split(".")[0] for p in a.pred], a.pred))
     baselines = bundled("KIT_MANIFEST.tsv").parent if a.baselines == "bundled" else a.baselines
     methods = collect(preds, gt, a.format, parse_joint_order(a.joint_order), _tompson(a.tompson), a.depth_dir,
-                      baselines)
+                      baselines, a.allow_unfinished)
     results = summaries(methods, gt, a.success)
     print(f"ground truth: {gt.source}")
     print(format_table(results))
-    write_results(results, a.json, a.csv)
+    warnings = [f"warning: {m.warning}" for m in methods if m.warning]
+    for w in warnings:
+        print(w, file=sys.stderr)
+    write_results(results, a.json, a.csv, warnings)
     return 0
 
 
@@ -164,7 +167,7 @@ def _cmd_figure_compare(a) -> int:
     for name in a.bundled or []:
         methods.append((name, bundled(THESIS_BASELINES[name])))
     results = compare(methods, a.gt, a.out, a.title or "", _tompson(a.tompson), a.depth_dir, a.note, a.baselines,
-                      a.success, leaderboard=a.leaderboard)
+                      a.success, leaderboard=a.leaderboard, allow_unfinished=a.allow_unfinished)
     print_summary(results, a.note)
     print(f"wrote {a.out}.png, .pdf, .csv, .json")
     return 0
@@ -172,7 +175,7 @@ def _cmd_figure_compare(a) -> int:
 
 def _cmd_figure_table(a) -> int:
     from hpe.experiments import TABLE43_NOTE, table43
-    header, rows = table43(dict(_pairs(a.method, "--method")), a.out)
+    header, rows = table43(_pairs(a.method, "--method"), a.out, a.allow_unfinished)
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
     for r in [header] + rows:
         print("  " + "  ".join(f"{c:>{w}}" for c, w in zip(r, widths)))
@@ -183,14 +186,14 @@ def _cmd_figure_table(a) -> int:
 
 def _cmd_figure_qualitative(a) -> int:
     from hpe.experiments import qualitative
-    for p in qualitative(a.run, a.data, a.out):
+    for p in qualitative(a.run, a.data, a.out, allow_unfinished=a.allow_unfinished):
         print(f"wrote {p}")
     return 0
 
 
 def _cmd_figure_centres(a) -> int:
     from hpe.experiments import centre_study
-    rows = centre_study(a.run, a.root, a.out, a.limit, centre_runs=a.centre_run)
+    rows = centre_study(a.run, a.root, a.out, a.limit, centre_runs=a.centre_run, allow_unfinished=a.allow_unfinished)
     print(f"  {'frames':18s} {'centre':8s} {'n':>5} {'to palm mm':>10} {'median':>7} {'joint err mm':>12} "
           f"{'vs palm':>8}")
     for r in rows:
@@ -201,7 +204,7 @@ def _cmd_figure_centres(a) -> int:
 
 def _cmd_fusepred(a) -> int:
     from hpe.experiments import fusepred
-    print(json.dumps(fusepred(a.experiment, a.depth_run, a.rgb_run, a.out, a.weights), indent=2))
+    print(json.dumps(fusepred(a.experiment, a.depth_run, a.rgb_run, a.out, a.weights, a.allow_unfinished), indent=2))
     return 0
 
 
@@ -415,15 +418,18 @@ def _figure_commands(add, common) -> None:
     s.add_argument("--leaderboard", action="store_true", help="highlight the --method runs, grey the rest")
     s.add_argument("--note", action="append", default=[], help="a note printed under the figure")
     s.add_argument("--title", help="figure title")
+    _allow_unfinished(s)
     s.set_defaults(func=_cmd_figure_compare, outputs=[Out("out", "prefix")])
     s = fadd("table4.3", "table 4.3 from Net1-Net9 run folders")
     s.add_argument("--out", type=Path, required=True, help="output prefix (writes .png, .pdf, .csv, .md, .tex)")
     s.add_argument("--method", action="append", default=[], metavar="NAME=RUN", help="netN=run folder; repeat")
+    _allow_unfinished(s)
     s.set_defaults(func=_cmd_figure_table, outputs=[Out("out", "prefix")])
     s = fadd("qualitative", "figures 4.10/4.11 from a run's test predictions")
     s.add_argument("--out", type=Path, required=True, help="output prefix")
     s.add_argument("--run", type=Path, required=True, help="run folder")
     s.add_argument("--data", type=Path, required=True, help="the prepared .h5 it was trained on")
+    _allow_unfinished(s)
     s.set_defaults(func=_cmd_figure_qualitative, outputs=[Out("out", "prefix")])
 
     s = fadd("centres", "hand centres without labels: distance to the palm and cost in joint error (a table)")
@@ -433,6 +439,7 @@ def _figure_commands(add, common) -> None:
     s.add_argument("--limit", type=int, help="only the first N test frames")
     s.add_argument("--centre-run", type=Path, action="append", default=[],
                    help="a centre-refinement run (target = centre) for 'refined'; repeat for coarse + fine")
+    _allow_unfinished(s)
     s.set_defaults(func=_cmd_figure_centres, outputs=[Out("out", "prefix")])
 
 
@@ -454,6 +461,7 @@ def _evaluation_commands(add, common) -> None:
     s.add_argument("--subject1-frames", type=int, default=TEST_SUBJECT1_FRAMES, help="test frames of subject 1")
     s.add_argument("--json", type=Path, help="write the results as JSON")
     s.add_argument("--csv", type=Path, help="write the results as CSV")
+    _allow_unfinished(s)
     s.set_defaults(func=_cmd_evaluate, outputs=[Out("json", "file"), Out("csv", "file")])
 
     s = add("fusepred", "FusePred-Net: score fusion of a trained Depth-Net and RGB-Net")
@@ -462,6 +470,7 @@ def _evaluation_commands(add, common) -> None:
     s.add_argument("--rgb-run", type=Path, required=True, help="RGB-Net run folder")
     s.add_argument("--weights", choices=["fixed", "error", "learned"], help="override the experiment's weights")
     s.add_argument("--out", type=Path, required=True, help="output folder")
+    _allow_unfinished(s)
     s.set_defaults(func=_cmd_fusepred, outputs=[Out("out", "folder")])
 
     bl = add("baselines", "the NYU field's published results").add_subparsers(dest="action", metavar="ACTION",

@@ -254,6 +254,9 @@ def read_joints_txt(path: Path, joints: int = 14, role: str = "prediction") -> n
             parts = line.split()
             if not parts:
                 continue
+            if "," in line and len(line.replace(",", " ").split()) == 3 * joints:
+                raise DataError(f"{path}:{i}: comma-separated values; the kit's format (what hpe reads) separates "
+                                f"numbers by spaces: convert it, e.g. tr ',' ' ' < FILE")
             if len(parts) != 3 * joints:
                 raise DataError(f"{path}:{i}: expected {3 * joints} numbers ({joints} joints x 3), got {len(parts)}")
             try:

@@ -297,27 +297,35 @@ def predict(run_dir: Path, inputs: list[str], out: Path, centre: str = "refined"
     cube = cube or float(run.preprocess["cube_mm"])
     warnings = [w for w in [run.info.warning] + [r.info.warning for r in refiners] if w]
     with replacing(Path(out)) as stage:
-        records, uvds = [], []
-        bar = tqdm(total=len(files), desc="predict", unit="frame", disable=None if progress else True, dynamic_ncols=True)
+        records = []
+        bar = tqdm(total=len(files), desc="predict", unit="frame", disable=None if progress else True,
+                   dynamic_ncols=True)
         for s in range(0, len(files), batch_size):
-            frames = []
-            for path, rgb_path in zip(files[s:s + batch_size], rgb_files[s:s + batch_size]):
-                depth = read_depth_frame(path, depth_scale)
-                frames.append(Frame(path, depth, None if rgb_path is None else read_rgb_frame(rgb_path, depth.shape),
-                                    camera_for(depth, path, cam), None if fixed is None else fixed.copy()))
-            xyz, centres = predict_frames(run, frames, "fixed" if fixed is not None else centre, cube, dev, refine_steps,
-                                          refiners)
+            frames = [_frame(path, rgb_path, depth_scale, cam, fixed)
+                      for path, rgb_path in zip(files[s:s + batch_size], rgb_files[s:s + batch_size])]
+            xyz, centres = predict_frames(run, frames, "fixed" if fixed is not None else centre, cube, dev,
+                                          refine_steps, refiners)
             for f, j, c in zip(frames, xyz, centres):
-                uvd = f.camera.xyz_to_uvd(j)
-                uvds.append(uvd)
-                records.append({"file": str(f.path), "centre_uvd": c.tolist(), "joints_uvd": uvd.tolist(),
-                                "joints_xyz": j.tolist(), "hand": f.no_hand is None,
-                                **({"no_hand": f.no_hand} if f.no_hand else {}),
-                                **({"warnings": warnings} if warnings else {})})
+                records.append(_record(f, j, c, warnings))
                 if overlay:
+                    uvd = np.array(records[-1]["joints_uvd"])
                     _overlay(stage / "overlays" / f"{f.path.stem}-pose.png", f.depth, uvd)
             bar.update(len(frames))
         bar.close()
-        write_joints_txt(stage / "predictions_uvd.txt", np.stack(uvds))
+        write_joints_txt(stage / "predictions_uvd.txt", np.array([r["joints_uvd"] for r in records]))
         write_json(stage / "predictions.json", records)
         return records
+
+
+def _frame(path: Path, rgb_path: Path | None, depth_scale: float, cam: Camera | None, fixed) -> Frame:
+    depth = read_depth_frame(path, depth_scale)
+    return Frame(path, depth, None if rgb_path is None else read_rgb_frame(rgb_path, depth.shape),
+                 camera_for(depth, path, cam), None if fixed is None else fixed.copy())
+
+
+def _record(f: Frame, joints_xyz: np.ndarray, centre_uvd: np.ndarray, warnings: list[str]) -> dict:
+    """One frame of predictions.json: its joints, its centre, whether its crop holds a hand, the runs' warnings."""
+    return {"file": str(f.path), "centre_uvd": centre_uvd.tolist(),
+            "joints_uvd": f.camera.xyz_to_uvd(joints_xyz).tolist(), "joints_xyz": joints_xyz.tolist(),
+            "hand": f.no_hand is None, **({"no_hand": f.no_hand} if f.no_hand else {}),
+            **({"warnings": warnings} if warnings else {})}
