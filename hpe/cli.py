@@ -228,7 +228,13 @@ def _cmd_search(a) -> int:
             sc.ranges[name] = (float(lo), float(hi), {"log": True, "linear": False}[scale])
         except (ValueError, KeyError):
             raise ValueError(f"--range {item}: give NAME:LOW:HIGH:log or NAME:LOW:HIGH:linear") from None
-    print(json.dumps(search(merged, Path(out), sc, a.max_trials), indent=2))
+    say = (lambda line: None) if a.quiet else (lambda line: print(line, file=sys.stderr, flush=True))
+    result = search(merged, Path(out), sc, a.max_trials, say)
+    print(json.dumps(result, indent=2))
+    if result["complete"] == 0:
+        print(f"hpe search: error: no trial completed ({result['failed']} failed; see {Path(out) / 'trials.csv'}) "
+              f"(exit status 3)", file=sys.stderr)
+        return 3
     return 0
 
 
