@@ -28,7 +28,7 @@ from pathlib import Path
 from hpe import DataError
 from hpe.atomic import _remove, free_bytes, sweep_stale, temp_path, write_json
 
-LOCK = ".lock"            # a folder's lock file, inside it (run folders, prediction folders)
+LOCK = ".lock"  # a folder's lock file, inside it while a process writes it (run folders, prediction folders)
 MANIFEST = ".hpe-outputs.json"  # what the last complete run of a command wrote into a replaced folder
 KINDS = ("file", "prefix", "folder", "shared", "keep", "dataset")
 # file:    one file (export --out, evaluate --json, prep OUT); locked beside it as .NAME.lock
@@ -169,7 +169,7 @@ def own_folder(folder: Path) -> Iterator[Path]:
     created: list[Path] = []
     _make_parents(folder / "x", created)
     try:
-        with locked(folder / LOCK, folder):
+        with locked(folder / LOCK, folder, remove=True):
             sweep_stale(folder)
             yield folder
     except BaseException:
