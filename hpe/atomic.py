@@ -85,6 +85,17 @@ def atomic_path(path: Path) -> Iterator[Path]:
         raise
 
 
+H5_MARGIN = 4 * 2**20  # HDF5's chunk caches and metadata, written later than the data
+
+
+def ensure_space(path: Path, nbytes: int) -> None:
+    """Refuse a write of ``nbytes`` into ``path`` that the disk cannot take, before the writer starts it: HDF5 fails
+    on a full disk inside its destructors (a flood of ignored errors, then a segfault), never as one exception."""
+    if free_bytes(Path(path).parent) < nbytes + H5_MARGIN:
+        raise WriteError(f"cannot write {path}: the disk is full; nothing half-written was kept (free space or "
+                         f"choose another location, then run again)")
+
+
 @contextlib.contextmanager
 def atomic_h5(path: Path) -> Iterator:
     """An HDF5 file written atomically.  On a failure the temporary is truncated *before* h5py closes it: closing

@@ -22,7 +22,7 @@ import numpy as np
 from tqdm import tqdm
 
 from hpe import DataError
-from hpe.atomic import atomic_h5
+from hpe.atomic import atomic_h5, ensure_space
 from hpe.output import check_writable
 from hpe.camera import NYU_CAMERA
 from hpe.config import merge, profile_section
@@ -202,6 +202,7 @@ def _fill_split(h5: h5py.File, pool, tasks: list[tuple], targets: dict[str, int]
                 rows = in_val if g == "val" else ~in_val
                 m, k = int(rows.sum()), filled[g]
                 if m:
+                    ensure_space(h5.filename, sum(batch[name][rows].nbytes for name in SCHEMA))
                     for name in SCHEMA:
                         h5[g][name][k:k + m] = batch[name][rows]
                     filled[g] = k + m
