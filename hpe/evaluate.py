@@ -108,13 +108,19 @@ def _mean_error(pred_xyz: np.ndarray, gt_xyz: np.ndarray) -> np.ndarray:
     return np.linalg.norm(pred_xyz - gt_xyz, axis=-1).mean(axis=-1)
 
 
-def _shifted_error(xyz: np.ndarray, gt_xyz: np.ndarray, k: int) -> float:
-    """Mean error with line i scored against frame i + k (over the lines that have such a frame)."""
+def _shift_gain(xyz: np.ndarray, gt_xyz: np.ndarray, k: int) -> tuple[float, float]:
+    """(mean error with line i scored against frame i + k, t statistic of the per-line change): a negative t far
+    from 0 means the shift fits better line after line, not by chance (a poor net fits every frame alike)."""
     n = len(xyz)
-    return float(_mean_error(xyz[max(0, -k):n - max(0, k)], gt_xyz[max(0, k):n - max(0, -k)]).mean())
+    lines, frames = slice(max(0, -k), n - max(0, k)), slice(max(0, k), n - max(0, -k))
+    shifted = _mean_error(xyz[lines], gt_xyz[frames])
+    change = shifted - _mean_error(xyz[lines], gt_xyz[lines])
+    return float(shifted.mean()), float(change.mean() / (change.std() / np.sqrt(len(change)) + 1e-12))
 
 
-SHIFT_BETTER = 0.99  # a correct file always fits worse shifted (NYU's baselines: 2-6 % worse by one frame)
+SHIFT_BETTER = 0.99  # a correct file always fits worse shifted (NYU's baselines: 2-6 % worse by one frame) ...
+SHIFT_T = -8.0       # ... and a shifted one better on line after line (Feedback shifted by one: t ~ -30)
+FAR_BETTER = 0.35    # shuffled NYU baselines fit other frames 10x better; a poor net fits none much better
 
 
 def _misordered(xyz: np.ndarray, gt: GroundTruth, declared: float, sample: int = 256) -> str | None:
@@ -127,12 +133,14 @@ def _misordered(xyz: np.ndarray, gt: GroundTruth, declared: float, sample: int =
     best = cdist(xyz[idx].reshape(len(idx), -1), gt.xyz.reshape(n, -1)).argmin(axis=1)
     offsets, counts = np.unique(best - idx, return_counts=True)
     shifts = {k for k in (-3, -2, -1, 1, 2, 3, int(offsets[counts.argmax()])) if 0 < abs(k) < n // 2}
-    err, k = min((_shifted_error(xyz, gt.xyz, k), k) for k in shifts) if shifts else (np.inf, 0)
-    if err < (SHIFT_BETTER if abs(k) <= 3 else 0.6) * declared:
+    fits = [(err, k) for k in shifts for err, t in [_shift_gain(xyz, gt.xyz, k)]
+            if err < (SHIFT_BETTER if abs(k) <= 3 else FAR_BETTER) * declared and t < SHIFT_T]
+    if fits:
+        err, k = min(fits)
         return (f"the rows fit better shifted by {k:+d} line(s) ({err:.1f} mm against {declared:.1f} mm as given; "
                 f"line i matches frame i{k:+d}): a missing or extra line, or another test list?")
     own, other = _mean_error(xyz[idx], gt.xyz[idx]).mean(), _mean_error(xyz[idx], gt.xyz[best]).mean()
-    if other < 0.6 * own:
+    if other < FAR_BETTER * own:
         return (f"the rows fit other frames far better ({other:.1f} mm against {own:.1f} mm as given): shuffled, "
                 f"or in another frame order than the test list?")
     return None
