@@ -137,8 +137,8 @@ def _cmd_figure_frame(a) -> int:
         from hpe.dataset import open_prepared
         info = open_prepared(a.stats)
         mean, std, source = info.attrs["rgb_mean"], info.attrs["rgb_std"], f"{Path(a.stats).name}'s training"
-    paths = figure_frame(read_depth(depth, a.frame), read_rgb(rgb, a.frame), uvd, a.out, a.cube, rgb_mean=mean,
-                         rgb_std=std, stats_source=source, title=a.title or "")
+    paths = figure_frame(read_depth(depth, a.frame, user_frame=True), read_rgb(rgb, a.frame), uvd, a.out, a.cube,
+                         rgb_mean=mean, rgb_std=std, stats_source=source, title=a.title or "")
     for p in paths:
         print(f"wrote {p}")
     return 0

@@ -61,9 +61,8 @@ def check(path: Path, kind: str) -> None:
     path = Path(path)
     if kind in ("file", "prefix"):
         if path.is_dir():
-            example = path / ("out.json" if kind == "file" else "figure")
-            raise DataError(f"output {path} is a folder; give a file name{' prefix' if kind == 'prefix' else ''}, "
-                            f"e.g. {example}")
+            raise DataError(f"output {path} is a folder; give a file name{' prefix' if kind == 'prefix' else ''} "
+                            f"(e.g. {path / 'NAME'})")
     elif path.exists() and not path.is_dir():
         raise DataError(f"output folder {path} is a file; give a folder (a new name is created)")
     _parents_ok(path)
@@ -84,16 +83,17 @@ def check_writable(path: Path, need_bytes: int = 0) -> None:
                             f"{path.parent} has {free / 2**30:.2f} GiB free")
 
 
-def _make_parents(path: Path, created: list[Path]) -> None:
-    missing = [p for p in [path.parent, *path.parent.parents] if not p.exists()]
+def _make_parents(path: Path, created: list[Path], itself: bool = False) -> None:
+    """Create the missing parent folders of ``path`` (and ``path`` itself: ``itself``), noting them in ``created``."""
+    missing = [p for p in [*([path] if itself else []), path.parent, *path.parent.parents] if not p.exists()]
     for p in reversed(missing):
         try:
             p.mkdir()
         except FileExistsError:
             continue
         except OSError as exc:
-            raise DataError(f"cannot create the folder {p} for {path}: {exc.strerror} (choose a writable "
-                            f"location)") from None
+            raise DataError(f"cannot create the folder {p}" + ("" if p == path else f" for {path}")
+                            + f": {exc.strerror} (choose a writable location)") from None
         created.append(p)
 
 
@@ -167,7 +167,7 @@ def own_folder(folder: Path) -> Iterator[Path]:
     folder = Path(folder)
     check(folder, "folder")
     created: list[Path] = []
-    _make_parents(folder / "x", created)
+    _make_parents(folder, created, itself=True)
     try:
         with locked(folder / LOCK, folder, remove=True):
             sweep_stale(folder)

@@ -32,7 +32,7 @@ from hpe.camera import NYU_CAMERA, Camera
 from hpe.crop import crop_frame, find_centre, valid_depth
 from hpe.dataset import InputAssembler, resize_crops
 from hpe.export import TrainedRun, load_run
-from hpe.nyu import decode_depth, write_joints_txt
+from hpe.nyu import check_not_colour, decode_depth, write_joints_txt
 
 CENTRES = ("segment", "com", "refined")
 IMAGE_SUFFIXES = (".png", ".npy")
@@ -68,10 +68,7 @@ def read_depth_frame(path: Path, depth_scale: float = 1.0) -> np.ndarray:
             with Image.open(path) as im:
                 if im.mode == "RGB":  # NYU's packing; a 16-bit depth is never stored as 8-bit RGB otherwise
                     packed = np.asarray(im)
-                    if (packed[..., 0] != 0).mean() > 0.01:  # NYU's packed depth leaves red empty; a photo does not
-                        raise DataError(f"{path} looks like a colour image, not a depth frame (its red channel is "
-                                        f"not empty, as NYU's packed depth always is): give depth frames, and colour "
-                                        f"frames with --rgb")
+                    check_not_colour(packed, path)
                     mm = decode_depth(packed).astype(np.float64) * depth_scale
                 elif im.mode in ("I;16", "I;16B", "I;16L", "I"):
                     mm = np.asarray(im).astype(np.float64) * depth_scale

@@ -157,14 +157,15 @@ def open_run(run_dir: Path, role: str = "--run", allow_unfinished: bool = False,
     (the fingerprint in ``config.json``); or a config that does not fit the ``role`` (``fits``: key=value(s) the
     run's config must have, e.g. ``target="pose"``, ``net="net6"``)."""
     run_dir = Path(run_dir)
+    who = f"{role}{run_dir}" if role.endswith("=") else f"{role} {run_dir}"
     if not run_dir.is_dir():
-        raise DataError(f"{role} {run_dir}: no such run folder" + (" (it is a file)" if run_dir.exists() else ""))
+        raise DataError(f"{who}: no such run folder" + (" (it is a file)" if run_dir.exists() else ""))
     try:
         doc = json.loads((run_dir / "config.json").read_text())
         config, fp = doc["config"], doc.get("data", {}).get("fingerprint")
     except (OSError, ValueError, KeyError, TypeError):
-        raise DataError(f"{role} {run_dir} is not a run folder (no readable config.json): give a folder that "
-                        f"`hpe train` wrote") from None
+        raise DataError(f"{who} is not a run folder (no readable config.json): give a folder that `hpe train` "
+                        f"wrote") from None
     if (run_dir / "result.json").is_file():
         result = load_result(run_dir)
         status, reason = str(result.get("status")), str(result.get("reason", ""))
@@ -174,11 +175,11 @@ def open_run(run_dir: Path, role: str = "--run", allow_unfinished: bool = False,
         hint = {"unfinished": f"finish it with `hpe train --resume --out {run_dir}` or",
                 "not-learned": "train it longer or with other settings, or",
                 "diverged": "train it again with a lower learning rate, or"}.get(status, "")
-        raise DataError(f"{role} {run_dir} is {status} ({reason}): {hint} {ALLOW}".replace("  ", " "))
+        raise DataError(f"{who} is {status} ({reason}): {hint} {ALLOW}".replace("  ", " "))
     for key, wanted in fits.items():
         allowed = wanted if isinstance(wanted, tuple) else (wanted,)
         if config.get(key) not in allowed:
-            raise DataError(f"{role} {run_dir} has {key} = {config.get(key)!r}, but this role needs "
+            raise DataError(f"{who} has {key} = {config.get(key)!r}, but this role needs "
                             f"{' or '.join(map(repr, allowed))}: give a run trained for it")
     info = RunInfo(run_dir, status, reason, config, fp)
     if data is not None:
