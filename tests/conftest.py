@@ -24,12 +24,16 @@ def synthetic_root(tmp_path_factory):
     return root
 
 
+def _prepared(root, tmp_path_factory, name: str, size: int):
+    from hpe.prep import prep, prep_config
+    out = tmp_path_factory.mktemp("h5") / name
+    prep(root, out, prep_config(size=size, workers=2), progress=False)
+    return out
+
+
 @pytest.fixture(scope="session")
 def synthetic_h5(synthetic_root, tmp_path_factory):
-    from hpe.prep import prep, prep_config
-    out = tmp_path_factory.mktemp("h5") / "syn.h5"
-    prep(synthetic_root, out, prep_config(size=64, workers=2), progress=False)
-    return out
+    return _prepared(synthetic_root, tmp_path_factory, "syn.h5", 64)
 
 
 # --- tiny trained runs shared by the output-layer, run-contract and sweep tests (issue 19) -----------------------
@@ -59,7 +63,4 @@ def tiny_runs(synthetic_h5, tmp_path_factory):
 @pytest.fixture(scope="session")
 def other_h5(synthetic_root, tmp_path_factory):
     """A prepared file of the same frames with another crop size: other data, another fingerprint."""
-    from hpe.prep import prep, prep_config
-    out = tmp_path_factory.mktemp("h5-other") / "other.h5"
-    prep(synthetic_root, out, prep_config(size=48, workers=2), progress=False)
-    return out
+    return _prepared(synthetic_root, tmp_path_factory, "other.h5", 48)
