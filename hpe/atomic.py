@@ -80,7 +80,7 @@ def atomic_path(path: Path) -> Iterator[Path]:
         yield tmp
         os.replace(tmp, path)
     except BaseException as exc:
-        _remove(tmp)
+        remove_path(tmp)
         _raise_write_error(exc, path)
         raise
 
@@ -121,7 +121,7 @@ def atomic_dir(path: Path, replace: bool = False) -> Iterator[Path]:
     ``replace``, and removed only once the new one is in place)."""
     path = Path(path)
     tmp = temp_path(path)
-    _remove(tmp)
+    remove_path(tmp)
     tmp.mkdir(parents=True)
     try:
         yield tmp
@@ -135,7 +135,7 @@ def atomic_dir(path: Path, replace: bool = False) -> Iterator[Path]:
         else:
             os.replace(tmp, path)
     except BaseException:
-        _remove(tmp)
+        remove_path(tmp)
         raise
 
 
@@ -188,12 +188,12 @@ def sweep_stale(folder: Path) -> list[Path]:
     for entry in folder.iterdir():
         m = _TEMP.match(entry.name) or re.match(r"^\..+\.old-(?P<pid>\d+)$", entry.name)
         if m and int(m["pid"]) != os.getpid() and not pid_alive(int(m["pid"])):
-            _remove(entry)
+            remove_path(entry)
             gone.append(entry)
     return gone
 
 
-def _remove(path: Path) -> None:
+def remove_path(path: Path) -> None:
     if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path, ignore_errors=True)
     else:

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hpe import DataError
-from hpe.atomic import _remove, free_bytes, sweep_stale, temp_path, write_json
+from hpe.atomic import remove_path, free_bytes, sweep_stale, temp_path, write_json
 
 LOCK = ".lock"  # a folder's lock file, inside it while a process writes it (run folders, prediction folders)
 MANIFEST = ".hpe-outputs.json"  # what the last complete run of a command wrote into a replaced folder
@@ -229,20 +229,20 @@ def replacing(folder: Path) -> Iterator[Path]:
     folder = Path(folder)
     with own_folder(folder):
         stage = temp_path(folder / "stage")
-        _remove(stage)
+        remove_path(stage)
         stage.mkdir()
         try:
             yield stage
             new = sorted(p.name for p in stage.iterdir())
             for name in _manifest(folder):
                 if name not in new:
-                    _remove(folder / name)
+                    remove_path(folder / name)
             for name in new:
-                _remove(folder / name)
+                remove_path(folder / name)
                 os.replace(stage / name, folder / name)
             write_json(folder / MANIFEST, {"files": new})
         finally:
-            _remove(stage)
+            remove_path(stage)
 
 
 def _manifest(folder: Path) -> list[str]:

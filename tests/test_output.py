@@ -14,7 +14,7 @@ import pytest
 from hpe import DataError
 from hpe.atomic import WriteError, atomic_h5, torch_save, write_bytes_from, write_json
 from hpe.cli import main
-from hpe.output import Out, check_writable, claim, locked, own_folder, replacing
+from hpe.output import Out, check_writable, claim, own_folder, replacing
 
 REPO = Path(__file__).resolve().parents[1]
 FEEDBACK = str(REPO / "hpe" / "reference" / "nyu" / "ICCV15_NYU_Feedback.txt.gz")
@@ -224,8 +224,9 @@ def test_disk_full_during_export_and_figures_is_one_line(full_disk, tiny_runs):
     filler = full_disk / "filler"
     filler.write_bytes(b"\0" * (3 * 2**20 - 48 * 1024))  # leave 48 kB: less than any of these outputs
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    for argv in (["export", "--run", str(tiny_runs / "done"), "--format", "torchscript", "--out",
-                  str(full_disk / "m.pt")],
+    run = str(tiny_runs / "done")
+    for argv in (["export", "--run", run, "--format", "torchscript", "--out", str(full_disk / "m.pt")],
+                 ["export", "--run", run, "--format", "onnx", "--out", str(full_disk / "m.onnx")],
                  ["figure", "frame", "--out", str(full_disk / "fig")]):
         r = subprocess.run([sys.executable, "-m", "hpe", *argv], capture_output=True, text=True, env=env)
         assert r.returncode == 2 and "the disk is full" in r.stderr, r.stderr[-3000:]
