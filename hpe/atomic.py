@@ -2,17 +2,24 @@
 
 A reader therefore never sees a half-written file, and a killed process leaves at most a temporary file
 named ``.NAME.tmp-PID.EXT``; :func:`sweep_stale` removes those whose process no longer runs.  Folders (a
-generated dataset) get the same treatment with :func:`atomic_dir`.
+generated dataset) get the same treatment with :func:`atomic_dir`.  A write that fails for lack of space or an
+I/O error (whatever the writer: Python, torch, h5py, matplotlib) ends as one :class:`WriteError` naming the
+file, with the temporary removed and the previous complete file untouched.  Checks before any work, locks and
+whole-folder replacement are :mod:`hpe.output`.
 """
 from __future__ import annotations
 
 import contextlib
+import errno
+import io
 import json
 import os
 import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+
+from hpe import DataError
 
 _TEMP = re.compile(r"^\..+\.tmp-(?P<pid>\d+)(\.[A-Za-z0-9]+)?$")
 
@@ -24,17 +31,88 @@ def temp_path(path: Path) -> Path:
     return path.with_name(f".{path.name}.tmp-{os.getpid()}{path.suffix}")
 
 
+class WriteError(DataError):
+    """A write failed for lack of space or an I/O error; the message names the file."""
+
+
+# errno values that mean "the write itself failed", whoever reports them (an OSError, or a C library's message).
+WRITE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS, errno.EFBIG)
+_FULL_MARKERS = ("errno = 28", "no space left", "disk quota", "file write failed", "unexpected pos")
+
+
+def write_failure(exc: BaseException, folder: Path) -> str | None:
+    """Why a writer's exception is a failed write (disk full, I/O error), or None if it is something else.
+    torch reports a full disk as RuntimeError('... unexpected pos ...'), h5py as RuntimeError('... errno = 28
+    ...'), so messages count too; so does a folder with (almost) no free space left."""
+    if isinstance(exc, WriteError):
+        return None
+    if isinstance(exc, OSError) and exc.errno in WRITE_ERRNOS:
+        return "the disk is full" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else exc.strerror
+    if isinstance(exc, (OSError, RuntimeError)):
+        text = str(exc).lower()
+        if any(m in text for m in _FULL_MARKERS):
+            return "the disk is full" if "28" in text or "space" in text or "pos" in text else "an I/O error"
+        with contextlib.suppress(OSError):
+            if free_bytes(folder) < 64 * 1024:
+                return "the disk is full"
+    return None
+
+
+def free_bytes(folder: Path) -> int:
+    """Free space in ``folder`` (one place, so that tests can pretend a disk is larger or fuller)."""
+    return shutil.disk_usage(folder).free
+
+
+def _raise_write_error(exc: BaseException, path: Path) -> None:
+    why = write_failure(exc, path.parent)
+    if why:
+        raise WriteError(f"cannot write {path}: {why}; nothing half-written was kept (free space or choose "
+                         f"another location, then run again)") from None
+
+
 @contextlib.contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
-    """Yield a temporary path to write; on success it replaces ``path``, on any error (or interrupt) it is removed."""
+    """Yield a temporary path to write; on success it replaces ``path``, on any error (or interrupt) it is removed.
+    A failed write (disk full, I/O error) becomes one :class:`WriteError`."""
     path = Path(path)
     tmp = temp_path(path)
     try:
         yield tmp
         os.replace(tmp, path)
-    except BaseException:
-        _remove(tmp)
+    except BaseException as exc:
+        remove_path(tmp)
+        _raise_write_error(exc, path)
         raise
+
+
+H5_MARGIN = 4 * 2**20  # HDF5's chunk caches and metadata, written later than the data
+
+
+def ensure_space(path: Path, nbytes: int) -> None:
+    """Refuse a write of ``nbytes`` into ``path`` that the disk cannot take, before the writer starts it: HDF5 fails
+    on a full disk inside its destructors (a flood of ignored errors, then a segfault), never as one exception."""
+    if free_bytes(Path(path).parent) < nbytes + H5_MARGIN:
+        raise WriteError(f"cannot write {path}: the disk is full; nothing half-written was kept (free space or "
+                         f"choose another location, then run again)")
+
+
+@contextlib.contextmanager
+def atomic_h5(path: Path) -> Iterator:
+    """An HDF5 file written atomically.  On a failure the temporary is truncated *before* h5py closes it: closing
+    flushes metadata, which on a full disk fails again inside h5py's destructors (a flood of tracebacks, then a
+    segfault); truncated, the flush lands in an empty file and the close is clean."""
+    import h5py
+    with atomic_path(path) as tmp:
+        h5 = h5py.File(tmp, "w")
+        try:
+            yield h5
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.truncate(tmp, 0)
+            with contextlib.suppress(Exception):
+                h5.close()
+            raise
+        h5.close()
 
 
 @contextlib.contextmanager
@@ -43,7 +121,7 @@ def atomic_dir(path: Path, replace: bool = False) -> Iterator[Path]:
     ``replace``, and removed only once the new one is in place)."""
     path = Path(path)
     tmp = temp_path(path)
-    _remove(tmp)
+    remove_path(tmp)
     tmp.mkdir(parents=True)
     try:
         yield tmp
@@ -57,7 +135,7 @@ def atomic_dir(path: Path, replace: bool = False) -> Iterator[Path]:
         else:
             os.replace(tmp, path)
     except BaseException:
-        _remove(tmp)
+        remove_path(tmp)
         raise
 
 
@@ -74,6 +152,15 @@ def torch_save(obj, path: Path) -> None:
     import torch
     with atomic_path(path) as tmp:
         torch.save(obj, tmp)
+
+
+def write_bytes_from(path: Path, save) -> None:
+    """``save(buffer)`` into memory, then the bytes to ``path`` atomically: for C++ writers (TorchScript) that
+    abort the whole process on a full disk instead of raising."""
+    buf = io.BytesIO()
+    save(buf)
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(buf.getbuffer())
 
 
 def savez(path: Path, **arrays) -> None:
@@ -101,41 +188,14 @@ def sweep_stale(folder: Path) -> list[Path]:
     for entry in folder.iterdir():
         m = _TEMP.match(entry.name) or re.match(r"^\..+\.old-(?P<pid>\d+)$", entry.name)
         if m and int(m["pid"]) != os.getpid() and not pid_alive(int(m["pid"])):
-            _remove(entry)
+            remove_path(entry)
             gone.append(entry)
     return gone
 
 
-def _remove(path: Path) -> None:
+def remove_path(path: Path) -> None:
     if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path, ignore_errors=True)
     else:
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
-
-
-def check_writable(path: Path, need_bytes: int = 0) -> None:
-    """Fail early, in one line, if ``path`` cannot be written: it is a folder, its parent is a file or read-only,
-    or the disk has less than ``need_bytes`` free.  Creates the parent folder if it is missing."""
-    from hpe import DataError
-    path = Path(path)
-    if path.is_dir():
-        raise DataError(f"output {path} is a folder; give a file name, e.g. {path / 'out.h5'}")
-    parent = path.parent
-    for p in [parent, *parent.parents]:
-        if p.exists():
-            if not p.is_dir():
-                raise DataError(f"cannot write {path}: {p} is a file, not a folder")
-            break
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-        probe = temp_path(path)  # the name the real write will use; swept if we are killed in between
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as exc:
-        raise DataError(f"cannot write {path}: {exc.strerror or exc} (choose a writable folder)") from None
-    if need_bytes:
-        free = shutil.disk_usage(parent).free
-        if free < need_bytes:
-            raise DataError(f"not enough disk space for {path}: it needs about {need_bytes / 2**30:.2f} GiB, "
-                            f"{parent} has {free / 2**30:.2f} GiB free")

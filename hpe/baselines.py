@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import http.client
 import logging
 import urllib.error
 import urllib.request
@@ -20,7 +21,8 @@ from pathlib import Path
 from tqdm import tqdm
 
 from hpe import DataError
-from hpe.atomic import atomic_path, sweep_stale
+from hpe.atomic import WriteError, atomic_path
+from hpe.output import own_folder
 
 log = logging.getLogger("hpe.baselines")
 KIT_REPO = "xinghaochen/awesome-hand-pose-estimation"
@@ -112,12 +114,15 @@ def fetch(dest: Path, mirror: str | None = None, only: list[str] | None = None, 
           progress: bool = True, timeout: float = 60.0) -> dict[str, str]:
     """Download the kit's NYU result files into ``dest``: ``BASE/evaluation/results/nyu/NAME`` for each, verified
     (sha256, or the git blob id where no sha256 is known) before it is moved into place.  Files already there and
-    verified are kept.  Returns {file: "ok" | "present" | what went wrong}."""
-    dest = Path(dest)
-    dest.mkdir(parents=True, exist_ok=True)
-    sweep_stale(dest)
-    base = (mirror or DEFAULT_MIRROR).rstrip("/")
+    verified are kept.  A download cut short (truncated body, reset connection) or a disk that fills up is named for
+    its file and nothing partial is kept; a full disk stops the rest.  Returns {file: "ok" | "present" | what went
+    wrong}."""
     files = _select(only, include_all)
+    with own_folder(Path(dest)):
+        return _fetch(Path(dest), (mirror or DEFAULT_MIRROR).rstrip("/"), files, progress, timeout)
+
+
+def _fetch(dest: Path, base: str, files: list[KitFile], progress: bool, timeout: float) -> dict[str, str]:
     report: dict[str, str] = {}
     bar = tqdm(files, desc="fetch", unit="file", disable=None if progress else True, dynamic_ncols=True)
     for entry in bar:
@@ -133,15 +138,25 @@ def fetch(dest: Path, mirror: str | None = None, only: list[str] | None = None, 
         except urllib.error.HTTPError as exc:
             report[entry.name] = f"cannot download {url}: HTTP {exc.code} {exc.reason}"
             continue
-        except (urllib.error.URLError, OSError, ValueError) as exc:
-            report[entry.name] = f"cannot download {url}: {getattr(exc, 'reason', exc)}"
+        except http.client.IncompleteRead as exc:
+            report[entry.name] = f"cannot download {url}: the connection closed after {len(exc.partial)} bytes " \
+                                 f"(truncated); nothing was kept, run again"
+            continue
+        except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as exc:
+            report[entry.name] = f"cannot download {url}: {getattr(exc, 'reason', None) or exc or type(exc).__name__}"
             continue
         problem = verify(data, entry)
         if problem:
             report[entry.name] = f"refused: {problem} (from {url})"
             continue
-        with atomic_path(target) as tmp:
-            tmp.write_bytes(data)
+        try:
+            with atomic_path(target) as tmp:
+                tmp.write_bytes(data)
+        except WriteError as exc:  # the disk is full: the rest would fail alike
+            report[entry.name] = str(exc)
+            for rest in files[files.index(entry) + 1:]:
+                report.setdefault(rest.name, "not fetched: the disk filled up")
+            break
         report[entry.name] = "ok"
     return report
 

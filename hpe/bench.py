@@ -269,6 +269,24 @@ def bench_prep(tmp: Path, frames: int = 600) -> tuple[dict, Path]:
             "prep_over_decode_bound": round(stats["frames_per_s"] / (decode * cores), 3)}, h5
 
 
+def bench_evaluate() -> dict:
+    """Seconds ``hpe evaluate`` spends checking a prediction file of NYU's 8,252 test frames (impossible rows,
+    formats, joint orders, swapped joints, shifted or shuffled rows; issue target < 1 s) and reading it."""
+    from hpe.baselines import bundled
+    from hpe.evaluate import load_ground_truth, load_method
+    from hpe.nyu import read_joints_txt
+    gt = load_ground_truth()
+    path = bundled("ICCV15_NYU_Feedback.txt")
+    load_method("warm-up", path, gt)
+    t = time.perf_counter()
+    read_joints_txt(path)
+    read_s = time.perf_counter() - t
+    t = time.perf_counter()
+    load_method("Feedback", path, gt)
+    total = time.perf_counter() - t
+    return {"frames": len(gt.uvd), "read_s": round(read_s, 3), "checks_s": round(total - read_s, 3)}
+
+
 # (input size, width, timed steps, training batches of the train() run, its epochs, frames prepared).  On a CPU
 # the full-size nets would take seconds per step: ``quick`` measures the same topology at reduced size; ``tiny``
 # only exercises every part (the tests).
@@ -301,6 +319,8 @@ def run(device: str = "auto", scale: str | None = None, compile_mode: str = "def
         out[f"depthnet_{profile}"] = bench_net(profile, dev, size, width, batch, steps, compile_mode,
                                                profile_ops and profile == "thesis")
         save()
+    out["evaluate"] = bench_evaluate()
+    save()
     with tempfile.TemporaryDirectory() as tmp:
         out["prep"], h5 = bench_prep(Path(tmp), prep_frames)
         save()

@@ -1,7 +1,10 @@
 """The ``hpe`` command line: it parses arguments and calls the library (``hpe --help`` lists the subcommands).
 
 Every error a user can cause ends as one line ``hpe CMD: error: ...`` and exit status 2; an interrupt (Ctrl-C
-or SIGTERM) removes what was half-written and exits 130 / 143.
+or SIGTERM) removes what was half-written and exits 130 / 143.  Each command declares its outputs
+(``set_defaults(outputs=[Out(ARG, KIND)])``) and :func:`main` claims them through :mod:`hpe.output` before the
+command runs: checked, parents created, locked, stale temporaries swept.  A new command gets all of it by
+declaring its outputs.
 """
 from __future__ import annotations
 
@@ -15,6 +18,7 @@ from pathlib import Path
 
 from hpe import DataError, __version__
 from hpe.nyu import TEST_SUBJECT1_FRAMES
+from hpe.output import Out, claim, io_error_line
 
 
 class _Terminated(KeyboardInterrupt):
@@ -103,11 +107,14 @@ def _cmd_evaluate(a) -> int:
     preds = list(zip(a.name or [Path(p).name.split(".")[0] for p in a.pred], a.pred))
     baselines = bundled("KIT_MANIFEST.tsv").parent if a.baselines == "bundled" else a.baselines
     methods = collect(preds, gt, a.format, parse_joint_order(a.joint_order), _tompson(a.tompson), a.depth_dir,
-                      baselines)
+                      baselines, a.allow_unfinished)
     results = summaries(methods, gt, a.success)
     print(f"ground truth: {gt.source}")
     print(format_table(results))
-    write_results(results, a.json, a.csv)
+    warnings = [f"warning: {m.warning}" for m in methods if m.warning]
+    for w in warnings:
+        print(w, file=sys.stderr)
+    write_results(results, a.json, a.csv, warnings)
     return 0
 
 
@@ -130,8 +137,8 @@ def _cmd_figure_frame(a) -> int:
         from hpe.dataset import open_prepared
         info = open_prepared(a.stats)
         mean, std, source = info.attrs["rgb_mean"], info.attrs["rgb_std"], f"{Path(a.stats).name}'s training"
-    paths = figure_frame(read_depth(depth, a.frame), read_rgb(rgb, a.frame), uvd, a.out, a.cube, rgb_mean=mean,
-                         rgb_std=std, stats_source=source, title=a.title or "")
+    paths = figure_frame(read_depth(depth, a.frame, user_frame=True), read_rgb(rgb, a.frame), uvd, a.out, a.cube,
+                         rgb_mean=mean, rgb_std=std, stats_source=source, title=a.title or "")
     for p in paths:
         print(f"wrote {p}")
     return 0
@@ -160,7 +167,7 @@ def _cmd_figure_compare(a) -> int:
     for name in a.bundled or []:
         methods.append((name, bundled(THESIS_BASELINES[name])))
     results = compare(methods, a.gt, a.out, a.title or "", _tompson(a.tompson), a.depth_dir, a.note, a.baselines,
-                      a.success, leaderboard=a.leaderboard)
+                      a.success, leaderboard=a.leaderboard, allow_unfinished=a.allow_unfinished)
     print_summary(results, a.note)
     print(f"wrote {a.out}.png, .pdf, .csv, .json")
     return 0
@@ -168,7 +175,7 @@ def _cmd_figure_compare(a) -> int:
 
 def _cmd_figure_table(a) -> int:
     from hpe.experiments import TABLE43_NOTE, table43
-    header, rows = table43(dict(_pairs(a.method, "--method")), a.out)
+    header, rows = table43(_pairs(a.method, "--method"), a.out, a.allow_unfinished)
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
     for r in [header] + rows:
         print("  " + "  ".join(f"{c:>{w}}" for c, w in zip(r, widths)))
@@ -179,14 +186,14 @@ def _cmd_figure_table(a) -> int:
 
 def _cmd_figure_qualitative(a) -> int:
     from hpe.experiments import qualitative
-    for p in qualitative(a.run, a.data, a.out):
+    for p in qualitative(a.run, a.data, a.out, allow_unfinished=a.allow_unfinished):
         print(f"wrote {p}")
     return 0
 
 
 def _cmd_figure_centres(a) -> int:
     from hpe.experiments import centre_study
-    rows = centre_study(a.run, a.root, a.out, a.limit, centre_runs=a.centre_run)
+    rows = centre_study(a.run, a.root, a.out, a.limit, centre_runs=a.centre_run, allow_unfinished=a.allow_unfinished)
     print(f"  {'frames':18s} {'centre':8s} {'n':>5} {'to palm mm':>10} {'median':>7} {'joint err mm':>12} "
           f"{'vs palm':>8}")
     for r in rows:
@@ -197,7 +204,7 @@ def _cmd_figure_centres(a) -> int:
 
 def _cmd_fusepred(a) -> int:
     from hpe.experiments import fusepred
-    print(json.dumps(fusepred(a.experiment, a.depth_run, a.rgb_run, a.out, a.weights), indent=2))
+    print(json.dumps(fusepred(a.experiment, a.depth_run, a.rgb_run, a.out, a.weights, a.allow_unfinished), indent=2))
     return 0
 
 
@@ -221,7 +228,13 @@ def _cmd_search(a) -> int:
             sc.ranges[name] = (float(lo), float(hi), {"log": True, "linear": False}[scale])
         except (ValueError, KeyError):
             raise ValueError(f"--range {item}: give NAME:LOW:HIGH:log or NAME:LOW:HIGH:linear") from None
-    print(json.dumps(search(merged, Path(out), sc, a.max_trials), indent=2))
+    say = (lambda line: None) if a.quiet else (lambda line: print(line, file=sys.stderr, flush=True))
+    result = search(merged, Path(out), sc, a.max_trials, say)
+    print(json.dumps(result, indent=2))
+    if result["complete"] == 0:
+        print(f"hpe search: error: no trial completed ({result['failed']} failed; see {Path(out) / 'trials.csv'}) "
+              f"(exit status 3)", file=sys.stderr)
+        return 3
     return 0
 
 
@@ -255,9 +268,17 @@ def _cmd_baselines_list(a) -> int:
 def _cmd_predict(a) -> int:
     from hpe.predict import predict
     records = predict(a.run, a.inputs, a.out, a.centre, a.rgb, a.camera, a.depth_scale, a.cube, a.batch_size,
-                      a.device, a.overlay, a.refine_steps, progress=not a.quiet, centre_runs=a.centre_run)
+                      a.device, a.overlay, a.refine_steps, progress=not a.quiet, centre_runs=a.centre_run,
+                      allow_unfinished=a.allow_unfinished)
     print(f"predicted {len(records)} frames: {Path(a.out) / 'predictions_uvd.txt'}, "
           f"{Path(a.out) / 'predictions.json'}" + (f", {Path(a.out) / 'overlays'}/" if a.overlay else ""))
+    handless = [r for r in records if not r["hand"]]
+    if handless:
+        print(f"warning: {len(handless)} of {len(records)} frames hold no hand-like object in the crop (e.g. "
+              f"{handless[0]['file']}: {handless[0]['no_hand']}); they are flagged \"hand\": false in "
+              f"predictions.json", file=sys.stderr)
+    for w in records[0].get("warnings", []) if records else []:
+        print(f"warning: {w}", file=sys.stderr)
     if a.centre == "refined" and not a.centre_run and not a.quiet:
         print("note: no --centre-run: the pose net's own palm joint refines the centre, which lands far less close "
               "to the hand (README 'Predicting on your own frames': make predict-models)", file=sys.stderr)
@@ -266,7 +287,7 @@ def _cmd_predict(a) -> int:
 
 def _cmd_export(a) -> int:
     from hpe.export import export
-    meta = export(a.run, a.format, a.out)
+    meta = export(a.run, a.format, a.out, a.allow_unfinished)
     inputs = ", ".join(f"{i['name']} {'x'.join(map(str, i['shape']))}" for i in meta["inputs"])
     print(f"wrote {a.out} ({a.format}; inputs {inputs})")
     return 0
@@ -280,6 +301,11 @@ class _Help(argparse.ArgumentDefaultsHelpFormatter):
         if action.default in (None, False, [], argparse.SUPPRESS) or action.nargs == 0:
             return action.help
         return super()._get_help_string(action)
+
+
+def _allow_unfinished(s: argparse.ArgumentParser) -> None:
+    s.add_argument("--allow-unfinished", action="store_true",
+                   help="use runs that are unfinished, not-learned or diverged (refused otherwise); outputs say so")
 
 
 def _common() -> argparse.ArgumentParser:
@@ -311,7 +337,7 @@ def _data_commands(add, common) -> None:
     s.add_argument("--seed", type=int, default=0, help="random seed (the data is deterministic for a seed)")
     s.add_argument("--workers", type=int, help="processes (default: all cores)")
     s.add_argument("--force", action="store_true", help="replace ROOT if hpe generated it (its sidecar says so)")
-    s.set_defaults(func=_cmd_synth)
+    s.set_defaults(func=_cmd_synth, outputs=[Out("root", "dataset")])
 
     s = add("prep", "crop + normalise a labelled NYU-layout dataset into HDF5 (eqs. 4.3-4.12)")
     s.add_argument("root", type=Path, help="NYU root holding train/ and test/ with joint_data.mat")
@@ -329,7 +355,7 @@ def _data_commands(add, common) -> None:
     s.add_argument("--skip-bad", action="store_true", help="log and skip bad frames instead of stopping")
     s.add_argument("--xyz-tolerance", type=float, help="mm joint_xyz may differ from joint_uvd (default 1)")
     s.add_argument("--workers", type=int, help="processes (default: all cores)")
-    s.set_defaults(func=_cmd_prep)
+    s.set_defaults(func=_cmd_prep, outputs=[Out("out", "file")])
 
     s = add("nets", "list Net1-Net9 with their parameter counts")
     s.add_argument("--profile", choices=["thesis", "icip2018"], default="thesis", help="pooling of the profile")
@@ -350,7 +376,7 @@ def _training_commands(add, common) -> None:
     s = add("sweep-fusion", "train Fuse-Net fused at every layer (or --layers) and tabulate")
     _add_run_args(s, "a Fuse-Net experiment file", "folder: one run per layer + sweep.png/.csv", out_required=True)
     s.add_argument("--layers", nargs="*", help="subset, e.g. conv2 conv4 fc1 (default: all)")
-    s.set_defaults(func=_cmd_sweep_fusion)
+    s.set_defaults(func=_cmd_sweep_fusion, outputs=[Out("out", "keep")])
 
     s = add("search", "random-search hyperparameters (Optuna; several workers may share a study)")
     _add_run_args(s, "the experiment to tune", "folder: trials, study.db (default storage), trials.csv, search.png",
@@ -364,7 +390,7 @@ def _training_commands(add, common) -> None:
     s.add_argument("--max-trials", type=int, help="this worker stops after N trials")
     s.add_argument("--heartbeat", type=int, default=60, help="seconds; a silent worker's trial is failed + retried")
     s.add_argument("--seed", type=int, default=0, help="trial k samples with seed + k")
-    s.set_defaults(func=_cmd_search)
+    s.set_defaults(func=_cmd_search, outputs=[Out("out", "shared")])
 
 
 def _figure_commands(add, common) -> None:
@@ -383,7 +409,7 @@ def _figure_commands(add, common) -> None:
     s.add_argument("--stats", type=Path, help="prepared .h5 whose training RGB statistics standardise the RGB panel "
                                               "(default: the frame's own; use real data's for a real frame)")
     s.add_argument("--title", help="figure title")
-    s.set_defaults(func=_cmd_figure_frame)
+    s.set_defaults(func=_cmd_figure_frame, outputs=[Out("out", "prefix")])
     s = fadd("compare", "figures 4.7-4.9 and the leaderboard: success rate and mean error per joint")
     s.add_argument("--out", type=Path, required=True, help="output prefix (writes .png, .pdf, .csv, .json)")
     s.add_argument("--method", action="append", default=[], metavar="NAME=PATH",
@@ -398,16 +424,19 @@ def _figure_commands(add, common) -> None:
     s.add_argument("--leaderboard", action="store_true", help="highlight the --method runs, grey the rest")
     s.add_argument("--note", action="append", default=[], help="a note printed under the figure")
     s.add_argument("--title", help="figure title")
-    s.set_defaults(func=_cmd_figure_compare)
+    _allow_unfinished(s)
+    s.set_defaults(func=_cmd_figure_compare, outputs=[Out("out", "prefix")])
     s = fadd("table4.3", "table 4.3 from Net1-Net9 run folders")
     s.add_argument("--out", type=Path, required=True, help="output prefix (writes .png, .pdf, .csv, .md, .tex)")
     s.add_argument("--method", action="append", default=[], metavar="NAME=RUN", help="netN=run folder; repeat")
-    s.set_defaults(func=_cmd_figure_table)
+    _allow_unfinished(s)
+    s.set_defaults(func=_cmd_figure_table, outputs=[Out("out", "prefix")])
     s = fadd("qualitative", "figures 4.10/4.11 from a run's test predictions")
     s.add_argument("--out", type=Path, required=True, help="output prefix")
     s.add_argument("--run", type=Path, required=True, help="run folder")
     s.add_argument("--data", type=Path, required=True, help="the prepared .h5 it was trained on")
-    s.set_defaults(func=_cmd_figure_qualitative)
+    _allow_unfinished(s)
+    s.set_defaults(func=_cmd_figure_qualitative, outputs=[Out("out", "prefix")])
 
     s = fadd("centres", "hand centres without labels: distance to the palm and cost in joint error (a table)")
     s.add_argument("--out", type=Path, required=True, help="output prefix (writes .png, .pdf, .csv, .md, .tex)")
@@ -416,7 +445,8 @@ def _figure_commands(add, common) -> None:
     s.add_argument("--limit", type=int, help="only the first N test frames")
     s.add_argument("--centre-run", type=Path, action="append", default=[],
                    help="a centre-refinement run (target = centre) for 'refined'; repeat for coarse + fine")
-    s.set_defaults(func=_cmd_figure_centres)
+    _allow_unfinished(s)
+    s.set_defaults(func=_cmd_figure_centres, outputs=[Out("out", "prefix")])
 
 
 def _evaluation_commands(add, common) -> None:
@@ -437,7 +467,8 @@ def _evaluation_commands(add, common) -> None:
     s.add_argument("--subject1-frames", type=int, default=TEST_SUBJECT1_FRAMES, help="test frames of subject 1")
     s.add_argument("--json", type=Path, help="write the results as JSON")
     s.add_argument("--csv", type=Path, help="write the results as CSV")
-    s.set_defaults(func=_cmd_evaluate)
+    _allow_unfinished(s)
+    s.set_defaults(func=_cmd_evaluate, outputs=[Out("json", "file"), Out("csv", "file")])
 
     s = add("fusepred", "FusePred-Net: score fusion of a trained Depth-Net and RGB-Net")
     s.add_argument("experiment", type=Path, help="experiments/fig4.7/fusepred.toml (its [fusepred] weights)")
@@ -445,7 +476,8 @@ def _evaluation_commands(add, common) -> None:
     s.add_argument("--rgb-run", type=Path, required=True, help="RGB-Net run folder")
     s.add_argument("--weights", choices=["fixed", "error", "learned"], help="override the experiment's weights")
     s.add_argument("--out", type=Path, required=True, help="output folder")
-    s.set_defaults(func=_cmd_fusepred)
+    _allow_unfinished(s)
+    s.set_defaults(func=_cmd_fusepred, outputs=[Out("out", "folder")])
 
     bl = add("baselines", "the NYU field's published results").add_subparsers(dest="action", metavar="ACTION",
                                                                                required=True)
@@ -456,7 +488,7 @@ def _evaluation_commands(add, common) -> None:
     s.add_argument("--mirror", help="base URL instead of the kit's raw files at the pinned commit")
     s.add_argument("--only", nargs="+", metavar="NAME", help="file or method names (default: the kit's leaderboard)")
     s.add_argument("--all", action="store_true", help="every NYU result file, not only the leaderboard's")
-    s.set_defaults(func=_cmd_baselines_fetch)
+    s.set_defaults(func=_cmd_baselines_fetch, outputs=[Out("dest", "keep")])
     s = bl.add_parser("list", help="the kit's NYU methods and published means", parents=[common], formatter_class=_Help)
     s.add_argument("--all", action="store_true", help="every NYU result file")
     s.set_defaults(func=_cmd_baselines_list)
@@ -475,7 +507,7 @@ def _tool_commands(add, common) -> None:
     s.add_argument("--profile-ops", action="store_true", help="add the fast thesis loop's top operators")
     s.add_argument("--json", type=Path, help="also write the JSON object to this file")
     s.add_argument("--report", type=Path, metavar="DIR", help="summarise DIR (as `make gpu-check` leaves it)")
-    s.set_defaults(func=_cmd_bench)
+    s.set_defaults(func=_cmd_bench, outputs=[Out("json", "file")])
 
     s = add("predict", "run a trained model on depth frames without labels")
     s.add_argument("inputs", nargs="+", metavar="FILE|DIR|GLOB", help="depth frames: NYU PNG, 16-bit PNG or .npy")
@@ -494,13 +526,15 @@ def _tool_commands(add, common) -> None:
     s.add_argument("--batch-size", type=int, default=64, help="frames per batch")
     s.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     s.add_argument("--overlay", action="store_true", help="also draw each frame's skeleton (overlays/*.png)")
-    s.set_defaults(func=_cmd_predict)
+    _allow_unfinished(s)
+    s.set_defaults(func=_cmd_predict, outputs=[Out("out", "folder")])
 
     s = add("export", "export a trained run's network to ONNX or TorchScript")
     s.add_argument("--run", type=Path, required=True, help="trained run folder")
     s.add_argument("--format", choices=["onnx", "torchscript"], default="onnx", help="file format")
     s.add_argument("--out", type=Path, required=True, help="output file")
-    s.set_defaults(func=_cmd_export)
+    _allow_unfinished(s)
+    s.set_defaults(func=_cmd_export, outputs=[Out("out", "file")])
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -529,8 +563,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     name = " ".join(filter(None, [a.cmd, getattr(a, "kind", None), getattr(a, "action", None)]))
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    outputs = [(Path(getattr(a, o.arg)), o.kind) for o in getattr(a, "outputs", ()) if getattr(a, o.arg, None)]
     try:
-        return a.func(a)
+        with claim(outputs):
+            return a.func(a)
     except (DataError, ValueError, FileNotFoundError, FileExistsError) as exc:
         print(f"hpe {name}: error: {exc}", file=sys.stderr)
         return 2
@@ -543,5 +579,8 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # `hpe nets | head`: the reader left, which is not an error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except OSError as exc:  # unreadable input, unwritable output, a disk that filled up
+        print(f"hpe {name}: error: {io_error_line(exc)}", file=sys.stderr)
+        return 2
     finally:
         signal.signal(signal.SIGTERM, previous)

@@ -2,8 +2,11 @@
 
 ``hpe evaluate`` and the figure targets (``hpe figure compare``, ``make reproduce-fig4.*``, ``make
 leaderboard``) all call :func:`collect` and :func:`summaries`.  A file is refused, in one line that suggests the
-likely cause, when its numbers are implausible for the declared format (uvd or xyz): depths outside 100-3000
-mm, u, v far outside the image, or a mean error above 150 mm against the ground truth.
+likely cause, when its numbers are implausible for the declared format (uvd or xyz): rows with zero or negative
+depth, depths outside 100-3000 mm, u, v far outside the image, rows that fit far better shifted or reordered, two
+joints that fit far better exchanged, or a mean error above 150 mm against the ground truth.  The checks are
+vectorised (a sample of rows against every frame for the order), well under a second on NYU's 8,252 frames.
+A run folder is checked by the run-folder contract (:func:`hpe.run.open_run`) before its predictions are read.
 """
 from __future__ import annotations
 
@@ -56,6 +59,9 @@ def load_ground_truth(path: Path | None = None, subject1_frames: int = TEST_SUBJ
         uvd, xyz, subjects = test_ground_truth(path)
         return GroundTruth(uvd, xyz, subjects, str(path), cam)
     uvd, xyz = read_ground_truth(path)
+    if not 1 <= subject1_frames <= len(uvd) - 1:
+        raise ValueError(f"--subject1-frames {subject1_frames}: {path} has {len(uvd)} frames, so subject 1 must have "
+                         f"1-{len(uvd) - 1} of them (NYU: {TEST_SUBJECT1_FRAMES})")
     return GroundTruth(uvd, xyz, subjects_of(np.arange(1, len(uvd) + 1), subject1_frames), str(path))
 
 
@@ -66,6 +72,7 @@ class Method:
     source: str
     published_mm: float | None = None
     errors: np.ndarray = field(default=None, repr=False)
+    warning: str | None = None  # an unfinished run used with --allow-unfinished
 
 
 def _implausible(pred: np.ndarray, fmt: str, cam: Camera) -> str | None:
@@ -88,11 +95,83 @@ def _implausible(pred: np.ndarray, fmt: str, cam: Camera) -> str | None:
     return None
 
 
+def _impossible_rows(pred: np.ndarray, fmt: str) -> str | None:
+    """Rows that cannot be a hand: zero or negative depth (NaN is refused by the reader)."""
+    bad = np.nonzero((pred[..., 2] <= 0).any(axis=1))[0]
+    if len(bad) == 0:
+        return None
+    return (f"{len(bad)} row(s) have zero or negative {'depth' if fmt == 'uvd' else 'z'} (first: line {bad[0] + 1}): "
+            f"frames without a prediction? Every test frame needs one")
+
+
+def _mean_error(pred_xyz: np.ndarray, gt_xyz: np.ndarray) -> np.ndarray:
+    return np.linalg.norm(pred_xyz - gt_xyz, axis=-1).mean(axis=-1)
+
+
+def _shift_gain(xyz: np.ndarray, gt_xyz: np.ndarray, k: int) -> tuple[float, float]:
+    """(mean error with line i scored against frame i + k, t statistic of the per-line change): a negative t far
+    from 0 means the shift fits better line after line, not by chance (a poor net fits every frame alike)."""
+    n = len(xyz)
+    lines, frames = slice(max(0, -k), n - max(0, k)), slice(max(0, k), n - max(0, -k))
+    shifted = _mean_error(xyz[lines], gt_xyz[frames])
+    change = shifted - _mean_error(xyz[lines], gt_xyz[lines])
+    return float(shifted.mean()), float(change.mean() / (change.std() / np.sqrt(len(change)) + 1e-12))
+
+
+SHIFT_BETTER = 0.99  # a correct file always fits worse shifted (NYU's baselines: 2-6 % worse by one frame) ...
+SHIFT_T = -8.0       # ... and a shifted one better on line after line (Feedback shifted by one: t ~ -30)
+FAR_BETTER = 0.35    # shuffled NYU baselines fit other frames 10x better; a poor net fits none much better
+
+
+def _misordered(xyz: np.ndarray, gt: GroundTruth, declared: float, sample: int = 256) -> str | None:
+    """Rows that fit other frames better: shifted by a constant (a missing or extra line) or shuffled.  Shifts of
+    up to 3 lines are scored directly; a fixed sample of rows matched against every frame (nearest in joint space)
+    finds larger shifts and shuffles."""
+    from scipy.spatial.distance import cdist
+    n = len(xyz)
+    idx = np.unique(np.linspace(0, n - 1, min(sample, n)).astype(int))
+    best = cdist(xyz[idx].reshape(len(idx), -1), gt.xyz.reshape(n, -1)).argmin(axis=1)
+    offsets, counts = np.unique(best - idx, return_counts=True)
+    shifts = {k for k in (-3, -2, -1, 1, 2, 3, int(offsets[counts.argmax()])) if 0 < abs(k) < n // 2}
+    fits = [(err, k) for k in shifts for err, t in [_shift_gain(xyz, gt.xyz, k)]
+            if err < (SHIFT_BETTER if abs(k) <= 3 else FAR_BETTER) * declared and t < SHIFT_T]
+    if fits:
+        err, k = min(fits)
+        return (f"the rows fit better shifted by {k:+d} line(s) ({err:.1f} mm against {declared:.1f} mm as given; "
+                f"line i matches frame i{k:+d}): a missing or extra line, or another test list?")
+    own, other = _mean_error(xyz[idx], gt.xyz[idx]).mean(), _mean_error(xyz[idx], gt.xyz[best]).mean()
+    if other < FAR_BETTER * own:
+        return (f"the rows fit other frames far better ({other:.1f} mm against {own:.1f} mm as given): shuffled, "
+                f"or in another frame order than the test list?")
+    return None
+
+
+def _swapped(xyz: np.ndarray, gt: GroundTruth, declared: float) -> str | None:
+    """Two joints exchanged: the pair whose swap lowers their error most, if that is far better (for a correct
+    file no swap lowers it at all)."""
+    cross = np.linalg.norm(xyz[:, :, None] - gt.xyz[:, None], axis=-1).mean(axis=0)  # (14, 14): pred a vs gt b
+    own = np.diag(cross)
+    pair, swapped = own[:, None] + own[None, :], cross + cross.T
+    ratio = np.where(np.eye(len(own), dtype=bool), np.inf, swapped / pair)
+    a, b = np.unravel_index(ratio.argmin(), ratio.shape)
+    if ratio[a, b] < 0.6:
+        after = declared - (pair[a, b] - swapped[a, b]) / len(own)
+        return (f"joints {EVAL_NAMES[a]} and {EVAL_NAMES[b]} look exchanged: mean error {declared:.1f} mm as given, "
+                f"{after:.1f} mm with the two swapped (check the joint order; --joint-order gives it)")
+    return None
+
+
 def load_method(name: str, src: Path, gt: GroundTruth, fmt: str = "uvd", joint_order: tuple[int, ...] = EVAL_JOINTS,
-                published_mm: float | None = None) -> Method:
+                published_mm: float | None = None, allow_unfinished: bool = False) -> Method:
     """A run folder (its ``test_predictions_uvd.txt``) or a prediction file, checked and lifted to xyz."""
     src = Path(src)
+    warning = None
     if src.is_dir():
+        from hpe.run import check_data, open_run
+        info = open_run(src, "--pred", allow_unfinished)
+        if str(gt.source).endswith(".h5"):
+            check_data(info, Path(gt.source), "--pred")
+        warning = info.warning
         path = src / "test_predictions_uvd.txt"
         if not path.is_file():
             raise DataError(f"no test predictions in run folder {src} (missing {path.name}); train the run first")
@@ -102,11 +181,11 @@ def load_method(name: str, src: Path, gt: GroundTruth, fmt: str = "uvd", joint_o
         raise DataError(f"{src}: {raw.shape[0]} frames do not match the ground truth's {gt.uvd.shape[0]} "
                         f"({gt.source})")
     pred = to_kit_order(raw, joint_order)
-    problem = _implausible(pred, fmt, gt.camera)
+    problem = _impossible_rows(pred, fmt) or _implausible(pred, fmt, gt.camera)
     if problem:
         raise DataError(f"{src} is not a plausible {fmt} prediction file: {problem}")
     lift = (lambda p: gt.camera.uvd_to_xyz(p)) if fmt == "uvd" else (lambda p: p)  # noqa: E731
-    m = Method(name, lift(pred), str(src), published_mm)
+    m = Method(name, lift(pred), str(src), published_mm, warning=warning)
     m.errors = joint_errors(m.xyz, gt.xyz)
     declared = m.errors.mean()
     for other, order in JOINT_ORDERS.items():  # a file in another known joint order fits far better read that way
@@ -115,6 +194,9 @@ def load_method(name: str, src: Path, gt: GroundTruth, fmt: str = "uvd", joint_o
             if alt < 0.6 * declared:
                 raise DataError(f"{src}: mean error {declared:.1f} mm in the declared joint order, but {alt:.1f} mm "
                                 f"read in the '{other}' order: pass --joint-order {other}")
+    problem = _swapped(m.xyz, gt, declared) or _misordered(m.xyz, gt, declared)
+    if problem:
+        raise DataError(f"{src} is not a prediction file of {gt.source} as given: {problem}")
     if declared > MAX_PLAUSIBLE_MEAN_MM:
         raise DataError(f"{src}: mean error {m.errors.mean():.1f} mm against {gt.source} is implausible for a hand "
                         f"pose method: another joint order (--joint-order), another test set or frame order, or the "
@@ -133,10 +215,10 @@ def tompson_method(mat: Path, depth_dir: Path | None, gt: GroundTruth) -> Method
 
 def collect(preds: list[tuple[str, Path]], gt: GroundTruth, fmt: str = "uvd",
             joint_order: tuple[int, ...] = EVAL_JOINTS, tompson: Path | None = None, depth_dir: Path | None = None,
-            baselines: Path | None = None) -> list[Method]:
+            baselines: Path | None = None, allow_unfinished: bool = False) -> list[Method]:
     """Every method to compare: the given files / run folders, Tompson et al. (lifted to 3D) and the kit's files
     in ``baselines`` (named by method, with their published means)."""
-    methods = [load_method(name, src, gt, fmt, joint_order) for name, src in preds]
+    methods = [load_method(name, src, gt, fmt, joint_order, allow_unfinished=allow_unfinished) for name, src in preds]
     if tompson is not None:
         methods.append(tompson_method(tompson, depth_dir, gt))
     if baselines is not None:
@@ -156,6 +238,8 @@ def summaries(methods: list[Method], gt: GroundTruth, success: str = "max") -> d
     for m in methods:
         s = summarise(m.errors, gt.subjects, kind=success)
         s["source"] = m.source
+        if m.warning:
+            s["warning"] = m.warning
         if m.published_mm is not None:
             s["published_mm"] = m.published_mm
             s["agrees_with_published"] = bool(abs(s["mean_mm"] - m.published_mm) < PUBLISHED_TOLERANCE_MM)

@@ -20,7 +20,8 @@ from hpe.evaluate import collect, load_ground_truth, summaries, write_results
 from hpe.nets import SCORE_WEIGHTS, fuse_scores, fusion_points, score_fusion_weights
 from hpe.nyu import write_joints_txt
 from hpe.plots import figure_compare, figure_qualitative, figure_table, with_ext
-from hpe.run import load_result
+from hpe.output import replacing
+from hpe.run import load_result, open_run
 
 # Table 4.3 as published (normalised MSE per coordinate, real NYU, thesis profile): (training, validation).
 THESIS_TABLE43 = {"net1": (0.00366, 0.00447), "net2": (0.00359, 0.00419), "net3": (0.00353, 0.00411),
@@ -31,29 +32,46 @@ TABLE43_NOTE = ("Errors are hpe's normalised MSE per coordinate: the mean of (f(
                 "predictions is 1.5 times that (1/(2J) times the sum over 3J outputs) and is shown beside it.")
 
 
-def table43(runs: dict[str, Path], prefix: Path) -> tuple[list[str], list[list[str]]]:
-    """Table 4.3: training and validation error of Net1-Net9, ours beside the thesis's."""
+def table43(runs: list[tuple[str, Path]], prefix: Path,
+            allow_unfinished: bool = False) -> tuple[list[str], list[list[str]]]:
+    """Table 4.3: training and validation error of Net1-Net9, ours beside the thesis's.  Each run must be the net
+    its label names (a Net6 run labelled net1 is refused), each label given once."""
     header = ["ConvNet", "Training MSE", "Validation MSE", "Validation loss (eq. 4.14)", "thesis training",
               "thesis validation"]
-    rows = []
-    for name, run in runs.items():
+    names = [n for n, _ in runs]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise ValueError(f"--method {', '.join(twice)} given twice: give each net one run")
+    rows, notes = [], []
+    for name, run in runs:
+        if name not in THESIS_TABLE43:
+            raise ValueError(f"--method {name}={run}: the label must be a net of table 4.3 (net1 ... net9)")
+        info = open_run(run, f"--method {name}=", allow_unfinished, net=name)
+        notes += [info.warning] if info.warning else []
         r = load_result(run)
         if r.get("best_val_mse") is None or r.get("train_mse") is None:
             raise DataError(f"{run}: the run has no validation error ({r.get('status')}: {r.get('reason')})")
         thesis = THESIS_TABLE43.get(name, (float("nan"), float("nan")))
         rows.append([name.capitalize(), f"{r['train_mse']:.5f}", f"{r['best_val_mse']:.5f}",
                      f"{1.5 * r['best_val_mse']:.5f}", f"{thesis[0]:.5f}", f"{thesis[1]:.5f}"])
-    figure_table(rows, header, prefix, "Table 4.3: normalised MSE per coordinate, ours and the thesis's (real NYU)")
+    title = "Table 4.3: normalised MSE per coordinate, ours and the thesis's (real NYU)"
+    figure_table(rows, header, prefix, title + "".join(f"\nwarning: {n}" for n in notes))
     return header, rows
 
 
-def fusepred(experiment: Path, depth_run: Path, rgb_run: Path, out: Path, weights: str | None = None) -> dict:
+def fusepred(experiment: Path, depth_run: Path, rgb_run: Path, out: Path, weights: str | None = None,
+             allow_unfinished: bool = False) -> dict:
     """FusePred-Net (figure 4.5): w * Depth-Net + (1 - w) * RGB-Net per output, ``w`` as the experiment file's
     ``[fusepred] weights`` says (``weights`` overrides it): fixed 0.5 (thesis), error or learned."""
     section = read_toml(experiment).get("fusepred", {})
     kind = weights or section.get("weights", "fixed")
     if kind not in SCORE_WEIGHTS:
         raise ValueError(f"{experiment}: [fusepred] weights = {kind!r}: must be one of {', '.join(SCORE_WEIGHTS)}")
+    infos = [open_run(depth_run, "--depth-run", allow_unfinished, inputs="depth", target="pose"),
+             open_run(rgb_run, "--rgb-run", allow_unfinished, inputs="rgb", target="pose")]
+    if infos[0].fingerprint != infos[1].fingerprint:
+        raise DataError(f"{depth_run} and {rgb_run} were trained on different data (fingerprints "
+                        f"{infos[0].fingerprint} and {infos[1].fingerprint}): train both on the same prepared file")
     load = {}
     for run in (depth_run, rgb_run):
         for split in ("val", "test"):
@@ -65,17 +83,20 @@ def fusepred(experiment: Path, depth_run: Path, rgb_run: Path, out: Path, weight
     if not (np.array_equal(dv["frame"], rv["frame"]) and np.array_equal(dt["frame"], rt["frame"])):
         raise DataError(f"{depth_run} and {rgb_run} were evaluated on different frames: train both on the same data")
     w = score_fusion_weights(kind, dv["normalised"], rv["normalised"], dv["target"])
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     # The map back to mm is affine per frame, so fusing in mm equals fusing the normalised outputs.
     fused_xyz = fuse_scores(w, dt["xyz"], rt["xyz"])
-    write_joints_txt(out / "test_predictions_uvd.txt", _run_camera(depth_run).xyz_to_uvd(fused_xyz))
-    savez(out / "weights.npz", w=w)
     val = fuse_scores(w, dv["normalised"], rv["normalised"])
+    warnings = [i.warning for i in infos if i.warning]
     result = {"status": "done", "weights": kind, "experiment": str(experiment), "depth_run": str(depth_run),
               "rgb_run": str(rgb_run), "best_val_mse": float(np.mean((val - dv["target"]) ** 2)),
-              "mean_weight_depth": float(w.mean())}
-    write_json(out / "result.json", result)
+              "mean_weight_depth": float(w.mean()), **({"warnings": warnings} if warnings else {})}
+    with replacing(Path(out)) as stage:
+        write_joints_txt(stage / "test_predictions_uvd.txt", _run_camera(depth_run).xyz_to_uvd(fused_xyz))
+        savez(stage / "weights.npz", w=w)
+        # What the run-folder contract reads when the fused result is evaluated like a run.
+        write_json(stage / "config.json", {"config": {"net": "fusepred", "inputs": "depth+rgb", "target": "pose"},
+                                           "data": {"fingerprint": infos[0].fingerprint}})
+        write_json(stage / "result.json", result)
     return result
 
 
@@ -106,10 +127,13 @@ def sweep_fusion(base: dict, layers: list[str] | None, out: Path) -> list[tuple]
 
 def compare(methods: list[tuple[str, Path]], gt: Path | None, prefix: Path, title: str = "",
             tompson: Path | None = None, depth_dir: Path | None = None, notes: list[str] | None = None,
-            baselines: Path | None = None, success: str = "max", leaderboard: bool = False) -> dict[str, dict]:
+            baselines: Path | None = None, success: str = "max", leaderboard: bool = False,
+            allow_unfinished: bool = False) -> dict[str, dict]:
     """Figures 4.7-4.9 (and the leaderboard): the one evaluation path, then the figure, CSV and JSON summary."""
     truth = load_ground_truth(gt)
-    found = collect(methods, truth, tompson=tompson, depth_dir=depth_dir, baselines=baselines)
+    found = collect(methods, truth, tompson=tompson, depth_dir=depth_dir, baselines=baselines,
+                    allow_unfinished=allow_unfinished)
+    notes = list(notes or []) + [f"warning: {m.warning}" for m in found if m.warning]
     result = summaries(found, truth, success)
     figure_compare({m.name: m.errors for m in found}, prefix, title, notes, success,
                    highlight=[n for n, _ in methods] if leaderboard else None)
@@ -117,8 +141,11 @@ def compare(methods: list[tuple[str, Path]], gt: Path | None, prefix: Path, titl
     return result
 
 
-def qualitative(run_dir: Path, data: Path, prefix: Path, frames_per_subject: int = 4) -> list[Path]:
-    """Figures 4.10 (subject 1) and 4.11 (subject 2) from a run's test predictions."""
+def qualitative(run_dir: Path, data: Path, prefix: Path, frames_per_subject: int = 4,
+                allow_unfinished: bool = False) -> list[Path]:
+    """Figures 4.10 (subject 1) and 4.11 (subject 2) from a run's test predictions, drawn on the frames of the
+    prepared file it was trained on (another file is refused)."""
+    info = open_run(run_dir, "--run", allow_unfinished, data=data, target="pose")
     path = Path(run_dir) / "test_predictions.npz"
     if not path.is_file():
         raise DataError(f"no test predictions in {run_dir} (missing {path.name}); train the run first")
@@ -137,8 +164,8 @@ def qualitative(run_dir: Path, data: Path, prefix: Path, frames_per_subject: int
                                         g["transform"][pick], g["joints_uvd"][pick], p["uvd"][pick],
                                         g["centre_xyz"][pick], g["cube"][pick], g["frame"][pick],
                                         Path(f"{prefix}-fig{fig}-subject{subject}"),
-                                        f"Figure {fig}: test subject {subject} (blue: ground truth, red: prediction)",
-                                        camera)
+                                        f"Figure {fig}: test subject {subject} (blue: ground truth, red: prediction)"
+                                        + (f"\nwarning: {info.warning}" if info.warning else ""), camera)
     return paths
 
 
@@ -155,7 +182,7 @@ CENTRE_METHODS = ("palm", "segment", "com", "refined")
 
 
 def centre_study(run_dir: Path, root: Path, prefix: Path, limit: int | None = None, batch: int = 64,
-                 centre_runs: Sequence[Path] = ()) -> list[list]:
+                 centre_runs: Sequence[Path] = (), allow_unfinished: bool = False) -> list[list]:
     """How far each hand centre lands from the labelled palm and what it costs in mean joint error, on the test
     frames of an NYU-layout ``root`` and on the real NYU test frame 1 (bundled): the table of README "Predicting
     on your own frames".  ``palm`` is the ground-truth centre the nets are trained with; ``refined`` uses the
@@ -168,8 +195,8 @@ def centre_study(run_dir: Path, root: Path, prefix: Path, limit: int | None = No
     from hpe.predict import Frame, coarse_to_fine, predict_frames, read_depth_frame
     from hpe.train import pick_device
     device = pick_device("auto")
-    run = load_run(run_dir, device)
-    refiners = [load_run(r, device) for r in centre_runs]
+    run = load_run(run_dir, device, "--run", allow_unfinished, target="pose")
+    refiners = [load_run(r, device, "--centre-run", allow_unfinished, target="centre") for r in centre_runs]
     cube = float(run.preprocess["cube_mm"])
     split = NYUSplit(root, "test")
     n = len(split) if limit is None else min(limit, len(split))

@@ -18,9 +18,10 @@ from pathlib import Path
 import torch
 
 from hpe import DataError
-from hpe.atomic import atomic_path
+from hpe.atomic import atomic_path, write_bytes_from
 from hpe.config import TrainConfig, config_from_dict
 from hpe.dataset import input_channels, rgb_channels
+from hpe.run import RunInfo, open_run
 
 FORMULAS = {
     "depth": "crop the cube of edge cube_mm around the hand centre (u, v, d): box u -/+ cube/2 fx / d, v -/+ cube/2 "
@@ -43,16 +44,20 @@ class TrainedRun:
     preprocess: dict      # the prepared data's crop size, cube, camera, RGB statistics, joint names
     epoch: int
     path: Path | None = None  # the run folder
+    info: RunInfo | None = None  # its status (the run-folder contract)
 
 
-def load_run(run_dir: Path, device: torch.device | str = "cpu") -> TrainedRun:
-    """The best weights of a run folder, in eval mode, with the config and preprocessing they were trained with."""
+def load_run(run_dir: Path, device: torch.device | str = "cpu", role: str = "--run", allow_unfinished: bool = False,
+             **fits) -> TrainedRun:
+    """The best weights of a run folder, in eval mode, with the config and preprocessing they were trained with;
+    the folder is checked by the run-folder contract (:func:`hpe.run.open_run`) first."""
     from hpe.train import build_model
     path = Path(run_dir) / "best.pt"
     if not Path(run_dir).is_dir():
         raise DataError(f"run folder {run_dir} does not exist")
     if not path.is_file():
         raise DataError(f"{run_dir} has no weights (missing best.pt): train it first, or give another --run")
+    info = open_run(run_dir, role, allow_unfinished, **fits)
     try:
         saved = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as exc:
@@ -62,7 +67,7 @@ def load_run(run_dir: Path, device: torch.device | str = "cpu") -> TrainedRun:
     cfg = config_from_dict(saved["config"])
     model = build_model(cfg, len(saved["preprocess"]["joint_names"]))
     model.load_state_dict(saved["model"])
-    return TrainedRun(model.to(device).eval(), cfg, saved["preprocess"], int(saved["epoch"]), Path(run_dir))
+    return TrainedRun(model.to(device).eval(), cfg, saved["preprocess"], int(saved["epoch"]), Path(run_dir), info)
 
 
 def input_shapes(cfg: TrainConfig) -> list[tuple[int, int, int]]:
@@ -75,7 +80,9 @@ def input_shapes(cfg: TrainConfig) -> list[tuple[int, int, int]]:
 def metadata(run: TrainedRun) -> dict:
     cfg, pre = run.cfg, run.preprocess
     names = ["depth", "rgb"] if cfg.inputs == "depth+rgb" else [cfg.inputs]
-    return {"hpe_run": {"net": cfg.net, "inputs": cfg.inputs, "profile": cfg.profile, "epoch": run.epoch},
+    status = run.info.status if run.info else "done"
+    return {"hpe_run": {"net": cfg.net, "inputs": cfg.inputs, "profile": cfg.profile, "epoch": run.epoch,
+                        "status": status, **({"warning": run.info.warning} if run.info and run.info.warning else {})},
             "inputs": [{"name": n, "shape": ["N", *shape]} for n, shape in zip(names, input_shapes(cfg))],
             "output": {"name": "joints", "shape": ["N", 3 * len(pre["joint_names"])], "meaning": "normalised xyz"},
             "crop_size": pre["size"], "input_size": cfg.input_size, "cube_mm": pre["cube_mm"],
@@ -124,13 +131,13 @@ def export_onnx(model: torch.nn.Module, shapes: list[tuple[int, ...]], path: Pat
 def export_torchscript(model: torch.nn.Module, path: Path, meta: dict) -> None:
     with _quiet():
         scripted = torch.jit.script(model)
-    with atomic_path(Path(path)) as tmp:
-        torch.jit.save(scripted, str(tmp), _extra_files={"hpe.json": json.dumps(meta)})
+    # Into memory first: on a full disk torch.jit.save to a file aborts the whole process (SIGABRT).
+    write_bytes_from(Path(path), lambda buf: torch.jit.save(scripted, buf, _extra_files={"hpe.json": json.dumps(meta)}))
 
 
-def export(run_dir: Path, fmt: str, out: Path) -> dict:
+def export(run_dir: Path, fmt: str, out: Path, allow_unfinished: bool = False) -> dict:
     """Export a run's network; returns the metadata written with it."""
-    run = load_run(run_dir)
+    run = load_run(run_dir, allow_unfinished=allow_unfinished)
     meta = metadata(run)
     if fmt == "onnx":
         export_onnx(run.model, input_shapes(run.cfg), out, meta, [i["name"] for i in meta["inputs"]])

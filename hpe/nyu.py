@@ -112,9 +112,20 @@ def encode_depth(depth_mm: np.ndarray) -> np.ndarray:
     return out
 
 
-def read_depth(path: Path, frame: int | None = None) -> np.ndarray:
-    """Depth image in mm as uint16 (480, 640)."""
-    return decode_depth(_open_rgb8(Path(path), "depth", frame))
+def check_not_colour(rgb8: np.ndarray, path: Path) -> None:
+    """Refuse a colour photo given where NYU's packed depth belongs: the packing leaves red empty (every NYU depth
+    frame we have seen; FACTS: "R is unused"), a photo does not.  Used on frames a user names, not in ``prep``."""
+    if (rgb8[..., 0] != 0).mean() > 0.01:
+        raise DataError(f"{path} looks like a colour image, not a depth frame (its red channel is not empty, as NYU's "
+                        f"packed depth always is): give depth frames, and colour frames with --rgb")
+
+
+def read_depth(path: Path, frame: int | None = None, user_frame: bool = False) -> np.ndarray:
+    """Depth image in mm as uint16 (480, 640); ``user_frame``: refuse a colour photo (:func:`check_not_colour`)."""
+    rgb8 = _open_rgb8(Path(path), "depth", frame)
+    if user_frame:
+        check_not_colour(rgb8, path)
+    return decode_depth(rgb8)
 
 
 def read_rgb(path: Path, frame: int | None = None) -> np.ndarray:
@@ -254,6 +265,9 @@ def read_joints_txt(path: Path, joints: int = 14, role: str = "prediction") -> n
             parts = line.split()
             if not parts:
                 continue
+            if "," in line and len(line.replace(",", " ").split()) == 3 * joints:
+                raise DataError(f"{path}:{i}: comma-separated values; the kit's format (what hpe reads) separates "
+                                f"numbers by spaces: convert it, e.g. tr ',' ' ' < FILE")
             if len(parts) != 3 * joints:
                 raise DataError(f"{path}:{i}: expected {3 * joints} numbers ({joints} joints x 3), got {len(parts)}")
             try:

@@ -15,6 +15,7 @@ from a centre that landed on the forearm or the head; without one, the pose net'
 from __future__ import annotations
 
 import glob
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,11 +27,12 @@ from tqdm import tqdm
 
 from hpe import DataError
 from hpe.atomic import atomic_path, write_json
+from hpe.output import replacing
 from hpe.camera import NYU_CAMERA, Camera
 from hpe.crop import crop_frame, find_centre, valid_depth
 from hpe.dataset import InputAssembler, resize_crops
 from hpe.export import TrainedRun, load_run
-from hpe.nyu import decode_depth, write_joints_txt
+from hpe.nyu import check_not_colour, decode_depth, write_joints_txt
 
 CENTRES = ("segment", "com", "refined")
 IMAGE_SUFFIXES = (".png", ".npy")
@@ -65,7 +67,9 @@ def read_depth_frame(path: Path, depth_scale: float = 1.0) -> np.ndarray:
         else:
             with Image.open(path) as im:
                 if im.mode == "RGB":  # NYU's packing; a 16-bit depth is never stored as 8-bit RGB otherwise
-                    mm = decode_depth(np.asarray(im)).astype(np.float64) * depth_scale
+                    packed = np.asarray(im)
+                    check_not_colour(packed, path)
+                    mm = decode_depth(packed).astype(np.float64) * depth_scale
                 elif im.mode in ("I;16", "I;16B", "I;16L", "I"):
                     mm = np.asarray(im).astype(np.float64) * depth_scale
                 else:
@@ -114,9 +118,34 @@ def parse_camera(text: str | None) -> Camera | None:
         fx, fy, cx, cy = (float(t) for t in text.split(","))
     except ValueError:
         raise ValueError(f"--camera {text}: give fx,fy,cx,cy in pixels, e.g. 588.04,587.08,320,240") from None
-    if fx <= 0 or fy <= 0:
-        raise ValueError(f"--camera {text}: focal lengths must be positive")
+    if not all(math.isfinite(v) for v in (fx, fy, cx, cy)):
+        raise ValueError(f"--camera {text}: every value must be a finite number of pixels")
+    if fx <= 0 or fy <= 0 or cx <= 0 or cy <= 0:
+        raise ValueError(f"--camera {text}: focal lengths and the principal point must be positive (pixels)")
     return Camera(fx=fx, fy=fy, cx=cx, cy=cy)
+
+
+def check_cube(cube: float | None) -> None:
+    if cube is not None and not (math.isfinite(cube) and cube > 0):
+        raise ValueError(f"--cube {cube}: the cube edge must be a positive number of mm (the run's is the default)")
+
+
+# A crop whose object fills almost all of the cube (a wall, a body), almost none of it, or is flat, holds no hand.
+HAND_FILL = (0.03, 0.9)
+FLAT_SPREAD = 0.02  # std of the object's normalised depth: 0.02 x cube/2 = 3 mm for a 300 mm cube
+
+
+def no_hand(depth_crop: np.ndarray) -> str | None:
+    """Why a normalised depth crop (eq. 4.6) holds no hand-like object, or None."""
+    fg = depth_crop < 1
+    fill = float(fg.mean())
+    if fill > HAND_FILL[1]:
+        return f"the object fills {100 * fill:.0f}% of the crop: a surface larger than a hand (wall, body)?"
+    if fill < HAND_FILL[0]:
+        return f"the object fills only {100 * fill:.1f}% of the crop: nothing hand-sized"
+    if float(depth_crop[fg].std()) < FLAT_SPREAD:
+        return "the object in the crop is flat: not a hand"
+    return None
 
 
 def camera_for(frame: np.ndarray, path: Path, given: Camera | None) -> Camera:
@@ -140,6 +169,7 @@ class Frame:
     rgb: np.ndarray | None
     camera: Camera
     centre_uvd: np.ndarray | None = None
+    no_hand: str | None = None  # why the final crop holds no hand-like object (set by each crop)
 
 
 def _batch(frames: list[Frame], cube: float, size: int) -> tuple[torch.Tensor, torch.Tensor | None, list[dict]]:
@@ -159,6 +189,8 @@ def _run_net(run: TrainedRun, assemble: InputAssembler, frames: list[Frame], dev
              cube: float) -> tuple[np.ndarray, list[dict]]:
     """Normalised predictions (N, J, 3) for frames whose centres are set."""
     depth, rgb, crops = _batch(frames, cube, run.preprocess["size"])
+    for f, c in zip(frames, crops):
+        f.no_hand = no_hand(c["depth"])
     depth, rgb = resize_crops(depth, rgb, run.cfg.input_size)
     out = run.model(*assemble(depth.to(device), None if rgb is None else rgb.to(device)))
     return out.float().cpu().view(len(frames), -1, 3).numpy(), crops
@@ -228,19 +260,25 @@ def _overlay(path: Path, depth: np.ndarray, uvd: np.ndarray) -> None:
 def predict(run_dir: Path, inputs: list[str], out: Path, centre: str = "refined", rgb: list[str] | None = None,
             camera: str | None = None, depth_scale: float = 1.0, cube: float | None = None, batch_size: int = 64,
             device: str = "auto", overlay: bool = False, refine_steps: int = 3, progress: bool = True,
-            centre_runs: Sequence[Path] = ()) -> list[dict]:
-    """Predict every frame of ``inputs``; writes ``predictions_uvd.txt``, ``predictions.json`` (and overlays).
-    ``centre_runs``: runs trained with target = centre that refine the centre, coarse to fine (else the pose net's
-    palm)."""
+            centre_runs: Sequence[Path] = (), allow_unfinished: bool = False) -> list[dict]:
+    """Predict every frame of ``inputs``; writes ``predictions_uvd.txt``, ``predictions.json`` (and overlays),
+    replacing a previous prediction in ``out`` as a whole.  ``centre_runs``: runs trained with target = centre
+    that refine the centre, coarse to fine (else the pose net's palm).  Each record says whether its crop holds a
+    hand-like object (``hand``; ``no_hand`` says why not) and carries the runs' ``warnings`` when one of them is
+    unfinished (``allow_unfinished``)."""
     from hpe.train import pick_device
     if batch_size < 1 or refine_steps < 0:
         raise ValueError(f"--batch-size {batch_size} must be >= 1 and --refine-steps {refine_steps} >= 0")
+    check_cube(cube)
+    cam = parse_camera(camera)
+    if not (depth_scale > 0 and math.isfinite(depth_scale)):
+        raise ValueError(f"--depth-scale {depth_scale}: must be a positive number (mm per stored unit)")
     dev = pick_device(device)
-    run = load_run(run_dir, dev)
+    run = load_run(run_dir, dev, allow_unfinished=allow_unfinished)
     if run.cfg.target != "pose":
         raise DataError(f"{run_dir} regresses the hand centre only (target = centre): give it as --centre-run, "
                         f"and a pose run as --run")
-    refiners = [load_run(r, dev) for r in centre_runs]
+    refiners = [load_run(r, dev, "--centre-run", allow_unfinished, target="centre") for r in centre_runs]
     fixed = None
     if centre not in CENTRES:
         try:
@@ -248,37 +286,43 @@ def predict(run_dir: Path, inputs: list[str], out: Path, centre: str = "refined"
             assert fixed.shape == (3,)
         except (ValueError, AssertionError):
             raise ValueError(f"--centre {centre}: choose {', '.join(CENTRES)} or give U,V,D (pixels, mm)") from None
-    if not depth_scale > 0:
-        raise ValueError(f"--depth-scale {depth_scale}: must be positive")
     files = expand_inputs(inputs)
     needs_rgb = run.cfg.inputs != "depth"
     if needs_rgb and not rgb:
         raise DataError(f"{run_dir} is a net on '{run.cfg.inputs}': give the registered colour frames with --rgb")
     rgb_files = pair_rgb(files, rgb) if needs_rgb else [None] * len(files)
-    cam, cube = parse_camera(camera), cube or float(run.preprocess["cube_mm"])
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise DataError(f"--out {out} is a file; give a folder for the predictions")
-    out.mkdir(parents=True, exist_ok=True)
-    records, uvds = [], []
-    bar = tqdm(total=len(files), desc="predict", unit="frame", disable=None if progress else True, dynamic_ncols=True)
-    for s in range(0, len(files), batch_size):
-        frames = []
-        for path, rgb_path in zip(files[s:s + batch_size], rgb_files[s:s + batch_size]):
-            depth = read_depth_frame(path, depth_scale)
-            frames.append(Frame(path, depth, None if rgb_path is None else read_rgb_frame(rgb_path, depth.shape),
-                                camera_for(depth, path, cam), None if fixed is None else fixed.copy()))
-        xyz, centres = predict_frames(run, frames, "fixed" if fixed is not None else centre, cube, dev, refine_steps,
-                                      refiners)
-        for f, j, c in zip(frames, xyz, centres):
-            uvd = f.camera.xyz_to_uvd(j)
-            uvds.append(uvd)
-            records.append({"file": str(f.path), "centre_uvd": c.tolist(), "joints_uvd": uvd.tolist(),
-                            "joints_xyz": j.tolist()})
-            if overlay:
-                _overlay(out / "overlays" / f"{f.path.stem}-pose.png", f.depth, uvd)
-        bar.update(len(frames))
-    bar.close()
-    write_joints_txt(out / "predictions_uvd.txt", np.stack(uvds))
-    write_json(out / "predictions.json", records)
-    return records
+    cube = cube or float(run.preprocess["cube_mm"])
+    warnings = [w for w in [run.info.warning] + [r.info.warning for r in refiners] if w]
+    with replacing(Path(out)) as stage:
+        records = []
+        bar = tqdm(total=len(files), desc="predict", unit="frame", disable=None if progress else True,
+                   dynamic_ncols=True)
+        for s in range(0, len(files), batch_size):
+            frames = [_frame(path, rgb_path, depth_scale, cam, fixed)
+                      for path, rgb_path in zip(files[s:s + batch_size], rgb_files[s:s + batch_size])]
+            xyz, centres = predict_frames(run, frames, "fixed" if fixed is not None else centre, cube, dev,
+                                          refine_steps, refiners)
+            for f, j, c in zip(frames, xyz, centres):
+                records.append(_record(f, j, c, warnings))
+                if overlay:
+                    uvd = np.array(records[-1]["joints_uvd"])
+                    _overlay(stage / "overlays" / f"{f.path.stem}-pose.png", f.depth, uvd)
+            bar.update(len(frames))
+        bar.close()
+        write_joints_txt(stage / "predictions_uvd.txt", np.array([r["joints_uvd"] for r in records]))
+        write_json(stage / "predictions.json", records)
+        return records
+
+
+def _frame(path: Path, rgb_path: Path | None, depth_scale: float, cam: Camera | None, fixed) -> Frame:
+    depth = read_depth_frame(path, depth_scale)
+    return Frame(path, depth, None if rgb_path is None else read_rgb_frame(rgb_path, depth.shape),
+                 camera_for(depth, path, cam), None if fixed is None else fixed.copy())
+
+
+def _record(f: Frame, joints_xyz: np.ndarray, centre_uvd: np.ndarray, warnings: list[str]) -> dict:
+    """One frame of predictions.json: its joints, its centre, whether its crop holds a hand, the runs' warnings."""
+    return {"file": str(f.path), "centre_uvd": centre_uvd.tolist(),
+            "joints_uvd": f.camera.xyz_to_uvd(joints_xyz).tolist(), "joints_xyz": joints_xyz.tolist(),
+            "hand": f.no_hand is None, **({"no_hand": f.no_hand} if f.no_hand else {}),
+            **({"warnings": warnings} if warnings else {})}

@@ -22,7 +22,8 @@ import numpy as np
 from tqdm import tqdm
 
 from hpe import DataError
-from hpe.atomic import atomic_path, check_writable, sweep_stale
+from hpe.atomic import atomic_h5, ensure_space
+from hpe.output import check_writable
 from hpe.camera import NYU_CAMERA
 from hpe.config import merge, profile_section
 from hpe.crop import crop_frame, find_centre, hand_mask, normalise_joints
@@ -201,6 +202,7 @@ def _fill_split(h5: h5py.File, pool, tasks: list[tuple], targets: dict[str, int]
                 rows = in_val if g == "val" else ~in_val
                 m, k = int(rows.sum()), filled[g]
                 if m:
+                    ensure_space(h5.filename, sum(batch[name][rows].nbytes for name in SCHEMA))
                     for name in SCHEMA:
                         h5[g][name][k:k + m] = batch[name][rows]
                     filled[g] = k + m
@@ -235,13 +237,12 @@ def prep(root: Path, out: Path, config: PrepConfig | None = None, progress: bool
     tasks = {s: _split_tasks(split, cfg, split_s1) for s, split in splits.items()}
     n_frames = sum(len(t) for t in tasks.values())
     check_writable(out, need_bytes=int(1.1 * n_frames * (BYTES_PER_PIXEL * cfg.size ** 2 + 400)))
-    sweep_stale(out.parent)
     stats = {"frames": 0, "skipped": 0, "seconds": 0.0}
     t0 = time.perf_counter()
     ctx = get_context("fork") if hasattr(os, "fork") else get_context()
     rgb = _RgbStats(cfg.size)
-    with atomic_path(out) as tmp:
-        with h5py.File(tmp, "w") as h5, ctx.Pool(cfg.workers, _init_worker, (cfg, joint_idx)) as pool:
+    with atomic_h5(out) as h5:
+        with ctx.Pool(cfg.workers, _init_worker, (cfg, joint_idx)) as pool:
             h5.attrs.update(_attrs(cfg, root, joint_idx, split_s1))
             for name, split_tasks in tasks.items():
                 if name == "train":

@@ -17,12 +17,14 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from hpe import DataError, __version__
-from hpe.atomic import sweep_stale, torch_save, write_json, write_text
+from hpe.atomic import torch_save, write_json, write_text
+from hpe.output import own_folder
 
 LOG_FIELDS = ("epoch", "trained", "train_loss", "train_mse", "val_loss", "val_mse", "lr", "seconds",
               "images_per_s", "val_seconds")
@@ -39,29 +41,9 @@ class RunDir:
 
     @contextlib.contextmanager
     def locked(self) -> Iterator["RunDir"]:
-        """Hold the folder's lock (``flock`` on ``.lock``): a second writer is refused at once; a lock left by a
-        killed process is released by the OS, so it never blocks a resume."""
-        import fcntl
-        if self.dir.exists() and not self.dir.is_dir():
-            raise DataError(f"run folder {self.dir} is a file; choose another --out")
-        try:
-            self.dir.mkdir(parents=True, exist_ok=True)
-            fh = open(self.dir / ".lock", "a+")
-        except OSError as exc:
-            raise DataError(f"cannot write the run folder {self.dir}: {exc.strerror or exc}") from None
-        with fh:
-            try:
-                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                fh.seek(0)
-                holder = fh.read().strip() or "?"
-                raise DataError(f"another hpe process (pid {holder}) is writing {self.dir}: wait for it to finish, "
-                                f"or choose another --out") from None
-            fh.seek(0)
-            fh.truncate()
-            fh.write(str(os.getpid()))
-            fh.flush()
-            sweep_stale(self.dir)
+        """Hold the folder's lock (:func:`hpe.output.own_folder`, the lock of every output folder): a second writer
+        is refused at once; a lock left by a killed process is released by the OS, so it never blocks a resume."""
+        with own_folder(self.dir):
             yield self
 
     def clear(self) -> None:
@@ -143,6 +125,75 @@ def load_result(run_dir: Path) -> dict:
         return json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise DataError(f"{path} is not valid JSON ({exc}); train the run again") from None
+
+
+# --- the run-folder contract: what every command that reads a run checks -------------------------------------
+FINISHED = ("done", "stopped")
+ALLOW = "pass --allow-unfinished to use it anyway (its outputs then say so)"
+
+
+@dataclass
+class RunInfo:
+    dir: Path
+    status: str            # done | stopped | not-learned | diverged | unfinished
+    reason: str
+    config: dict           # config.json's "config"
+    fingerprint: str | None  # of the data it was trained on
+
+    @property
+    def finished(self) -> bool:
+        return self.status in FINISHED
+
+    @property
+    def warning(self) -> str | None:
+        """What outputs made from an unfinished run carry (None for a finished run)."""
+        return None if self.finished else f"run {self.dir} is {self.status}: {self.reason}"
+
+
+def open_run(run_dir: Path, role: str = "--run", allow_unfinished: bool = False, data: Path | None = None,
+             **fits) -> RunInfo:
+    """Check a run folder before a command uses it, refusing in one line: no such folder; not finished (no
+    ``result.json``), not learned or diverged (unless ``allow_unfinished``); trained on other data than ``data``
+    (the fingerprint in ``config.json``); or a config that does not fit the ``role`` (``fits``: key=value(s) the
+    run's config must have, e.g. ``target="pose"``, ``net="net6"``)."""
+    run_dir = Path(run_dir)
+    who = f"{role}{run_dir}" if role.endswith("=") else f"{role} {run_dir}"
+    if not run_dir.is_dir():
+        raise DataError(f"{who}: no such run folder" + (" (it is a file)" if run_dir.exists() else ""))
+    try:
+        doc = json.loads((run_dir / "config.json").read_text())
+        config, fp = doc["config"], doc.get("data", {}).get("fingerprint")
+    except (OSError, ValueError, KeyError, TypeError):
+        raise DataError(f"{who} is not a run folder (no readable config.json): give a folder that `hpe train` "
+                        f"wrote") from None
+    if (run_dir / "result.json").is_file():
+        result = load_result(run_dir)
+        status, reason = str(result.get("status")), str(result.get("reason", ""))
+    else:
+        status, reason = "unfinished", "no result.json: it was stopped or is still training"
+    if status not in FINISHED and not allow_unfinished:
+        hint = {"unfinished": f"finish it with `hpe train --resume --out {run_dir}` or",
+                "not-learned": "train it longer or with other settings, or",
+                "diverged": "train it again with a lower learning rate, or"}.get(status, "")
+        raise DataError(f"{who} is {status} ({reason}): {hint} {ALLOW}".replace("  ", " "))
+    for key, wanted in fits.items():
+        allowed = wanted if isinstance(wanted, tuple) else (wanted,)
+        if config.get(key) not in allowed:
+            raise DataError(f"{who} has {key} = {config.get(key)!r}, but this role needs "
+                            f"{' or '.join(map(repr, allowed))}: give a run trained for it")
+    info = RunInfo(run_dir, status, reason, config, fp)
+    if data is not None:
+        check_data(info, data, role)
+    return info
+
+
+def check_data(info: RunInfo, data: Path, role: str = "--run") -> None:
+    """Refuse using a run with a prepared file other than the one it was trained on (by content fingerprint)."""
+    from hpe.dataset import fingerprint, open_prepared
+    fp = fingerprint(open_prepared(data))
+    if fp != info.fingerprint:
+        raise DataError(f"{role} {info.dir} was trained on {info.config.get('data')} (fingerprint {info.fingerprint}), "
+                        f"but {data} holds other data (fingerprint {fp}): give the file it was trained on")
 
 
 def write_config(run: RunDir, doc: dict) -> None:

@@ -6,11 +6,14 @@ file in the run folder by default, or any URL (``postgresql://...``) so workers 
 Start more workers with the same command.  Heartbeats mark a killed worker's trial failed and re-queue it.
 Trial k samples with seed ``seed + k``, so a study is reproducible whichever worker runs which trial.  A setup
 error (missing data file, bad ``--set``, unknown range) stops the search before any trial, or at the first trial
-it breaks; such trials do not count towards a round, so the search runs them once the setup is fixed.
+it breaks; such trials do not count towards a round, so the search runs them once the setup is fixed.  A trial
+whose run diverged or learned nothing is failed, never the best.  Ctrl-C or SIGTERM of a worker fails its running
+trial and re-queues it at once (no waiting for the heartbeat's grace period).  Each finished trial is one line.
 """
 from __future__ import annotations
 
 import math
+import sys
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -63,16 +66,32 @@ def round_ranges(ranges: dict, best: dict | None, r: int, shrink: float) -> dict
     return out
 
 
+def storage_url(cfg: SearchConfig, out: Path) -> str:
+    return cfg.storage or f"sqlite:///{(out / 'study.db').resolve()}"
+
+
+def _storage_error(url: str, exc: Exception) -> DataError:
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return DataError(f"--storage {url}: cannot use the study database ({first}): give a writable database URL, e.g. "
+                     f"sqlite:///path/study.db or postgresql://user@host/db")
+
+
 def _storage(cfg: SearchConfig, out: Path):
-    url = cfg.storage or f"sqlite:///{(out / 'study.db').resolve()}"
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+    url = storage_url(cfg, out)
+    try:
+        make_url(url)
+    except ArgumentError as exc:
+        raise _storage_error(url, exc) from None
     for attempt in range(5):
         try:
             return optuna.storages.RDBStorage(
                 url, heartbeat_interval=cfg.heartbeat_s, grace_period=2 * cfg.heartbeat_s,
                 heartbeat_stale_trial_callback=_Retry(max_retry=1))
-        except Exception:  # workers starting together race to create the schema: the loser retries
+        except Exception as exc:  # workers starting together race to create the schema: the loser retries
             if attempt == 4:
-                raise
+                raise _storage_error(url, exc) from None
             time.sleep(0.5 + attempt)
 
 
@@ -122,10 +141,21 @@ def _open_study(cfg: SearchConfig, out: Path):
         try:
             return optuna.create_study(study_name=cfg.study, storage=storage, direction="minimize",
                                        sampler=optuna.samplers.RandomSampler(seed=cfg.seed), load_if_exists=True)
-        except Exception:  # workers starting together race to create the study: the loser retries
+        except Exception as exc:  # workers starting together race to create the study: the loser retries
             if attempt == 4:
-                raise
+                raise _storage_error(storage_url(cfg, out), exc) from None
             time.sleep(0.5 + attempt)
+
+
+def check_search_config(cfg: SearchConfig, max_trials: int | None) -> None:
+    """Settings that cannot describe a search are refused before anything is opened."""
+    for name, value, ok in (("--rounds", cfg.rounds, cfg.rounds >= 1), ("--samples", cfg.samples, cfg.samples >= 1),
+                            ("--heartbeat", cfg.heartbeat_s, cfg.heartbeat_s >= 1),
+                            ("--max-trials", max_trials, max_trials is None or max_trials >= 1)):
+        if not ok:
+            raise ValueError(f"{name} {value}: must be at least 1 (zero trials is no search)")
+    if not 0 < cfg.shrink <= 1:
+        raise ValueError(f"--shrink {cfg.shrink}: must lie in (0, 1] (the factor each round narrows the ranges by)")
 
 
 def preflight(base: dict, cfg: SearchConfig) -> None:
@@ -145,14 +175,26 @@ def preflight(base: dict, cfg: SearchConfig) -> None:
     build_train_config([("search base", {**base, **mid})])
 
 
-def search(base: dict, out: Path, cfg: SearchConfig | None = None, max_trials: int | None = None) -> dict:
-    """Run (or join, or resume) a study: this worker trains trials until every round is full."""
-    from hpe.train import train
+def search(base: dict, out: Path, cfg: SearchConfig | None = None, max_trials: int | None = None,
+           say=lambda line: print(line, file=sys.stderr, flush=True)) -> dict:
+    """Run (or join, or resume) a study: this worker trains trials until every round is full.  ``say`` gets one
+    line per finished trial."""
+    from sqlalchemy.exc import SQLAlchemyError
     cfg = cfg or SearchConfig()
+    check_search_config(cfg, max_trials)
     preflight(base, cfg)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     study = _open_study(cfg, out)
+    try:
+        _work(study, base, out, cfg, max_trials, say)
+    except SQLAlchemyError as exc:  # e.g. a read-only SQLite file that opened but cannot take a trial
+        raise _storage_error(storage_url(cfg, out), exc) from None
+    return report(study, out)
+
+
+def _work(study, base: dict, out: Path, cfg: SearchConfig, max_trials: int | None, say) -> None:
+    from hpe.train import train
     ran = 0
     while max_trials is None or ran < max_trials:
         # Trials whose worker stopped beating are failed and re-queued once (RetryFailedTrialCallback).
@@ -179,16 +221,24 @@ def search(base: dict, out: Path, cfg: SearchConfig | None = None, max_trials: i
                 trial.set_user_attr("setup_error", str(exc))
                 study.tell(trial, state=optuna.trial.TrialState.FAIL)
                 raise
+            except KeyboardInterrupt:  # Ctrl-C / SIGTERM: failed and re-queued now, not two heartbeats later
+                trial.set_user_attr("reason", "its worker was interrupted; re-queued")
+                study.tell(trial, state=optuna.trial.TrialState.FAIL)
+                requeue = optuna.storages.RetryFailedTrialCallback(max_retry=None)
+                requeue(study, study._storage.get_trial(trial._trial_id))
+                raise
             except Exception as exc:  # a crashing trial is recorded with its reason; the search goes on
                 res = {"status": "failed", "reason": f"{type(exc).__name__}: {exc}"}
         trial.set_user_attr("status", res["status"])
-        if res["status"] in ("diverged", "failed") or res.get("best_val_mse") is None:
+        shown = ", ".join(f"{k} {v:.4g}" for k, v in params.items())
+        if res["status"] not in ("done", "stopped") or res.get("best_val_mse") is None:  # never the best
             trial.set_user_attr("reason", res.get("reason", res["status"]))
             study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            say(f"trial {trial.number} (round {r + 1}): failed, {res['status']}: {res.get('reason', '')} ({shown})")
         else:
             study.tell(trial, res["best_val_mse"])
+            say(f"trial {trial.number} (round {r + 1}): val_mse {res['best_val_mse']:.6g} ({shown})")
         ran += 1
-    return report(study, out)
 
 
 def report(study, out: Path) -> dict:

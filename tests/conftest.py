@@ -33,9 +33,43 @@ def synthetic_root(tmp_path_factory):
     return root
 
 
+def _prepared(root, tmp_path_factory, name: str, size: int):
+    from hpe.prep import prep, prep_config
+    out = tmp_path_factory.mktemp("h5") / name
+    prep(root, out, prep_config(size=size, workers=2), progress=False)
+    return out
+
+
 @pytest.fixture(scope="session")
 def synthetic_h5(synthetic_root, tmp_path_factory):
-    from hpe.prep import prep, prep_config
-    out = tmp_path_factory.mktemp("h5") / "syn.h5"
-    prep(synthetic_root, out, prep_config(size=64, workers=2), progress=False)
-    return out
+    return _prepared(synthetic_root, tmp_path_factory, "syn.h5", 64)
+
+
+# --- tiny trained runs shared by the output-layer, run-contract and sweep tests (issue 19) -----------------------
+TINY_RUN = dict(width=0.125, fc_units=64, input_size=32, batch_size=8, progress="none", device="cpu", max_epochs=2,
+                limit_train=16, require_learning=False)
+
+
+@pytest.fixture(scope="session")
+def tiny_runs(synthetic_h5, tmp_path_factory):
+    """Run folders in each state the run-folder contract knows: ``done`` (depth), ``rgb`` (an RGB-Net, done),
+    ``centre`` (target = centre, done), ``not_learned``, ``diverged`` and ``unfinished`` (no result.json)."""
+    import shutil
+
+    from hpe.train import train
+    base = tmp_path_factory.mktemp("tiny-runs")
+    train(dict(data=str(synthetic_h5), out=str(base / "done"), **TINY_RUN))
+    train(dict(data=str(synthetic_h5), out=str(base / "rgb"), inputs="rgb", **TINY_RUN))
+    train(dict(data=str(synthetic_h5), out=str(base / "centre"), target="centre", centre_jitter_mm=20.0, **TINY_RUN))
+    train(dict(data=str(synthetic_h5), out=str(base / "not_learned"), **{**TINY_RUN, "require_learning": True,
+                                                                         "max_epochs": 1, "limit_train": 8}))
+    train(dict(data=str(synthetic_h5), out=str(base / "diverged"), **{**TINY_RUN, "lr": 1e6, "max_epochs": 4}))
+    shutil.copytree(base / "done", base / "unfinished")
+    (base / "unfinished" / "result.json").unlink()
+    return base
+
+
+@pytest.fixture(scope="session")
+def other_h5(synthetic_root, tmp_path_factory):
+    """A prepared file of the same frames with another crop size: other data, another fingerprint."""
+    return _prepared(synthetic_root, tmp_path_factory, "other.h5", 48)

@@ -1,0 +1,264 @@
+"""The one output layer: what every command that writes goes through.
+
+A command declares its outputs (:class:`Out`: which argument, and what kind of target it names) and
+:func:`claim` does, before any work:
+
+- the target check: a file output that is a folder, a parent that is a file, a read-only location are refused in
+  one line naming the path; missing parent folders are created (``--json new/sub/t.json`` works);
+- the lock: one process at a time per output (``flock``; a killed process's lock is released by the OS), the same
+  lock run folders use, so two ``hpe predict`` into one ``--out`` cannot both report success over mixed files;
+- the sweep of stale temporary files of dead processes (before any free-space check: a killed run's own leftover
+  must not make its rerun refuse for lack of space).
+
+A refused or failed command leaves no folder it created behind.  A folder output that a rerun replaces as a
+whole (``hpe predict --out``, ``hpe fusepred --out``) is written through :func:`replacing`: the new files go to
+a staging folder and replace the previous run's files only when all are complete, so no overlay of an earlier
+run is left beside fewer predictions.  Disk full during a write is :mod:`hpe.atomic`'s ``WriteError``.
+"""
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from hpe import DataError
+from hpe.atomic import remove_path, free_bytes, sweep_stale, temp_path, write_json
+
+LOCK = ".lock"  # a folder's lock file, inside it while a process writes it (run folders, prediction folders)
+MANIFEST = ".hpe-outputs.json"  # what the last complete run of a command wrote into a replaced folder
+KINDS = ("file", "prefix", "folder", "shared", "keep", "dataset")
+# file:    one file (export --out, evaluate --json, prep OUT); locked beside it as .NAME.lock
+# prefix:  PREFIX.png/.pdf/.csv/... (figure --out); locked beside as .NAME.lock
+# folder:  a folder owned by one process and replaced as a whole by a rerun (predict, fusepred)
+# shared:  a folder that several workers share on purpose (search --out); each trial folder is locked
+# keep:    a folder owned by one process whose verified files a rerun keeps (baselines fetch --dest, run folders)
+# dataset: a folder replaced whole by a new one (synth ROOT); locked beside it
+
+
+@dataclass(frozen=True)
+class Out:
+    arg: str     # the argparse destination holding the path
+    kind: str
+
+    def __post_init__(self):
+        assert self.kind in KINDS, self.kind
+
+
+def _parents_ok(path: Path) -> None:
+    for p in [path.parent, *path.parent.parents]:
+        if p.exists():
+            if not p.is_dir():
+                raise DataError(f"cannot write {path}: {p} is a file, not a folder")
+            return
+
+
+def check(path: Path, kind: str) -> None:
+    """Refuse, in one line naming the path, a target that cannot be written (nothing is created here)."""
+    path = Path(path)
+    if kind in ("file", "prefix"):
+        if path.is_dir():
+            raise DataError(f"output {path} is a folder; give a file name{' prefix' if kind == 'prefix' else ''} "
+                            f"(e.g. {path / 'NAME'})")
+    elif path.exists() and not path.is_dir():
+        raise DataError(f"output folder {path} is a file; give a folder (a new name is created)")
+    _parents_ok(path)
+
+
+def check_writable(path: Path, need_bytes: int = 0) -> None:
+    """A file output that must also fit: :func:`check`, parents created, stale temporaries swept, then the space
+    (``need_bytes``) checked."""
+    path = Path(path)
+    check(path, "file")
+    _make_parents(path, [])
+    _probe(path.parent, path)
+    sweep_stale(path.parent)
+    if need_bytes:
+        free = free_bytes(path.parent)
+        if free < need_bytes:
+            raise DataError(f"not enough disk space for {path}: it needs about {need_bytes / 2**30:.2f} GiB, "
+                            f"{path.parent} has {free / 2**30:.2f} GiB free")
+
+
+def _make_parents(path: Path, created: list[Path], itself: bool = False) -> None:
+    """Create the missing parent folders of ``path`` (and ``path`` itself: ``itself``), noting them in ``created``."""
+    missing = [p for p in [*([path] if itself else []), path.parent, *path.parent.parents] if not p.exists()]
+    for p in reversed(missing):
+        try:
+            p.mkdir()
+        except FileExistsError:
+            continue
+        except OSError as exc:
+            raise DataError(f"cannot create the folder {p}" + ("" if p == path else f" for {path}")
+                            + f": {exc.strerror} (choose a writable location)") from None
+        created.append(p)
+
+
+def _probe(folder: Path, path: Path) -> None:
+    """Write and remove an empty temporary file: a read-only location is refused before any work."""
+    probe = temp_path(path if path.parent == folder else folder / "probe")
+    try:
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise DataError(f"cannot write {path}: {exc.strerror or exc} (choose a writable location)") from None
+
+
+# --- locks -------------------------------------------------------------------------------------------------
+_held: dict[str, object] = {}  # lock file -> open handle: a lock is re-entrant within one process
+
+
+@contextlib.contextmanager
+def locked(lock: Path, what: Path, remove: bool = False) -> Iterator[None]:
+    """Hold ``lock`` (``flock``) while writing ``what``: a second process is refused at once, naming the holder's
+    pid.  ``remove``: delete the lock file afterwards (a lock beside a file output), checking that the locked
+    file is still the one at that name, so a process that opened it just before the removal cannot also win."""
+    import fcntl
+    key = str(lock.resolve())
+    if key in _held:
+        yield
+        return
+    while True:
+        try:
+            fh = open(lock, "a+")
+        except OSError as exc:
+            raise DataError(f"cannot write {what}: {exc.strerror or exc} (choose a writable location)") from None
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            holder = fh.read().strip() or "?"
+            fh.close()
+            raise DataError(f"another hpe process (pid {holder}) is writing {what}: wait for it to finish, or "
+                            f"choose another output") from None
+        try:
+            same = os.fstat(fh.fileno()).st_ino == os.stat(lock).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        fh.close()  # removed by its previous holder between our open and our lock: take the new file
+    fh.seek(0)
+    fh.truncate()
+    fh.write(str(os.getpid()))
+    fh.flush()
+    _held[key] = fh
+    try:
+        yield
+    finally:
+        del _held[key]
+        if remove:
+            with contextlib.suppress(OSError):
+                lock.unlink()
+        fh.close()
+
+
+def beside_lock(path: Path) -> Path:
+    return path.with_name(f".{path.name}.lock")
+
+
+@contextlib.contextmanager
+def own_folder(folder: Path) -> Iterator[Path]:
+    """Create (if needed) and lock ``folder``, sweep its stale temporaries; a folder this call created is removed
+    again if the work fails while it holds nothing else."""
+    folder = Path(folder)
+    check(folder, "folder")
+    created: list[Path] = []
+    _make_parents(folder, created, itself=True)
+    try:
+        with locked(folder / LOCK, folder, remove=True):
+            sweep_stale(folder)
+            yield folder
+    except BaseException:
+        _remove_if_empty(created)
+        raise
+
+
+def _remove_if_empty(created: list[Path]) -> None:
+    for p in reversed(created):  # innermost first
+        with contextlib.suppress(OSError):
+            if all(c.name == LOCK for c in p.iterdir()):
+                (p / LOCK).unlink(missing_ok=True)
+                p.rmdir()
+
+
+@contextlib.contextmanager
+def claim(targets: list[tuple[Path, str]]) -> Iterator[None]:
+    """What a command does before any work, for each of its outputs (path, kind): check, create parents, lock,
+    sweep.  Undone (created folders removed, locks released) if the command fails."""
+    for path, kind in targets:
+        check(path, kind)
+    with contextlib.ExitStack() as stack:
+        for path, kind in targets:
+            path = Path(path)
+            if kind in ("folder", "keep"):
+                stack.enter_context(own_folder(path))
+                continue
+            created: list[Path] = []
+            _make_parents(path, created)
+            stack.push(_undo_on_error(created))  # runs after the lock below is released
+            _probe(path.parent, path)
+            if kind == "shared":
+                if not path.exists():
+                    path.mkdir()
+                    created.append(path)
+                sweep_stale(path)
+            else:
+                stack.enter_context(locked(beside_lock(path), path, remove=True))
+            sweep_stale(path.parent)
+        yield
+
+
+def _undo_on_error(created: list[Path]):
+    def undo(exc_type, exc, tb):
+        if exc_type is not None:
+            _remove_if_empty(created)
+        return False
+    return undo
+
+
+# --- a folder replaced as a whole ----------------------------------------------------------------------------
+@contextlib.contextmanager
+def replacing(folder: Path) -> Iterator[Path]:
+    """Yield a staging folder for a command's complete output; on success its files replace the previous run's
+    (listed in the folder's manifest) as a whole; on failure the staging folder goes and the previous outputs
+    stay as they were."""
+    folder = Path(folder)
+    with own_folder(folder):
+        stage = temp_path(folder / "stage")
+        remove_path(stage)
+        stage.mkdir()
+        try:
+            yield stage
+            new = sorted(p.name for p in stage.iterdir())
+            for name in _manifest(folder):
+                if name not in new:
+                    remove_path(folder / name)
+            for name in new:
+                remove_path(folder / name)
+                os.replace(stage / name, folder / name)
+            write_json(folder / MANIFEST, {"files": new})
+        finally:
+            remove_path(stage)
+
+
+def _manifest(folder: Path) -> list[str]:
+    try:
+        names = json.loads((folder / MANIFEST).read_text())["files"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+    return [n for n in names if isinstance(n, str) and "/" not in n and n not in ("", ".", "..")]
+
+
+def io_error_line(exc: OSError) -> str:
+    """One line for an OSError that reached the command line (a file that cannot be read or written)."""
+    where = f"{exc.filename}: " if exc.filename else ""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return f"{where}the disk is full; free space or choose another location, then run again"
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return f"{where}{exc.strerror}: choose a location you can write (or read)"
+    return f"{where}{exc.strerror or exc}"
+

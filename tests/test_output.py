@@ -1,0 +1,234 @@
+"""The one output layer (hpe/output.py, hpe/atomic.py): target checks before any work, one process per output,
+stale temporaries swept before the space check, a failed write (disk full, I/O error) as one line with nothing
+half-written kept, a rerun replacing a folder's outputs as a whole; for every command through the CLI."""
+import errno
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from hpe import DataError
+from hpe.atomic import WriteError, atomic_h5, torch_save, write_bytes_from, write_json
+from hpe.cli import main
+from hpe.output import Out, check_writable, claim, own_folder, replacing
+
+REPO = Path(__file__).resolve().parents[1]
+FEEDBACK = str(REPO / "hpe" / "reference" / "nyu" / "ICCV15_NYU_Feedback.txt.gz")
+
+
+def _temps(folder: Path) -> list[Path]:
+    return [p for p in Path(folder).rglob("*") if ".tmp-" in p.name or p.name.endswith(".lock")]
+
+
+def _dead_pid() -> int:
+    return int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                              text=True).stdout)
+
+
+def test_missing_parent_folders_of_a_file_output_are_created(tmp_path, capsys):
+    out = tmp_path / "new" / "sub" / "t.json"
+    assert main(["evaluate", "--pred", FEEDBACK, "--json", str(out), "--csv", str(tmp_path / "c" / "t.csv")]) == 0
+    assert json.loads(out.read_text())["methods"]["ICCV15_NYU_Feedback"]["mean_mm"] > 15
+    assert (tmp_path / "c" / "t.csv").is_file() and not _temps(tmp_path)  # no lock or temp left behind
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda t: (t / "dir").mkdir(), "output {t}/dir is a folder; give a file name"),
+    (lambda t: (t / "file").write_text(""), "cannot write {t}/file/x.json: {t}/file is a file, not a folder"),
+])
+def test_file_targets_are_refused_before_work(tmp_path, capsys, make, message):
+    make(tmp_path)
+    target = tmp_path / "dir" if "folder;" in message else tmp_path / "file" / "x.json"
+    assert main(["evaluate", "--pred", FEEDBACK, "--json", str(target)]) == 2
+    err = capsys.readouterr().err
+    assert message.format(t=tmp_path) in err and len(err.strip().splitlines()) == 1
+
+
+def test_read_only_location_is_refused(tmp_path, capsys):
+    assert main(["evaluate", "--pred", FEEDBACK, "--json", "/proc/hpe/x.json"]) == 2
+    assert "cannot create the folder /proc/hpe" in capsys.readouterr().err
+
+
+def test_a_refused_command_leaves_no_folder_it_created(tmp_path, capsys):
+    out = tmp_path / "a" / "b" / "preds"
+    assert main(["predict", "--run", str(tmp_path / "none"), "--out", str(out), FEEDBACK]) == 2
+    assert "run folder" in capsys.readouterr().err
+    assert not (tmp_path / "a").exists()
+
+
+def test_one_process_per_output_and_the_lock_is_released(tmp_path):
+    out = tmp_path / "o"
+    code = ("import sys, time; from pathlib import Path; from hpe.output import own_folder\n"
+            f"with own_folder(Path({str(out)!r})):\n    print('held', flush=True); time.sleep(30)")
+    p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
+                         env={**os.environ, "PYTHONPATH": str(REPO)})
+    try:
+        assert p.stdout.readline().strip() == "held"
+        with pytest.raises(DataError, match=f"another hpe process \\(pid {p.pid}\\) is writing {out}"):
+            with own_folder(out):
+                pass
+        with pytest.raises(DataError, match="another hpe process"):
+            with claim([(out, "folder")]):
+                pass
+    finally:
+        p.kill()
+        p.wait()
+    with own_folder(out):  # a killed holder's lock is released by the OS
+        with own_folder(out):  # and re-entrant within one process
+            pass
+    assert list(out.iterdir()) == []
+
+
+def test_file_locks_are_exclusive_and_vanish(tmp_path):
+    target = tmp_path / "x.json"
+    with claim([(target, "file")]):
+        lock = tmp_path / ".x.json.lock"
+        assert lock.is_file()
+        code = (f"from pathlib import Path; from hpe.output import locked\n"
+                f"with locked(Path({str(lock)!r}), Path('x')): pass")
+        r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                           env={**os.environ, "PYTHONPATH": str(REPO)})
+        assert "another hpe process" in r.stderr
+    assert not lock.exists()
+
+
+def test_stale_temporaries_are_swept_before_the_free_space_check(tmp_path, monkeypatch):
+    """A killed prep's own 4 MB temporary must not make its rerun refuse for lack of space."""
+    import hpe.atomic
+    stale = tmp_path / f".out.h5.tmp-{_dead_pid()}.h5"
+    stale.write_bytes(b"\0" * 4096)
+    monkeypatch.setattr(hpe.atomic, "free_bytes", lambda p: 5000 if stale.exists() else 10**9)
+    import hpe.output
+    monkeypatch.setattr(hpe.output, "free_bytes", hpe.atomic.free_bytes)
+    check_writable(tmp_path / "out.h5", need_bytes=8000)
+    assert not stale.exists()
+
+
+def test_a_rerun_replaces_a_folders_outputs_as_a_whole(tmp_path):
+    out = tmp_path / "o"
+    with replacing(out) as stage:
+        for i in range(3):
+            (stage / f"overlay{i}.png").write_text("old")
+        (stage / "overlays").mkdir()
+        (stage / "predictions.json").write_text("old")
+    (out / "mine.txt").write_text("the user's own file")
+    with pytest.raises(RuntimeError):  # a failed rerun keeps the previous outputs as they were
+        with replacing(out) as stage:
+            (stage / "predictions.json").write_text("half")
+            raise RuntimeError("killed")
+    assert (out / "predictions.json").read_text() == "old" and (out / "overlay2.png").exists()
+    with replacing(out) as stage:
+        (stage / "predictions.json").write_text("new")
+    assert sorted(p.name for p in out.iterdir()) == [".hpe-outputs.json", "mine.txt", "predictions.json"]
+    assert (out / "predictions.json").read_text() == "new"
+
+
+def _enospc(*args, **kwargs):
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def test_every_writer_turns_a_full_disk_into_one_error_and_keeps_the_old_file(tmp_path, monkeypatch):
+    import torch
+    target = tmp_path / "x.json"
+    write_json(target, {"complete": True})
+    monkeypatch.setattr(Path, "write_text", lambda self, text: (self.open("w").write(text[:3]), _enospc()))
+    with pytest.raises(WriteError, match=f"cannot write {target}: the disk is full; nothing half-written was kept"):
+        write_json(target, {"complete": False})
+    monkeypatch.undo()
+    assert json.loads(target.read_text()) == {"complete": True} and not _temps(tmp_path)
+
+    def torch_full(obj, f, *a, **k):  # what torch raises when the disk fills during torch.save
+        Path(f).write_bytes(b"PK")
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 704 vs 662")
+    monkeypatch.setattr(torch, "save", torch_full)
+    with pytest.raises(WriteError, match="ckpt.pt: the disk is full"):
+        torch_save({}, tmp_path / "ckpt.pt")
+    monkeypatch.undo()
+    monkeypatch.setattr(Path, "write_bytes", _enospc)  # TorchScript goes through memory, then a plain write
+    with pytest.raises(WriteError, match="model.pt: the disk is full"):
+        write_bytes_from(tmp_path / "model.pt", lambda buf: buf.write(b"scripted"))
+    monkeypatch.undo()
+    with pytest.raises(WriteError, match="x.h5: the disk is full"):
+        with atomic_h5(tmp_path / "x.h5") as h5:
+            h5.create_dataset("d", data=np.zeros(10))
+            raise RuntimeError("Can't write data (file write failed: errno = 28, error message = 'No space left "
+                               "on device')")
+    assert not _temps(tmp_path) and not (tmp_path / "x.h5").exists()
+
+
+def test_claim_checks_every_declared_output(tmp_path):
+    (tmp_path / "f").write_text("")
+    with pytest.raises(DataError, match="output folder .*f is a file"):
+        with claim([(tmp_path / "f", "folder")]):
+            pass
+    with pytest.raises(DataError, match="is a folder; give a file name prefix"):
+        with claim([(tmp_path, "prefix")]):
+            pass
+    assert Out("out", "prefix").kind == "prefix"
+    with pytest.raises(AssertionError):
+        Out("out", "nonsense")
+
+
+def test_every_writing_command_declares_its_outputs():
+    """A writing command that forgets to declare an output would skip the checks: every --out/--json/--csv/--dest
+    of every command is declared (train's run folder is claimed by the run folder itself)."""
+    from tests.test_cli import _subparsers
+
+    from hpe.cli import build_parser
+    writing = {"--out", "--json", "--csv", "--dest"}
+    for name, sub in _subparsers(build_parser()):
+        declared = {o.arg for o in sub.get_default("outputs") or []}
+        for action in sub._actions:
+            if set(action.option_strings) & writing and name != "train":
+                assert action.dest in declared, f"hpe {name} {action.option_strings} is not declared as an output"
+    assert {o.arg for o in build_parser().parse_args(["prep", "r", "o.h5"]).outputs} == {"out"}
+    assert {o.arg for o in build_parser().parse_args(["synth", "r"]).outputs} == {"root"}
+
+
+# --- a real full disk: a small tmpfs (needs root to mount; skipped elsewhere) ---------------------------------------
+@pytest.fixture
+def full_disk(tmp_path):
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mnt)], capture_output=True)
+    if r.returncode != 0:
+        pytest.skip("cannot mount a small tmpfs here (needs root)")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+
+
+def _lying(argv: list[str]) -> list[str]:
+    """Run the CLI with the free-space check before the work fooled, so the disk fills during the work itself."""
+    code = ("import sys, hpe.output; hpe.output.free_bytes = lambda p: 10**12; "
+            "from hpe.cli import main; sys.exit(main(sys.argv[1:]))")
+    return [sys.executable, "-c", code, *argv]
+
+
+def test_disk_full_during_prep_is_one_line_and_no_temp(full_disk, synthetic_root):
+    r = subprocess.run(_lying(["prep", str(synthetic_root), str(full_disk / "x.h5"), "--workers", "1", "--quiet",
+                               "--size", "128"]), capture_output=True, text=True, env={**os.environ,
+                                                                                       "PYTHONPATH": str(REPO)})
+    assert r.returncode == 2, r.stderr[-3000:]
+    assert r.stderr.startswith("hpe prep: error: cannot write") and "the disk is full" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr[-3000:]
+    assert list(full_disk.iterdir()) == []
+
+
+def test_disk_full_during_export_and_figures_is_one_line(full_disk, tiny_runs):
+    filler = full_disk / "filler"
+    filler.write_bytes(b"\0" * (3 * 2**20 - 48 * 1024))  # leave 48 kB: less than any of these outputs
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    run = str(tiny_runs / "done")
+    for argv in (["export", "--run", run, "--format", "torchscript", "--out", str(full_disk / "m.pt")],
+                 ["export", "--run", run, "--format", "onnx", "--out", str(full_disk / "m.onnx")],
+                 ["figure", "frame", "--out", str(full_disk / "fig")]):
+        r = subprocess.run([sys.executable, "-m", "hpe", *argv], capture_output=True, text=True, env=env)
+        assert r.returncode == 2 and "the disk is full" in r.stderr, r.stderr[-3000:]
+        assert len(r.stderr.strip().splitlines()) == 1, r.stderr[-3000:]
+        assert sorted(p.name for p in full_disk.iterdir()) == ["filler"]

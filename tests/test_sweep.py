@@ -1,0 +1,236 @@
+"""A sweep of bad command lines and faults over every command, as a careless user would type them.
+
+Each case runs the real command line (in-process, ``hpe.cli.main``) and must end as expected: the exit status,
+one error line ``hpe CMD: error: ...`` naming what is wrong (argparse's usage errors: its usage, then one such
+line), never a traceback, and no temporary file, lock or empty output folder left behind.  The cases and what
+each printed are recorded in ``tests/data/sweep_outcomes.txt``:
+``HPE_SWEEP_RECORD=tests/data/sweep_outcomes.txt pytest tests/test_sweep.py`` rewrites it.
+"""
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from hpe.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+REF = REPO / "hpe" / "reference" / "nyu"
+FUSEPRED = str(REPO / "experiments" / "fig4.7" / "fusepred.toml")
+
+# (id, argv with {placeholders}, exit status, what stderr must contain)
+CASES = [
+    # synth
+    ("synth-root-is-file", "synth {tmp}/afile", 2, "is a file"),
+    ("synth-zero-train", "synth {tmp}/ds --train 0", 2, "need at least one training and one test frame"),
+    ("synth-non-empty", "synth {root}", 2, "is not empty: hpe synth never writes into an existing dataset"),
+    ("synth-read-only", "synth /proc/hpe-ds", 2, "cannot write /proc/hpe-ds"),
+    ("synth-bad-int", "synth {tmp}/ds --test ten", 2, "argument --test: invalid int value"),
+    # prep
+    ("prep-missing-root", "prep {tmp}/nothing {tmp}/o.h5", 2, "nothing"),
+    ("prep-out-is-folder", "prep {root} {tmp}", 2, "is a folder; give a file name"),
+    ("prep-parent-is-file", "prep {root} {tmp}/afile/o.h5", 2, "afile is a file, not a folder"),
+    ("prep-cube-zero", "prep {root} {tmp}/o.h5 --cube 0", 2, "cube"),
+    ("prep-val-fraction", "prep {root} {tmp}/o.h5 --val-fraction 1.5", 2, "val_fraction"),
+    ("prep-size-zero", "prep {root} {tmp}/o.h5 --size 0", 2, "size = 0: must be >= 8"),
+    ("prep-read-only", "prep {root} /proc/hpe.h5", 2, "cannot write /proc/hpe.h5"),
+    # nets
+    ("nets-size-zero", "nets --input-size 0", 2, "must be positive"),
+    ("nets-joints-negative", "nets --joints -3", 2, "must be positive"),
+    # train
+    ("train-missing-data", "train --data {tmp}/missing.h5 --out {tmp}/r", 2, "missing prepared dataset"),
+    ("train-out-is-file", "train --data {h5} --out {tmp}/afile", 2, "afile is a file"),
+    ("train-lr-nan", "train --data {h5} --out {tmp}/r --set lr=nan", 2, "lr"),
+    ("train-batch-zero", "train --data {h5} --out {tmp}/r --set batch_size=0", 2, "batch_size = 0"),
+    ("train-unknown-key", "train --data {h5} --out {tmp}/r --set nosuchkey=1", 2, "nosuchkey"),
+    ("train-set-no-equals", "train --data {h5} --out {tmp}/r --set lr", 2, "lr"),
+    ("train-png-as-data", "train --data {sample} --out {tmp}/r", 2, "depth_1_0000001.png"),
+    ("train-existing-run", "train --data {h5} --out {run} --set max_epochs=1", 2, "already holds a run"),
+    ("train-missing-experiment", "train {tmp}/nope.toml --data {h5} --out {tmp}/r", 2, "nope.toml"),
+    ("train-no-gpu", "train --data {h5} --out {tmp}/r --device cuda:7", 2, "cuda:7"),
+    ("train-resume-other-settings", "train --data {other} --out {run} --resume", 2, "was trained with other settings"),
+    # sweep-fusion, search
+    ("sweep-out-is-file", "sweep-fusion --data {h5} --out {tmp}/afile", 2, "afile is a file"),
+    ("sweep-bad-layer", "sweep-fusion --data {h5} --out {tmp}/sw --layers conv99 --set width=0.125", 2, "conv99"),
+    ("search-zero-samples", "search --data {h5} --out {tmp}/s --samples 0", 2, "--samples 0: must be at least 1"),
+    ("search-zero-rounds", "search --data {h5} --out {tmp}/s --rounds 0", 2, "--rounds 0: must be at least 1"),
+    ("search-bad-storage", "search --data {h5} --out {tmp}/s --storage nonsense", 2, "--storage nonsense"),
+    ("search-range-reversed", "search --data {h5} --out {tmp}/s --range lr:1:0:log", 2, "needs low < high"),
+    ("search-range-unknown", "search --data {h5} --out {tmp}/s --range lrate:0.1:1:log", 2, "lrate"),
+    ("search-range-garbled", "search --data {h5} --out {tmp}/s --range lr:a:b:log", 2, "--range lr:a:b:log"),
+    ("search-missing-data", "search --data {tmp}/missing.h5 --out {tmp}/s", 2, "missing prepared dataset"),
+    ("search-out-is-file", "search --data {h5} --out {tmp}/afile", 2, "afile is a file"),
+    # evaluate
+    ("eval-missing-file", "evaluate --pred {tmp}/missing.txt", 2, "missing.txt"),
+    ("eval-csv", "evaluate --pred {tmp}/preds.csv", 2, "comma-separated values"),
+    ("eval-nan", "evaluate --pred {tmp}/nan.txt", 2, "NaN/inf value"),
+    ("eval-zero-depth", "evaluate --pred {tmp}/zero.txt", 2, "zero or negative depth"),
+    ("eval-uvd-as-xyz", "evaluate --pred {fb} --format xyz", 2, "the wrong --format?"),
+    ("eval-shifted", "evaluate --pred {tmp}/shifted.txt", 2, "shifted by +1 line(s)"),
+    ("eval-shuffled", "evaluate --pred {tmp}/shuffled.txt", 2, "shuffled"),
+    ("eval-swapped", "evaluate --pred {tmp}/swapped.txt", 2, "look exchanged"),
+    ("eval-names-mismatch", "evaluate --pred {fb} --name a --name b", 2, "2 --name labels for 1 --pred files"),
+    ("eval-same-name", "evaluate --pred {fb} --pred {fb}", 2, "two methods are called"),
+    ("eval-subject1-zero", "evaluate --subject1-frames 0", 2, "--subject1-frames 0"),
+    ("eval-subject1-too-many", "evaluate --subject1-frames 99999", 2, "--subject1-frames 99999"),
+    ("eval-json-is-folder", "evaluate --pred {fb} --json {tmp}", 2, "is a folder; give a file name"),
+    ("eval-csv-parent-file", "evaluate --pred {fb} --csv {tmp}/afile/x.csv", 2, "afile is a file"),
+    ("eval-joint-order", "evaluate --pred {fb} --joint-order 1,2,3", 2, "joint"),
+    ("eval-unfinished-run", "evaluate --pred {unf} --gt {h5}", 2, "is unfinished"),
+    ("eval-run-other-data", "evaluate --pred {run} --gt {other}", 2, "holds other data"),
+    ("eval-png-as-text", "evaluate --pred {sample}", 2, "depth_1_0000001.png"),
+    ("eval-tompson-no-depth", "evaluate --tompson bundled", 2, "need --depth-dir"),
+    ("eval-nothing", "evaluate --gt {fb}", 2, "nothing to evaluate"),
+    # fusepred
+    ("fusepred-roles-swapped", "fusepred {fusepred} --depth-run {rgbrun} --rgb-run {run} --out {tmp}/f", 2,
+     "--depth-run"),
+    ("fusepred-same-run", "fusepred {fusepred} --depth-run {run} --rgb-run {run} --out {tmp}/f", 2, "--rgb-run"),
+    ("fusepred-not-learned", "fusepred {fusepred} --depth-run {nl} --rgb-run {rgbrun} --out {tmp}/f", 2,
+     "is not-learned"),
+    ("fusepred-missing-toml", "fusepred {tmp}/no.toml --depth-run {run} --rgb-run {rgbrun} --out {tmp}/f", 2,
+     "no.toml"),
+    ("fusepred-out-is-file", "fusepred {fusepred} --depth-run {run} --rgb-run {rgbrun} --out {tmp}/afile", 2,
+     "afile is a file"),
+    # baselines
+    ("fetch-dest-is-file", "baselines fetch --dest {tmp}/afile", 2, "afile is a file"),
+    ("fetch-unknown-only", "baselines fetch --dest {tmp}/kit --only nonsense", 2, "--only nonsense"),
+    ("fetch-nothing-listening", "baselines fetch --dest {tmp}/kit --mirror http://127.0.0.1:9 --only DeepPrior "
+     "--quiet", 1, "cannot download"),
+    ("fetch-dest-read-only", "baselines fetch --dest /proc/hpe-kit", 2, "/proc/hpe-kit"),
+    # figure
+    ("frame-out-is-folder", "figure frame --out {tmp}", 2, "is a folder; give a file name prefix"),
+    ("frame-zero", "figure frame --out {tmp}/f --frame 0", 2, "--frame 0"),
+    ("frame-too-late", "figure frame --out {tmp}/f --frame 99999", 2, "--frame 99999"),
+    ("frame-rgb-as-depth", "figure frame --out {tmp}/f --depth {rgbsample}", 2, "looks like a colour image"),
+    ("frame-missing-depth", "figure frame --out {tmp}/f --depth {tmp}/nope.png", 2, "nope.png"),
+    ("compare-no-equals", "figure compare --out {tmp}/c --method x", 2, "must look like NAME=PATH"),
+    ("compare-missing-run", "figure compare --out {tmp}/c --method x={tmp}/missing", 2, "missing"),
+    ("compare-diverged", "figure compare --out {tmp}/c --method x={div} --gt {h5}", 2, "is diverged"),
+    ("table-wrong-net", "figure table4.3 --out {tmp}/t --method net1={run}", 2, "this role needs 'net1'"),
+    ("table-twice", "figure table4.3 --out {tmp}/t --method net6={run} --method net6={run}", 2, "given twice"),
+    ("table-not-a-net", "figure table4.3 --out {tmp}/t --method depthnet={run}", 2, "net1 ... net9"),
+    ("qualitative-other-data", "figure qualitative --run {run} --data {other} --out {tmp}/q", 2, "holds other data"),
+    ("qualitative-diverged", "figure qualitative --run {div} --data {h5} --out {tmp}/q", 2, "is diverged"),
+    ("centres-centre-as-pose", "figure centres --run {centre} --root {root} --out {tmp}/c", 2,
+     "this role needs 'pose'"),
+    ("centres-pose-as-centre", "figure centres --run {run} --root {root} --out {tmp}/c --centre-run {run}", 2,
+     "--centre-run"),
+    # bench
+    ("bench-json-is-folder", "bench --json {tmp}", 2, "is a folder; give a file name"),
+    ("bench-report-missing", "bench --report {tmp}/nope", 2, "nope"),
+    ("bench-no-gpu", "bench --device cuda:3", 2, "cuda:3"),
+    # predict
+    ("predict-camera-nan", "predict --run {run} --out {tmp}/p {sample} --camera nan,588,320,240", 2, "finite"),
+    ("predict-camera-zero", "predict --run {run} --out {tmp}/p {sample} --camera 0,0,320,240", 2, "positive"),
+    ("predict-cube-zero", "predict --run {run} --out {tmp}/p {sample} --cube 0", 2, "--cube 0.0"),
+    ("predict-cube-nan", "predict --run {run} --out {tmp}/p {sample} --cube nan", 2, "--cube nan"),
+    ("predict-centre-two", "predict --run {run} --out {tmp}/p {sample} --centre 1,2", 2, "--centre 1,2"),
+    ("predict-rgb-as-depth", "predict --run {run} --out {tmp}/p {rgbsample}", 2, "looks like a colour image"),
+    ("predict-out-is-file", "predict --run {run} --out {tmp}/afile {sample}", 2, "afile is a file"),
+    ("predict-unfinished", "predict --run {unf} --out {tmp}/p {sample}", 2, "is unfinished"),
+    ("predict-no-frames", "predict --run {run} --out {tmp}/p {tmp}/none*.png", 2, "no depth frames found"),
+    ("predict-batch-zero", "predict --run {run} --out {tmp}/p {sample} --batch-size 0", 2, "--batch-size 0"),
+    ("predict-depth-scale", "predict --run {run} --out {tmp}/p {sample} --depth-scale 0", 2, "--depth-scale 0"),
+    ("predict-not-a-run", "predict --run {tmp} --out {tmp}/p {sample}", 2, "no weights"),
+    ("predict-npy-3d", "predict --run {run} --out {tmp}/p {tmp}/cube.npy", 2, "2-D array"),
+    # export
+    ("export-out-is-folder", "export --run {run} --out {tmp}", 2, "is a folder; give a file name"),
+    ("export-not-learned", "export --run {nl} --out {tmp}/m.onnx", 2, "is not-learned"),
+    ("export-missing-run", "export --run {tmp}/missing --out {tmp}/m.onnx", 2, "does not exist"),
+    ("export-read-only", "export --run {run} --format torchscript --out /proc/m.pt", 2, "cannot write /proc/m.pt"),
+    # right, with what the user should know
+    ("ok-eval-json-new-folders", "evaluate --pred {fb} --json {tmp}/new/sub/t.json", 0, ""),
+    ("ok-predict-wall-flagged", "predict --run {run} --out {tmp}/p {tmp}/wall.png --centre com --quiet", 0,
+     "hold no hand-like object"),
+    ("ok-predict-allow-unfinished", "predict --run {unf} --out {tmp}/p {sample} --allow-unfinished --quiet", 0,
+     "is unfinished"),
+]
+
+
+@pytest.fixture(scope="module")
+def places(tiny_runs, synthetic_h5, synthetic_root, other_h5):
+    return {"run": tiny_runs / "done", "rgbrun": tiny_runs / "rgb", "centre": tiny_runs / "centre",
+            "nl": tiny_runs / "not_learned", "div": tiny_runs / "diverged", "unf": tiny_runs / "unfinished",
+            "h5": synthetic_h5, "other": other_h5, "root": synthetic_root, "fusepred": FUSEPRED,
+            "sample": REF / "sample" / "depth_1_0000001.png", "rgbsample": REF / "sample" / "rgb_1_0000001.png",
+            "fb": REF / "ICCV15_NYU_Feedback.txt.gz"}
+
+
+def _files(tmp: Path) -> None:
+    """The careless user's files: a plain file where a folder is expected, bad prediction files, a wall."""
+    from PIL import Image
+
+    from hpe.nyu import read_joints_txt, write_joints_txt
+    (tmp / "afile").write_text("not a folder")
+    p = read_joints_txt(REF / "ICCV15_NYU_Feedback.txt.gz")
+    lines = [" ".join(f"{v:.4f}" for v in row.ravel()) for row in p]
+    (tmp / "preds.csv").write_text("\n".join(x.replace(" ", ",") for x in lines) + "\n")
+    (tmp / "nan.txt").write_text("\n".join(lines[:7] + ["nan " + lines[7].split(" ", 1)[1]] + lines[8:]) + "\n")
+    write_joints_txt(tmp / "zero.txt", np.where(np.arange(len(p))[:, None, None] == 3, p * [1, 1, 0], p))
+    write_joints_txt(tmp / "shifted.txt", np.concatenate([p[1:], p[-1:]]))
+    write_joints_txt(tmp / "shuffled.txt", p[np.random.default_rng(1).permutation(len(p))])
+    write_joints_txt(tmp / "swapped.txt", p[:, [0, 1, 2, 3, 5, 4] + list(range(6, 14))])
+    Image.fromarray(np.full((480, 640), 800, np.uint16)).save(tmp / "wall.png")
+    np.save(tmp / "cube.npy", np.zeros((4, 4, 4)))
+
+
+def _leftovers(*folders: Path) -> list[str]:
+    found = []
+    for folder in folders:
+        for p in Path(folder).rglob("*"):
+            if ".tmp-" in p.name or p.name.endswith(".lock") or ".old-" in p.name or p.name == ".lock":
+                found.append(str(p))
+    return found
+
+
+def _run(argv: list[str], capsys) -> tuple[int, str, str]:
+    try:
+        code = main(argv)
+    except SystemExit as exc:  # argparse's usage errors
+        code = exc.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def _generic(text: str, places: dict, tmp: Path) -> str:
+    """Paths replaced by their placeholders, so that the record does not depend on where the test ran."""
+    for key, value in sorted(places.items(), key=lambda kv: -len(str(kv[1]))):
+        text = text.replace(str(value), "{" + key + "}")
+    text = text.replace(str(tmp), "{tmp}").replace(str(REPO) + "/", "")
+    return re.sub(r"pid \d+", "pid N", text)
+
+
+_RECORD: list[str] = []
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
+def test_sweep(case, places, tmp_path, capsys):
+    name, template, status, message = case
+    _files(tmp_path)
+    before = sorted(str(p) for p in tmp_path.rglob("*"))
+    argv = template.format(tmp=tmp_path, **places).split()
+    code, out, err = _run(argv, capsys)
+    assert "Traceback" not in err and "Traceback" not in out, err
+    assert code == status, (argv, code, err[-2000:])
+    assert message in err, (message, err)
+    lines = [line for line in err.strip().splitlines() if line]
+    if status == 2:
+        error_lines = [line for line in lines if line.startswith("hpe ") and ": error: " in line]
+        assert len(error_lines) == 1 and lines[-1] == error_lines[0], err  # usage lines may precede it
+        if not err.startswith("usage:"):
+            assert len(lines) == 1, err
+        assert sorted(str(p) for p in tmp_path.rglob("*")) == before  # nothing new: no file, no empty --out
+    assert not _leftovers(tmp_path, *(Path(str(places[k])).parent for k in ("run", "h5", "root")))
+    outcome = lines[-1] if lines else (out.strip().splitlines() or [""])[0]
+    _RECORD.append(f"{name}\thpe {_generic(template, places, tmp_path)}\texit {code}\t"
+                   f"{_generic(outcome, {k: str(v) for k, v in places.items()}, tmp_path)}")
+
+
+def test_sweep_record(tmp_path):
+    """Writes the record when asked (HPE_SWEEP_RECORD=path), and checks that there are at least 60 bad cases."""
+    assert sum(status != 0 for _, _, status, _ in CASES) >= 60
+    target = os.environ.get("HPE_SWEEP_RECORD")
+    if target and _RECORD:
+        Path(target).write_text("# case\tcommand\texit status\twhat it printed (last line of stderr, or stdout)\n"
+                                + "\n".join(_RECORD) + "\n")
