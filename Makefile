@@ -78,13 +78,16 @@ deps-check:
 	  { echo "error: VENV=none needs torch, numpy, scipy, h5py, matplotlib, Pillow and tqdm in $(PYTHON)"; exit 2; }
 
 # --- data: Make chains the two data_prep/ scripts ------------------------------------------------------
+# Each step says what it does; synth and prep print a progress line every 10 s when not on a terminal.
 $(DATA_DIR)/synthetic/hpe_synthetic.json: | $(INSTALLED)
-	$(PY) data_prep/synthetic_nyu.py $(DATA_DIR)/synthetic --train $(SYNTH_TRAIN) --test $(SYNTH_TEST) --quiet
+	@echo "== generating $(SYNTH_TRAIN) + $(SYNTH_TEST) synthetic NYU-format frames into $(DATA_DIR)/synthetic"
+	$(PY) data_prep/synthetic_nyu.py $(DATA_DIR)/synthetic --train $(SYNTH_TRAIN) --test $(SYNTH_TEST)
 
 data: $(ROOT_STAMP)
 prep: $(H5)
 $(H5): $(ROOT_STAMP) | $(INSTALLED)
-	$(PY) data_prep/nyu_to_hdf5.py $(ROOT) $@ --profile $(PROFILE) --quiet
+	@echo "== cropping and normalising $(ROOT) into $@ (profile $(PROFILE))"
+	$(PY) data_prep/nyu_to_hdf5.py $(ROOT) $@ --profile $(PROFILE)
 
 # --- table 4.3 -----------------------------------------------------------------------------------------
 NETS := net1 net2 net3 net4 net5 net6 net7 net8 net9
@@ -156,8 +159,9 @@ CONTEXT_CUBE ?= 600
 CONTEXT_H5 := $(DATA_DIR)/$(DATA)-$(PROFILE)-context$(CONTEXT_CUBE).h5
 PREDICT_RUNS := $(RUNS)/predict
 $(CONTEXT_H5): $(ROOT_STAMP) | $(INSTALLED)
+	@echo "== cropping $(ROOT) with a $(CONTEXT_CUBE) mm context cube into $@"
 	$(PY) data_prep/nyu_to_hdf5.py $(ROOT) $@ --profile $(PROFILE) --cube $(CONTEXT_CUBE) \
-	  --cube-subject2 $(CONTEXT_CUBE) --quiet
+	  --cube-subject2 $(CONTEXT_CUBE)
 $(PREDICT_RUNS)/centrenet-context/result.json: experiments/predict/centrenet-context.toml $(PRESET) $(CONTEXT_H5)
 	$(subst --data $(H5),--data $(CONTEXT_H5),$(TRAIN))
 $(PREDICT_RUNS)/%/result.json: experiments/predict/%.toml $(PRESET) $(H5)

@@ -28,7 +28,7 @@ def _on_sigterm(signum, frame):
 # --- commands ----------------------------------------------------------------------------------------------
 def _cmd_synth(a) -> int:
     from hpe.synthetic import generate
-    info = generate(a.root, a.train, a.test, a.seed, a.workers, force=a.force)
+    info = generate(a.root, a.train, a.test, a.seed, a.workers, force=a.force, progress=not a.quiet)
     print(f"wrote {info['train_frames'] + info['test_frames']} synthetic NYU frames to {a.root} in {info['seconds']} s")
     return 0
 

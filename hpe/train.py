@@ -413,6 +413,8 @@ def _train(cfg: TrainConfig, run: RunDir, resume: bool, restart_if_changed: bool
             torch.cuda.set_rng_state(ckpt["cuda_rng"], s.device)
         state = LoopState(**ckpt["state"])
         best_weights = run.load_best(state.best_epoch)
+    if s.main and cfg.progress != "none":
+        print(config_block(cfg, s.device, state.trained), flush=True)
     state, best_weights = _loop(s, state, best_weights, fp)
     if s.world > 1:
         import torch.distributed as dist
@@ -425,6 +427,22 @@ def _train(cfg: TrainConfig, run: RunDir, resume: bool, restart_if_changed: bool
                   provenance={**prov, "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
     write_json(run.result, result)
     return result
+
+
+def config_block(cfg: TrainConfig, device: torch.device, trained: int = 0) -> str:
+    """The resolved config in a few lines, printed before the first epoch (config.json holds all of it)."""
+    net = f"{cfg.net} (width {cfg.width:g}, fc {cfg.fc_units}, input {cfg.input_size}, pool {cfg.pool})"
+    if cfg.inputs == "depth+rgb":
+        net += f", Fuse-Net {cfg.fusion} at {cfg.fusion_layer}"
+    start = f"resuming after epoch {trained}" if trained else "from scratch"
+    return "\n".join([
+        f"hpe train: {cfg.out} ({start}, on {device})",
+        f"  net      {net}, inputs {cfg.inputs}, target {cfg.target}, dropout {cfg.dropout:g}",
+        f"  profile  {cfg.profile}, loss {cfg.loss_scale}, on plateau {cfg.on_plateau}",
+        f"  optim    lr {cfg.lr:g}, momentum {cfg.momentum:g}{' (Nesterov)' if cfg.nesterov else ''}, batch "
+        f"{cfg.batch_size}, epochs <= {cfg.max_epochs} (patience {cfg.patience}, <= {cfg.max_halvings} halvings)",
+        f"  data     {cfg.data}" + (f" (first {cfg.limit_train} frames)" if cfg.limit_train else ""),
+        f"  out      {cfg.out} (config.json has every key)"])
 
 
 def _validate(s: Setup) -> float:
