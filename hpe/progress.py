@@ -15,8 +15,8 @@ from tqdm import tqdm
 class Lines:
     """The part of tqdm's interface hpe uses (update, set_postfix, close, context manager), as timed lines."""
 
-    def __init__(self, total: int, desc: str, unit: str, every_s: float = 10.0, file=None):
-        self.total, self.desc, self.unit, self.every_s = total, desc, unit, every_s
+    def __init__(self, total: int, desc: str, unit: str, every_s: float = 10.0, file=None, final: bool = True):
+        self.total, self.desc, self.unit, self.every_s, self.final = total, desc, unit, every_s, final
         self.file = file or sys.stderr
         self.n, self.t0 = 0, time.perf_counter()
         self.last = self.t0
@@ -26,7 +26,8 @@ class Lines:
         dt = time.perf_counter() - self.t0
         rate = self.n / dt if dt > 0 else 0.0
         left = f", ~{(self.total - self.n) / rate:.0f} s left" if rate > 0 and self.n < self.total else ""
-        print(f"{self.desc}: {self.n}/{self.total} {self.unit}s ({100 * self.n / max(self.total, 1):.0f} %, "
+        plural = self.unit + ("es" if self.unit.endswith(("ch", "sh", "s")) else "s")
+        print(f"{self.desc}: {self.n}/{self.total} {plural} ({100 * self.n / max(self.total, 1):.0f} %, "
               f"{dt:.0f} s{left})", file=self.file, flush=True)
 
     def update(self, n: int = 1) -> None:
@@ -40,7 +41,7 @@ class Lines:
         pass
 
     def close(self) -> None:
-        if self.n:
+        if self.n and self.final:
             self._line()
 
     def __enter__(self):

@@ -26,6 +26,7 @@ from hpe.metrics import joint_errors, normalised_mse
 from hpe.nets import FuseNet, NetConfig, PoseNet
 from hpe.nyu import PALM_JOINT, write_joints_txt
 from hpe.optim import LasagneMomentum
+from hpe.progress import Lines
 from hpe.run import RunDir, provenance, write_config
 
 
@@ -135,19 +136,24 @@ def epoch_starts(n: int, batch_size: int, world: int = 1) -> list[int]:
 
 def train_epoch(net: torch.nn.Module, opt: torch.optim.Optimizer, accel: Accel, assemble: InputAssembler,
                 data: SplitData, targets: torch.Tensor, perm: torch.Tensor, batch_size: int, loss_scale: str,
-                rank: int = 0, world: int = 1, desc: str = "", progress: bool = False,
+                rank: int = 0, world: int = 1, desc: str = "", progress: bool | str = False,
                 augment=None) -> tuple[torch.Tensor, int]:
     """One pass over a split already on the device, in the order ``perm``: index, (augment), assemble, forward,
     backward, update.  Nothing per batch goes through a data loader or the host, and nothing waits for the GPU.
     Returns the summed loss (a device tensor) and the number of frames it sums over (all ranks together).
+    ``progress``: a tqdm bar (True), none (False) or ``"lines"``: a plain line every 20 s of a slow epoch.
     ``hpe bench`` times this same function."""
     n = len(perm)
     starts = epoch_starts(n, batch_size, world)
     loss_sum = torch.zeros((), device=targets.device)
     t0 = time.perf_counter()
-    bar = tqdm(starts, desc=desc, unit="batch", disable=None if progress else True, leave=False, dynamic_ncols=True)
+    if progress == "lines":  # --progress epochs: silent unless an epoch is slow, then a line every 20 s
+        bar = Lines(len(starts), desc, "batch", every_s=20.0, final=False)
+    else:
+        bar = tqdm(total=len(starts), desc=desc, unit="batch", disable=None if progress else True, leave=False,
+                   dynamic_ncols=True)
     read = _LossReader(targets.device)
-    for b, s in enumerate(bar):
+    for b, s in enumerate(starts):
         idx = perm[s:s + batch_size][rank::world]  # under DDP each rank takes every world-th frame of the batch
         depth, rgb, y = data.depth[idx], None if data.rgb is None else data.rgb[idx], targets[idx]
         if augment is not None:
@@ -160,6 +166,8 @@ def train_epoch(net: torch.nn.Module, opt: torch.optim.Optimizer, accel: Accel, 
         if not bar.disable and b % 10 == 0:
             bar.set_postfix(loss=f"{read(loss):.5f}",
                             img_s=f"{(s + batch_size) / max(time.perf_counter() - t0, 1e-9):.0f}")
+        bar.update(1)
+    bar.close()
     return loss_sum, sum(min(batch_size, n - s) for s in starts)
 
 
@@ -474,7 +482,7 @@ def _loop(s: Setup, state: LoopState, best_weights: dict | None, fp: str) -> tup
         t0 = time.perf_counter()
         loss_sum, seen = train_epoch(s.net, s.opt, s.accel, s.assemble, s.gpu_train, targets, perm, cfg.batch_size,
                                      cfg.loss_scale, s.rank, s.world, f"epoch {state.epoch}/{cfg.max_epochs}",
-                                     cfg.progress == "bar" and s.main, s.augment)
+                                     s.main and {"bar": True, "epochs": "lines"}.get(cfg.progress, False), s.augment)
         if s.world > 1:
             import torch.distributed as dist
             dist.all_reduce(loss_sum)

@@ -49,3 +49,20 @@ def test_train_prints_the_resolved_config_unless_quiet(synthetic_h5, tmp_path):
         assert want in block, (want, block)
     q = subprocess.run(args + ["--out", str(tmp_path / "b"), "--quiet"], cwd=REPO, capture_output=True, text=True)
     assert q.returncode == 0 and "optim" not in q.stdout
+
+
+def test_a_slow_epoch_prints_lines_in_epochs_mode(synthetic_h5, tmp_path, monkeypatch, capsys):
+    """--progress epochs (what Make uses) stays one line per epoch, unless an epoch is slow: then a line every
+    20 s, so that a loaded machine never looks hung."""
+    import hpe.progress
+    from hpe.train import train
+    real = hpe.progress.Lines.__init__
+
+    def fast(self, *a, **k):
+        real(self, *a, **{**k, "every_s": 0.0})  # every batch is "slow"
+    monkeypatch.setattr(hpe.progress.Lines, "__init__", fast)
+    r = train({"data": str(synthetic_h5), "out": str(tmp_path / "r"), "max_epochs": 1, "width": 0.125,
+               "fc_units": 64, "input_size": 32, "batch_size": 8, "progress": "epochs", "require_learning": False})
+    assert r["status"] == "done"
+    err = capsys.readouterr().err
+    assert "epoch 1/1: 1/" in err and "batches (" in err
