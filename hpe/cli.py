@@ -131,7 +131,7 @@ def _cmd_figure_frame(a) -> int:
         info = open_prepared(a.stats)
         mean, std, source = info.attrs["rgb_mean"], info.attrs["rgb_std"], f"{Path(a.stats).name}'s training"
     paths = figure_frame(read_depth(depth, a.frame), read_rgb(rgb, a.frame), uvd, a.out, a.cube, rgb_mean=mean,
-                         rgb_std=std, stats_source=source, title=a.title or "")
+                         rgb_std=std, stats_source=source, title=a.title or "", width=a.width)
     for p in paths:
         print(f"wrote {p}")
     return 0
@@ -160,7 +160,7 @@ def _cmd_figure_compare(a) -> int:
     for name in a.bundled or []:
         methods.append((name, bundled(THESIS_BASELINES[name])))
     results = compare(methods, a.gt, a.out, a.title or "", _tompson(a.tompson), a.depth_dir, a.note, a.baselines,
-                      a.success, leaderboard=a.leaderboard)
+                      a.success, leaderboard=a.leaderboard, width=a.width)
     print_summary(results, a.note)
     print(f"wrote {a.out}.png, .pdf, .csv, .json")
     return 0
@@ -168,7 +168,7 @@ def _cmd_figure_compare(a) -> int:
 
 def _cmd_figure_table(a) -> int:
     from hpe.experiments import TABLE43_NOTE, table43
-    header, rows = table43(dict(_pairs(a.method, "--method")), a.out)
+    header, rows = table43(dict(_pairs(a.method, "--method")), a.out, width=a.width)
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
     for r in [header] + rows:
         print("  " + "  ".join(f"{c:>{w}}" for c, w in zip(r, widths)))
@@ -179,14 +179,14 @@ def _cmd_figure_table(a) -> int:
 
 def _cmd_figure_qualitative(a) -> int:
     from hpe.experiments import qualitative
-    for p in qualitative(a.run, a.data, a.out):
+    for p in qualitative(a.run, a.data, a.out, width=a.width):
         print(f"wrote {p}")
     return 0
 
 
 def _cmd_figure_centres(a) -> int:
     from hpe.experiments import centre_study
-    rows = centre_study(a.run, a.root, a.out, a.limit, centre_runs=a.centre_run)
+    rows = centre_study(a.run, a.root, a.out, a.limit, centre_runs=a.centre_run, width=a.width)
     print(f"  {'frames':18s} {'centre':8s} {'n':>5} {'to palm mm':>10} {'median':>7} {'joint err mm':>12} "
           f"{'vs palm':>8}")
     for r in rows:
@@ -255,7 +255,8 @@ def _cmd_baselines_list(a) -> int:
 def _cmd_predict(a) -> int:
     from hpe.predict import predict
     records = predict(a.run, a.inputs, a.out, a.centre, a.rgb, a.camera, a.depth_scale, a.cube, a.batch_size,
-                      a.device, a.overlay, a.refine_steps, progress=not a.quiet, centre_runs=a.centre_run)
+                      a.device, a.overlay, a.refine_steps, progress=not a.quiet, centre_runs=a.centre_run,
+                      hand=a.hand)
     print(f"predicted {len(records)} frames: {Path(a.out) / 'predictions_uvd.txt'}, "
           f"{Path(a.out) / 'predictions.json'}" + (f", {Path(a.out) / 'overlays'}/" if a.overlay else ""))
     if a.centre == "refined" and not a.centre_run and not a.quiet:
@@ -370,8 +371,11 @@ def _training_commands(add, common) -> None:
 def _figure_commands(add, common) -> None:
     """The subcommand figure KIND: each kind with only its own options."""
     fig = add("figure", "draw a thesis figure").add_subparsers(dest="kind", metavar="KIND", required=True)
-    fadd = lambda name, help: fig.add_parser(name, help=help, description=help, parents=[common],  # noqa: E731
-                                             formatter_class=_Help)
+    page = argparse.ArgumentParser(add_help=False)
+    page.add_argument("--width", choices=["text", "column"], default="text",
+                      help="figure width: a page's text width (6.3 in) or one column (3.3 in); fonts 7-9 pt at it")
+    fadd = lambda name, help: fig.add_parser(name, help=help, description=help,  # noqa: E731
+                                             parents=[common, page], formatter_class=_Help)
     s = fadd("frame", "figures 4.1/4.2 for one frame (default: the bundled real NYU test frame 1)")
     s.add_argument("--out", type=Path, required=True, help="output prefix (writes .png, .pdf, .csv)")
     s.add_argument("--depth", type=Path, help="depth PNG (NYU packing)")
@@ -492,6 +496,10 @@ def _tool_commands(add, common) -> None:
     s.add_argument("--batch-size", type=int, default=64, help="frames per batch")
     s.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     s.add_argument("--overlay", action="store_true", help="also draw each frame's skeleton (overlays/*.png)")
+    s.add_argument("--hand", choices=["right", "left", "auto"], default="right",
+                   help="left: mirror the frame, predict, mirror the joints back (the models know right hands "
+                        "only); auto: both, keeping per frame the pose that fits the depth better (predictions.json "
+                        "records which)")
     s.set_defaults(func=_cmd_predict)
 
     s = add("export", "export a trained run's network to ONNX or TorchScript")

@@ -170,12 +170,12 @@ def figure_frame(depth_mm: np.ndarray, rgb: np.ndarray, joints_uvd: np.ndarray, 
     row = width == "text"
     fig, axes = plt.subplots(1 if row else 3, 3 if row else 1, figsize=(w, 2.45 if row else 7.6),
                              layout="constrained")
-    panel_w = w / 3 if row else w * 0.7
+    panel_w = w / 3.4 if row else w * 0.7  # a panel's share of the width, beside its colour bar
     shown = np.where((depth_mm > 0) & (depth_mm < 2000), depth_mm, np.nan)
     im = axes[0].imshow(shown, cmap="viridis")
     fig.colorbar(im, ax=axes[0], fraction=0.046, pad=0.02, label="depth / mm", shrink=0.8)
     draw_skeleton(axes[0], joints_uvd, "red", lw=0.8)
-    axes[0].set_title("(a) raw depth, annotated pose")
+    axes[0].set_title(wrap("(a) raw depth, annotated pose", panel_w * 0.8))
     im = axes[1].imshow(crop.depth, cmap="gray", vmin=-1, vmax=1)
     fig.colorbar(im, ax=axes[1], fraction=0.046, pad=0.02, label="normalised depth", shrink=0.8)
     draw_skeleton(axes[1], in_crop, "red", lw=0.8)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import glob
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -211,14 +211,85 @@ def predict_frames(run: TrainedRun, frames: list[Frame], centre: str, cube: floa
     return xyz, np.stack([f.centre_uvd for f in frames])
 
 
-def _overlay(path: Path, depth: np.ndarray, uvd: np.ndarray) -> None:
-    """The skeleton drawn on the depth frame, one PNG per frame."""
-    from hpe.plots import draw_skeleton, plt
-    fig, ax = plt.subplots(figsize=(6.4, 4.8))
-    ax.imshow(np.where(valid_depth(depth), depth, np.nan), cmap="viridis")
-    draw_skeleton(ax, uvd, "red", lw=1.5)
+# --- left hands ----------------------------------------------------------------------------------------------
+# NYU has right hands only, so every hpe model does.  A left hand seen in a mirror is a right hand: --hand left
+# predicts on the mirrored frame and mirrors the joints back; auto tries both and keeps the better fit.
+HANDS = ("right", "left", "auto")
+JOINT_DEPTH_MM = 10.0   # a joint sits about this far behind the depth surface it is seen on (inside the finger)
+MISFIT_CAP_MM = 100.0   # a joint off the hand counts this much, however far the background is
+
+
+def mirror_frame(f: Frame) -> Frame:
+    """``f`` seen in a mirror (pixel u -> W-1-u) with the camera mirrored alike (cx -> W-1-cx), which is exactly
+    x -> -x in camera space: a left hand becomes a right hand and nothing else changes."""
+    w = f.depth.shape[1]
+    centre = None if f.centre_uvd is None else np.array([w - 1 - f.centre_uvd[0], *f.centre_uvd[1:]])
+    return Frame(f.path, f.depth[:, ::-1].copy(), None if f.rgb is None else f.rgb[:, ::-1].copy(),
+                 replace(f.camera, cx=w - 1 - f.camera.cx), centre)
+
+
+def surface_misfit(f: Frame, xyz: np.ndarray) -> float:
+    """How badly joints ``xyz`` (J, 3, mm) sit in the frame's depth: per joint, how far its depth lies from
+    JOINT_DEPTH_MM behind the surface seen at its pixel, capped at MISFIT_CAP_MM (a joint on the background or
+    outside the image); the mean over joints, in mm.  A right-hand pose fitted to a left hand (or the reverse)
+    puts the thumb and fingers where the hand is not, and scores worse."""
+    uvd = f.camera.xyz_to_uvd(xyz)
+    h, w = f.depth.shape
+    u, v = np.round(uvd[:, 0]).astype(int), np.round(uvd[:, 1]).astype(int)
+    inside = (u >= 0) & (u < w) & (v >= 0) & (v < h)
+    surface = np.zeros(len(xyz))
+    surface[inside] = f.depth[v[inside], u[inside]]
+    ok = inside & valid_depth(surface)
+    gap = np.where(ok, np.abs(uvd[:, 2] - surface - JOINT_DEPTH_MM), MISFIT_CAP_MM)
+    return float(np.minimum(gap, MISFIT_CAP_MM).mean())
+
+
+def predict_hands(run: TrainedRun, frames: list[Frame], hand: str, centre: str, cube: float, device: torch.device,
+                  refine_steps: int = 3, centre_runs: Sequence[TrainedRun] = ()
+                  ) -> tuple[np.ndarray, np.ndarray, list[dict]]:
+    """:func:`predict_frames` for right hands, left hands (mirrored, predicted, mirrored back) or ``auto``: both,
+    keeping per frame the one whose joints fit the depth surface better (:func:`surface_misfit`).  Returns
+    (joints_xyz, centre_uvd, per-frame records of the hand used and, for auto, both misfits)."""
+    if hand not in HANDS:
+        raise ValueError(f"--hand {hand}: choose {', '.join(HANDS)}")
+    out = {}
+    if hand in ("right", "auto"):
+        copies = [replace(f) for f in frames] if hand == "auto" else frames
+        out["right"] = predict_frames(run, copies, centre, cube, device, refine_steps, centre_runs)
+    if hand in ("left", "auto"):
+        xyz, centres = predict_frames(run, [mirror_frame(f) for f in frames], centre, cube, device, refine_steps,
+                                      centre_runs)
+        xyz = xyz * np.array([-1.0, 1.0, 1.0])  # the mirror is x -> -x in camera space
+        centres = np.stack([[f.depth.shape[1] - 1 - c[0], c[1], c[2]] for f, c in zip(frames, centres)])
+        out["left"] = xyz, centres
+    if hand != "auto":
+        xyz, centres = out[hand]
+        return xyz, centres, [{"hand": hand} for _ in frames]
+    xyz, centres, info = [], [], []
+    for i, f in enumerate(frames):
+        misfit = {k: surface_misfit(f, out[k][0][i]) for k in ("right", "left")}
+        pick = min(misfit, key=misfit.get)
+        xyz.append(out[pick][0][i])
+        centres.append(out[pick][1][i])
+        info.append({"hand": pick, "hand_misfit_mm": {k: round(v, 2) for k, v in misfit.items()}})
+    return np.stack(xyz), np.stack(centres), info
+
+
+def _overlay(path: Path, depth: np.ndarray, uvd: np.ndarray, centre_uvd: np.ndarray | None = None,
+             note: str = "") -> None:
+    """The skeleton drawn on the depth frame, each finger in its colour, with a legend, the frame's name and the
+    crop centre used; one PNG per frame."""
+    from hpe.plots import draw_hand, plt
+    fig, ax = plt.subplots(figsize=(6.3, 4.9), layout="constrained")
+    im = ax.imshow(np.where(valid_depth(depth), depth, np.nan), cmap="gray")
+    fig.colorbar(im, ax=ax, fraction=0.035, pad=0.01, label="depth / mm")
+    draw_hand(ax, uvd)
+    if centre_uvd is not None:
+        ax.plot(*centre_uvd[:2], "+", color="cyan", ms=9, mew=1.5,
+                label=f"crop centre ({centre_uvd[0]:.0f}, {centre_uvd[1]:.0f}, {centre_uvd[2]:.0f} mm)")
+    ax.legend(loc="upper right", fontsize=7, framealpha=0.85)
     ax.set_axis_off()
-    ax.set_title(path.stem.removesuffix("-pose"), fontsize=9)
+    ax.set_title(path.stem.removesuffix("-pose") + (f" ({note})" if note else ""), fontsize=9)
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=100, bbox_inches="tight")
@@ -228,11 +299,14 @@ def _overlay(path: Path, depth: np.ndarray, uvd: np.ndarray) -> None:
 def predict(run_dir: Path, inputs: list[str], out: Path, centre: str = "refined", rgb: list[str] | None = None,
             camera: str | None = None, depth_scale: float = 1.0, cube: float | None = None, batch_size: int = 64,
             device: str = "auto", overlay: bool = False, refine_steps: int = 3, progress: bool = True,
-            centre_runs: Sequence[Path] = ()) -> list[dict]:
+            centre_runs: Sequence[Path] = (), hand: str = "right") -> list[dict]:
     """Predict every frame of ``inputs``; writes ``predictions_uvd.txt``, ``predictions.json`` (and overlays).
     ``centre_runs``: runs trained with target = centre that refine the centre, coarse to fine (else the pose net's
-    palm)."""
+    palm).  ``hand``: right, left (mirrored, see :func:`predict_hands`) or auto (decided per frame and recorded
+    in ``predictions.json``)."""
     from hpe.train import pick_device
+    if hand not in HANDS:
+        raise ValueError(f"--hand {hand}: choose {', '.join(HANDS)}")
     if batch_size < 1 or refine_steps < 0:
         raise ValueError(f"--batch-size {batch_size} must be >= 1 and --refine-steps {refine_steps} >= 0")
     dev = pick_device(device)
@@ -268,17 +342,75 @@ def predict(run_dir: Path, inputs: list[str], out: Path, centre: str = "refined"
             depth = read_depth_frame(path, depth_scale)
             frames.append(Frame(path, depth, None if rgb_path is None else read_rgb_frame(rgb_path, depth.shape),
                                 camera_for(depth, path, cam), None if fixed is None else fixed.copy()))
-        xyz, centres = predict_frames(run, frames, "fixed" if fixed is not None else centre, cube, dev, refine_steps,
-                                      refiners)
-        for f, j, c in zip(frames, xyz, centres):
+        xyz, centres, hands = predict_hands(run, frames, hand, "fixed" if fixed is not None else centre, cube, dev,
+                                            refine_steps, refiners)
+        for f, j, c, h in zip(frames, xyz, centres, hands):
             uvd = f.camera.xyz_to_uvd(j)
             uvds.append(uvd)
             records.append({"file": str(f.path), "centre_uvd": c.tolist(), "joints_uvd": uvd.tolist(),
-                            "joints_xyz": j.tolist()})
+                            "joints_xyz": j.tolist(), **h})
             if overlay:
-                _overlay(out / "overlays" / f"{f.path.stem}-pose.png", f.depth, uvd)
+                _overlay(out / "overlays" / f"{f.path.stem}-pose.png", f.depth, uvd, c, f"{h['hand']} hand")
         bar.update(len(frames))
     bar.close()
     write_joints_txt(out / "predictions_uvd.txt", np.stack(uvds))
     write_json(out / "predictions.json", records)
     return records
+
+
+# --- Python API ------------------------------------------------------------------------------------------------
+class Predictor:
+    """A trained run ready for numpy depth frames (what ``hpe predict`` does, without files)::
+
+        predict = load_predictor("results/runs/.../depthnet-jitter", centre_runs=[coarse, fine])
+        joints_xyz = predict(depth_mm)          # (H, W) float mm -> (14, 3) camera xyz in mm
+        joints_xyz = predict(depth_batch_mm)    # (N, H, W)       -> (N, 14, 3)
+
+    :meth:`predict` returns the same with the uvd joints, the crop centre and the hand used.  Frames are in
+    millimetres (0 = no reading); ``camera`` (fx, fy, cx, cy) defaults to NYU's, which needs 640x480 frames."""
+
+    def __init__(self, run: Path, centre_runs: Sequence[Path] = (), centre: str = "refined", hand: str = "right",
+                 camera: Camera | None = None, cube: float | None = None, device: str = "auto",
+                 refine_steps: int = 3):
+        from hpe.train import pick_device
+        if hand not in HANDS:
+            raise ValueError(f"hand {hand!r}: choose {', '.join(HANDS)}")
+        if centre not in CENTRES:
+            raise ValueError(f"centre {centre!r}: choose {', '.join(CENTRES)} (a fixed centre: predict_frames)")
+        self.device = pick_device(device)
+        self.run = load_run(run, self.device)
+        if self.run.cfg.target != "pose" or self.run.cfg.inputs != "depth":
+            raise DataError(f"{run}: a Predictor needs a depth-only pose run (this one: target {self.run.cfg.target}, "
+                            f"inputs {self.run.cfg.inputs})")
+        self.centre_runs = [load_run(r, self.device) for r in centre_runs]
+        self.centre, self.hand, self.camera, self.refine_steps = centre, hand, camera, refine_steps
+        self.cube = float(cube or self.run.preprocess["cube_mm"])
+
+    def predict(self, depth_mm: np.ndarray) -> dict:
+        """``{"joints_xyz", "joints_uvd", "centre_uvd", "hand"}`` for one frame (H, W) or a batch (N, H, W)."""
+        depth = np.asarray(depth_mm, dtype=np.float32)
+        single = depth.ndim == 2
+        if depth.ndim not in (2, 3):
+            raise ValueError(f"depth_mm must be (H, W) or (N, H, W) millimetres, got shape {depth.shape}")
+        depth = np.where(np.isfinite(depth), depth, 0)
+        frames = []
+        for i, d in enumerate(depth[None] if single else depth):
+            name = Path(f"frame-{i}")
+            if not valid_depth(d).any():
+                raise DataError(f"{name}: no valid depth (all zero or outside 10-1500 mm): millimetres expected")
+            frames.append(Frame(name, d, None, camera_for(d, name, self.camera)))
+        xyz, centres, hands = predict_hands(self.run, frames, self.hand, self.centre, self.cube, self.device,
+                                            self.refine_steps, self.centre_runs)
+        uvd = np.stack([f.camera.xyz_to_uvd(j) for f, j in zip(frames, xyz)])
+        out = {"joints_xyz": xyz, "joints_uvd": uvd, "centre_uvd": centres, "hand": [h["hand"] for h in hands]}
+        return {k: v[0] for k, v in out.items()} if single else out
+
+    def __call__(self, depth_mm: np.ndarray) -> np.ndarray:
+        """Joints in camera xyz (mm): (14, 3) for an (H, W) frame, (N, 14, 3) for a batch."""
+        return self.predict(depth_mm)["joints_xyz"]
+
+
+def load_predictor(run: Path, centre_runs: Sequence[Path] = (), **options) -> Predictor:
+    """A :class:`Predictor` for the run folder ``run`` (its best weights), refined by ``centre_runs`` (coarse to
+    fine, as ``hpe predict --centre-run``); ``options``: centre, hand, camera, cube, device, refine_steps."""
+    return Predictor(run, centre_runs, **options)
