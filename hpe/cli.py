@@ -65,7 +65,7 @@ def _run_layers(a) -> list[tuple[str, dict]]:
     """The user's config layers: experiment file < preset < command-line options < --set."""
     from hpe.config import parse_overrides, user_layers
     layers = user_layers(a.experiment, a.preset)
-    cli = {k: getattr(a, k) for k in ("data", "out", "device") if getattr(a, k, None)}
+    cli = {k: getattr(a, k) for k in ("data", "out", "device", "tensorboard") if getattr(a, k, None)}
     if a.quiet:
         cli["progress"] = "none"
     elif getattr(a, "progress", None):
@@ -297,6 +297,8 @@ def _add_run_args(s: argparse.ArgumentParser, experiment_help: str, out_help: st
     s.add_argument("--data", help="prepared .h5 (its profile is the run's)")
     s.add_argument("--out", required=out_required, help=out_help)
     s.add_argument("--device", help="auto (a GPU if there is one), cpu, cuda, cuda:N")
+    s.add_argument("--tensorboard", metavar="DIR", help="also write log.csv's per-epoch scalars for TensorBoard "
+                                                        "into DIR/<run> (pip install 'hpe[tensorboard]')")
     s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key (repeat); see README 'Experiments' for the keys")
     s.add_argument("--progress", choices=["bar", "epochs", "none"], help="a progress bar, one line per epoch, or none")

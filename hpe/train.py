@@ -236,6 +236,7 @@ class Setup:
     info: dict                   # the prepared file's attributes that predict needs
     load: dict                   # how splits are read (load_split's keyword arguments)
     augment: object = None
+    tracker: object = None       # hpe.tracking.Tracker (--tensorboard), rank 0 only
 
     @property
     def main(self) -> bool:
@@ -423,7 +424,14 @@ def _train(cfg: TrainConfig, run: RunDir, resume: bool, restart_if_changed: bool
         best_weights = run.load_best(state.best_epoch)
     if s.main and cfg.progress != "none":
         print(config_block(cfg, s.device, state.trained), flush=True)
-    state, best_weights = _loop(s, state, best_weights, fp)
+    if s.main and cfg.tensorboard:
+        from hpe.tracking import open_tracker
+        s.tracker = open_tracker(cfg.tensorboard, cfg.out, state.trained)
+    try:
+        state, best_weights = _loop(s, state, best_weights, fp)
+    finally:
+        if s.tracker is not None:
+            s.tracker.close()
     if s.world > 1:
         import torch.distributed as dist
         dist.barrier()
@@ -450,7 +458,8 @@ def config_block(cfg: TrainConfig, device: torch.device, trained: int = 0) -> st
         f"  optim    lr {cfg.lr:g}, momentum {cfg.momentum:g}{' (Nesterov)' if cfg.nesterov else ''}, batch "
         f"{cfg.batch_size}, epochs <= {cfg.max_epochs} (patience {cfg.patience}, <= {cfg.max_halvings} halvings)",
         f"  data     {cfg.data}" + (f" (first {cfg.limit_train} frames)" if cfg.limit_train else ""),
-        f"  out      {cfg.out} (config.json has every key)"])
+        f"  out      {cfg.out} (config.json has every key)"]
+        + ([f"  tensorboard {cfg.tensorboard}"] if cfg.tensorboard else []))
 
 
 def _validate(s: Setup) -> float:
@@ -512,6 +521,8 @@ def _loop(s: Setup, state: LoopState, best_weights: dict | None, fp: str) -> tup
         if not s.main:
             continue
         run.write_log(state.rows)
+        if s.tracker is not None:
+            s.tracker.epoch(row)
         _report_epoch(cfg, run, row, state)
         # A checkpoint of Depth-Net is 1.2 GB; on a fast GPU an NYU epoch takes seconds, so write one only every
         # checkpoint_interval_s (and always at the end): a kill loses at most that much training.
