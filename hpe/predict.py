@@ -281,14 +281,19 @@ def _overlay(path: Path, depth: np.ndarray, uvd: np.ndarray, centre_uvd: np.ndar
     crop centre used; one PNG per frame."""
     from hpe.plots import draw_hand, plt
     fig, ax = plt.subplots(figsize=(6.3, 4.9), layout="constrained")
-    im = ax.imshow(np.where(valid_depth(depth), depth, np.nan), cmap="gray")
+    shown = np.where(valid_depth(depth), depth, np.nan)
+    lo, hi = (np.nanmin(shown), np.nanmax(shown)) if np.isfinite(shown).any() else (0.0, 1.0)
+    # near = light grey (not white), far = dark, no reading = black: every finger colour stands out on the hand
+    ax.set_facecolor("black")
+    im = ax.imshow(shown, cmap="Greys", vmin=lo - 0.35 * (hi - lo), vmax=hi)
     fig.colorbar(im, ax=ax, fraction=0.035, pad=0.01, label="depth / mm")
     draw_hand(ax, uvd)
     if centre_uvd is not None:
         ax.plot(*centre_uvd[:2], "+", color="cyan", ms=9, mew=1.5,
                 label=f"crop centre ({centre_uvd[0]:.0f}, {centre_uvd[1]:.0f}, {centre_uvd[2]:.0f} mm)")
-    ax.legend(loc="upper right", fontsize=7, framealpha=0.85)
-    ax.set_axis_off()
+    ax.legend(loc="upper right", fontsize=7, framealpha=0.85, markerscale=1.5)
+    ax.set_xticks([])
+    ax.set_yticks([])
     ax.set_title(path.stem.removesuffix("-pose") + (f" ({note})" if note else ""), fontsize=9)
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
