@@ -376,9 +376,9 @@ def figure_qualitative(depth_crops: np.ndarray, gt_norm: np.ndarray, pred_norm: 
         cloud = cloud - centre_xyz[i]
         near, far = (cloud[:, 2].min(), cloud[:, 2].max()) if len(cloud) else (0.0, 1.0)
         # Grey (near = dark), so that the blue and red skeletons keep their colours over it.
-        ax3.scatter(cloud[:, 0], cloud[:, 2], cloud[:, 1], c=-cloud[:, 2], s=1.0, cmap="Greys", alpha=0.5, depthshade=False,
-                    vmin=-far - 0.2 * (far - near), vmax=-near + 0.6 * (far - near), rasterized=True, zorder=1,
-                    linewidths=0)
+        ax3.scatter(cloud[:, 0], cloud[:, 2], cloud[:, 1], c=-cloud[:, 2], s=1.0, cmap="Greys", alpha=0.5,
+                    depthshade=False, vmin=-far - 0.2 * (far - near), vmax=-near + 0.6 * (far - near),
+                    rasterized=True, zorder=1, linewidths=0)
         skel = []
         for norm, colour in ((gt_norm[i], GT_COLOUR), (pred_norm[i], PRED_COLOUR)):
             xyz = norm * cube[i] / 2
