@@ -6,7 +6,7 @@ import pytest
 
 from hpe.camera import NYU_CAMERA
 from hpe.nyu import EVAL_JOINTS, NYUSplit, read_depth
-from hpe.predict import Frame, mirror_frame, predict, surface_misfit
+from hpe.predict import FIT_CAP_MM, Frame, mirror_frame, predict, skeleton_fit
 from hpe.train import train
 
 
@@ -35,15 +35,20 @@ def test_the_mirror_is_x_to_minus_x_and_its_own_inverse():
     assert back.camera == f.camera and np.array_equal(back.centre_uvd, f.centre_uvd)
 
 
-def test_surface_misfit_prefers_joints_on_the_hand(synthetic_root):
+def test_the_true_skeleton_explains_the_hand_better_than_its_mirror_image(synthetic_root):
     split = NYUSplit(synthetic_root, "test")
-    gt = split.joints.xyz[0, list(EVAL_JOINTS)]
-    f = Frame(split.depth_path(1), read_depth(split.depth_path(1)).astype(np.float32), None, NYU_CAMERA)
-    on_hand = surface_misfit(f, gt)
-    mirrored_pose = gt.copy()  # the same pose mirrored about the palm: fingers where the hand is not
-    mirrored_pose[:, 0] = 2 * gt[-1, 0] - gt[:, 0]
-    assert on_hand < 30 and surface_misfit(f, mirrored_pose) > on_hand
-    assert surface_misfit(f, gt + [0, 0, 2000]) == 100.0  # far behind everything: capped
+    wins = 0
+    for i in range(8):
+        gt = split.joints.xyz[i, list(EVAL_JOINTS)]
+        f = Frame(split.depth_path(i + 1), read_depth(split.depth_path(i + 1)).astype(np.float32), None, NYU_CAMERA)
+        mirrored = gt.copy()  # the same pose mirrored about the palm: a left hand where a right one is seen
+        mirrored[:, 0] = 2 * gt[-1, 0] - gt[:, 0]
+        true_fit = skeleton_fit(f, gt, gt[-1], 300.0)
+        assert true_fit < FIT_CAP_MM  # the forearm inside the cube is far from every bone
+        wins += true_fit < skeleton_fit(f, mirrored, gt[-1], 300.0)
+    assert wins >= 7
+    empty = Frame(None, np.zeros((480, 640), np.float32), None, NYU_CAMERA)
+    assert skeleton_fit(empty, gt, gt[-1], 300.0) == FIT_CAP_MM
 
 
 def test_left_on_mirrored_frames_equals_right_on_originals(run, synthetic_root, tmp_path):
@@ -69,8 +74,8 @@ def test_auto_decides_per_frame_and_records_it(run, synthetic_root, tmp_path, ca
     assert main(["predict", str(frame), "--run", str(run), "--out", str(tmp_path / "a"), "--hand", "auto",
                  "--quiet"]) == 0
     rec = json.loads((tmp_path / "a" / "predictions.json").read_text())[0]
-    misfit = rec["hand_misfit_mm"]
-    assert rec["hand"] == min(misfit, key=misfit.get) and set(misfit) == {"left", "right"}
+    fit = rec["hand_fit_mm"]
+    assert rec["hand"] == min(fit, key=fit.get) and set(fit) == {"left", "right"}
     with pytest.raises(SystemExit):
         main(["predict", str(frame), "--run", str(run), "--out", str(tmp_path / "b"), "--hand", "both"])
     assert "invalid choice: 'both'" in capsys.readouterr().err
