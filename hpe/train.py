@@ -141,14 +141,14 @@ def train_epoch(net: torch.nn.Module, opt: torch.optim.Optimizer, accel: Accel, 
     """One pass over a split already on the device, in the order ``perm``: index, (augment), assemble, forward,
     backward, update.  Nothing per batch goes through a data loader or the host, and nothing waits for the GPU.
     Returns the summed loss (a device tensor) and the number of frames it sums over (all ranks together).
-    ``progress``: a tqdm bar (True), none (False) or ``"lines"``: a plain line every 20 s of a slow epoch.
+    ``progress``: a tqdm bar (True), none (False) or ``"lines"``: a plain line every 10 s of a slow epoch.
     ``hpe bench`` times this same function."""
     n = len(perm)
     starts = epoch_starts(n, batch_size, world)
     loss_sum = torch.zeros((), device=targets.device)
     t0 = time.perf_counter()
-    if progress == "lines":  # --progress epochs: silent unless an epoch is slow, then a line every 20 s
-        bar = Lines(len(starts), desc, "batch", every_s=20.0, final=False)
+    if progress == "lines":  # --progress epochs: silent unless an epoch is slow, then a line every 10 s
+        bar = Lines(len(starts), desc, "batch", every_s=10.0, final=False)
     else:
         bar = tqdm(total=len(starts), desc=desc, unit="batch", disable=None if progress else True, leave=False,
                    dynamic_ncols=True)
