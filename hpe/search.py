@@ -187,8 +187,10 @@ def search(base: dict, out: Path, cfg: SearchConfig | None = None, max_trials: i
             study.tell(trial, state=optuna.trial.TrialState.FAIL)
         else:
             study.tell(trial, res["best_val_mse"])
-        print(f"trial {trial.number} (round {r + 1}): {res['status']}, val MSE {res.get('best_val_mse')}, "
-              + ", ".join(f"{k} {v:.4g}" for k, v in params.items()), flush=True)
+        val = res.get("best_val_mse")
+        print(f"trial {trial.number} (round {r + 1}): {res['status']}, val MSE "
+              f"{'-' if val is None else f'{val:.5g}'}, " + ", ".join(f"{k} {v:.4g}" for k, v in params.items()),
+              flush=True)
         ran += 1
     return report(study, out)
 
