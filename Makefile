@@ -20,6 +20,8 @@ SYNTH_TRAIN ?= 1800
 SYNTH_TEST ?= 600
 DATA_DIR ?= data
 RESULTS ?= results
+# Figures are drawn at their printed size: FIG_WIDTH=text (6.3 in) or column (3.3 in), fonts 7-9 pt at it.
+FIG_WIDTH ?= text
 
 ifeq ($(DATA),nyu)
   ifeq ($(strip $(NYU_ROOT)),)
@@ -80,13 +82,16 @@ deps-check:
 	  { echo "error: VENV=none needs torch, numpy, scipy, h5py, matplotlib, Pillow and tqdm in $(PYTHON)"; exit 2; }
 
 # --- data: Make chains the two data_prep/ scripts ------------------------------------------------------
+# Each step says what it does; synth and prep print a progress line every 10 s when not on a terminal.
 $(DATA_DIR)/synthetic/hpe_synthetic.json: | $(INSTALLED)
-	$(PY) data_prep/synthetic_nyu.py $(DATA_DIR)/synthetic --train $(SYNTH_TRAIN) --test $(SYNTH_TEST) --quiet
+	@echo "== generating $(SYNTH_TRAIN) + $(SYNTH_TEST) synthetic NYU-format frames into $(DATA_DIR)/synthetic"
+	$(PY) data_prep/synthetic_nyu.py $(DATA_DIR)/synthetic --train $(SYNTH_TRAIN) --test $(SYNTH_TEST)
 
 data: $(ROOT_STAMP)
 prep: $(H5)
 $(H5): $(ROOT_STAMP) | $(INSTALLED)
-	$(PY) data_prep/nyu_to_hdf5.py $(ROOT) $@ --profile $(PROFILE) --quiet
+	@echo "== cropping and normalising $(ROOT) into $@ (profile $(PROFILE))"
+	$(PY) data_prep/nyu_to_hdf5.py $(ROOT) $@ --profile $(PROFILE)
 
 # --- table 4.3 -----------------------------------------------------------------------------------------
 NETS := net1 net2 net3 net4 net5 net6 net7 net8 net9
@@ -94,16 +99,16 @@ $(RUNS)/table4.3/%/result.json: experiments/table4.3/%.toml $(PRESET) $(H5)
 	$(TRAIN)
 
 reproduce-table4.3: $(foreach n,$(NETS),$(RUNS)/table4.3/$(n)/result.json)
-	$(HPE) figure table4.3 --out $(RESULTS)/reproduce-table4.3/$(OUT)/table4.3 \
+	$(HPE) figure table4.3 --width $(FIG_WIDTH) --out $(RESULTS)/reproduce-table4.3/$(OUT)/table4.3 \
 	  $(foreach n,$(NETS),--method $(n)=$(RUNS)/table4.3/$(n))
 
 # --- figures 4.1 / 4.2 ---------------------------------------------------------------------------------
 # The real NYU frame's RGB panel is standardised with real statistics: the NYU training set's, or the frame's own.
 REAL_STATS := $(if $(filter nyu,$(DATA)),--stats $(H5))
 reproduce-fig4.1: $(H5)
-	$(HPE) figure frame --title "NYU test frame 1 (real)" $(REAL_STATS) \
+	$(HPE) figure frame --width $(FIG_WIDTH) --title "NYU test frame 1 (real)" $(REAL_STATS) \
 	  --out $(RESULTS)/reproduce-fig4.1/$(DATA)-$(PROFILE)/nyu-test-frame1
-	$(HPE) figure frame --depth $(ROOT)/test/depth_1_0000001.png --rgb $(ROOT)/test/rgb_1_0000001.png \
+	$(HPE) figure frame --width $(FIG_WIDTH) --depth $(ROOT)/test/depth_1_0000001.png --rgb $(ROOT)/test/rgb_1_0000001.png \
 	  --joints-mat $(ROOT)/test/joint_data.mat --frame 1 --stats $(H5) --title "$(DATA) test frame 1" \
 	  --out $(RESULTS)/reproduce-fig4.1/$(DATA)-$(PROFILE)/$(DATA)-test-frame1
 
@@ -119,14 +124,14 @@ $(RUNS)/fig4.7/fusepred/result.json: experiments/fig4.7/fusepred.toml $(RUNS)/fi
 
 FIG47 := depthnet rgbnet rgbdnet fusepred
 reproduce-fig4.7: $(foreach m,$(FIG47),$(RUNS)/fig4.7/$(m)/result.json) $(RUNS)/fig4.8/fusenet-conv/result.json
-	$(HPE) figure compare --gt $(H5) --title "Figure 4.7: fusion approaches vs Depth-Net ($(DATA))" \
+	$(HPE) figure compare --width $(FIG_WIDTH) --gt $(H5) --title "Figure 4.7: fusion approaches vs Depth-Net ($(DATA))" \
 	  --out $(RESULTS)/reproduce-fig4.7/$(OUT)/fig4.7 \
 	  --method Depth-Net=$(RUNS)/fig4.7/depthnet --method RGB-Net=$(RUNS)/fig4.7/rgbnet \
 	  --method RGBD-Net=$(RUNS)/fig4.7/rgbdnet --method FusePred-Net=$(RUNS)/fig4.7/fusepred \
 	  --method Fuse-Net=$(RUNS)/fig4.8/fusenet-conv
 
 reproduce-fig4.8: $(foreach f,$(FUNCS),$(RUNS)/fig4.8/fusenet-$(f)/result.json)
-	$(HPE) figure compare --gt $(H5) --title "Figure 4.8: Fuse-Net fusion functions ($(DATA))" \
+	$(HPE) figure compare --width $(FIG_WIDTH) --gt $(H5) --title "Figure 4.8: Fuse-Net fusion functions ($(DATA))" \
 	  --out $(RESULTS)/reproduce-fig4.8/$(OUT)/fig4.8 \
 	  $(foreach f,$(FUNCS),--method $(f)=$(RUNS)/fig4.8/fusenet-$(f))
 
@@ -142,12 +147,12 @@ OURS := --note "Depth-Net and Fuse-Net are not shown: runs trained on synthetic 
 FIG49_TOMPSON := --note "Tompson et al. is not shown: lifting its 2D predictions to 3D needs the NYU test depth images (DATA=nyu NYU_ROOT=...)."
 endif
 reproduce-fig4.9: $(OURS_DEPS) | $(INSTALLED)
-	$(HPE) figure compare --title "Figure 4.9: comparison with the state of the art (NYU test set)" \
+	$(HPE) figure compare --width $(FIG_WIDTH) --title "Figure 4.9: comparison with the state of the art (NYU test set)" \
 	  --out $(RESULTS)/reproduce-fig4.9/$(OUT)/fig4.9 $(OURS) $(FIG49_TOMPSON) $(THESIS_BASELINES)
 
 # --- figures 4.10 / 4.11 -------------------------------------------------------------------------------
 reproduce-fig4.10: $(RUNS)/fig4.7/depthnet/result.json
-	$(HPE) figure qualitative --run $(RUNS)/fig4.7/depthnet --data $(H5) --out $(RESULTS)/reproduce-fig4.10/$(OUT)/depthnet
+	$(HPE) figure qualitative --width $(FIG_WIDTH) --run $(RUNS)/fig4.7/depthnet --data $(H5) --out $(RESULTS)/reproduce-fig4.10/$(OUT)/depthnet
 
 reproduce-all: reproduce-fig4.1 reproduce-table4.3 reproduce-fig4.7 reproduce-fig4.8 reproduce-fig4.9 reproduce-fig4.10
 
@@ -158,8 +163,9 @@ CONTEXT_CUBE ?= 600
 CONTEXT_H5 := $(DATA_DIR)/$(DATA)-$(PROFILE)-context$(CONTEXT_CUBE).h5
 PREDICT_RUNS := $(RUNS)/predict
 $(CONTEXT_H5): $(ROOT_STAMP) | $(INSTALLED)
+	@echo "== cropping $(ROOT) with a $(CONTEXT_CUBE) mm context cube into $@"
 	$(PY) data_prep/nyu_to_hdf5.py $(ROOT) $@ --profile $(PROFILE) --cube $(CONTEXT_CUBE) \
-	  --cube-subject2 $(CONTEXT_CUBE) --quiet
+	  --cube-subject2 $(CONTEXT_CUBE)
 $(PREDICT_RUNS)/centrenet-context/result.json: experiments/predict/centrenet-context.toml $(PRESET) $(CONTEXT_H5)
 	$(subst --data $(H5),--data $(CONTEXT_H5),$(TRAIN))
 $(PREDICT_RUNS)/%/result.json: experiments/predict/%.toml $(PRESET) $(H5)
@@ -170,7 +176,7 @@ predict-models: $(foreach m,$(PREDICT_MODELS),$(PREDICT_RUNS)/$(m)/result.json)
 	@echo "predict with: hpe predict FRAMES... --run $(PREDICT_RUNS)/depthnet-jitter --out DIR"
 	@echo "  --centre-run $(PREDICT_RUNS)/centrenet-context --centre-run $(PREDICT_RUNS)/centrenet"
 reproduce-centres: predict-models
-	$(HPE) figure centres --run $(PREDICT_RUNS)/depthnet-jitter --centre-run $(PREDICT_RUNS)/centrenet-context \
+	$(HPE) figure centres --width $(FIG_WIDTH) --run $(PREDICT_RUNS)/depthnet-jitter --centre-run $(PREDICT_RUNS)/centrenet-context \
 	  --centre-run $(PREDICT_RUNS)/centrenet --root $(ROOT) --out $(RESULTS)/reproduce-centres/$(OUT)/centres
 
 # --- the whole NYU field: the evaluation kit's result files, fetched and verified ------------------------
@@ -178,13 +184,13 @@ KIT_DIR ?= $(DATA_DIR)/kit
 KIT_MIRROR ?=
 leaderboard: $(OURS_DEPS) | $(INSTALLED)
 	$(HPE) baselines fetch --dest $(KIT_DIR) $(if $(KIT_MIRROR),--mirror $(KIT_MIRROR)) --quiet
-	$(HPE) figure compare --leaderboard --baselines $(KIT_DIR) $(OURS) \
+	$(HPE) figure compare --width $(FIG_WIDTH) --leaderboard --baselines $(KIT_DIR) $(OURS) \
 	  --title "NYU test set: $(if $(filter nyu,$(DATA)),our runs among ,)the evaluation kit's methods" \
 	  --out $(RESULTS)/leaderboard/$(OUT)/leaderboard
 
 # --- demo: the main job end to end on the synthetic data -----------------------------------------------
 demo: reproduce-fig4.1 $(RUNS)/fig4.7/depthnet/result.json reproduce-fig4.10
-	$(HPE) figure compare --gt $(H5) --title "Depth-Net on $(DATA) data" \
+	$(HPE) figure compare --width $(FIG_WIDTH) --gt $(H5) --title "Depth-Net on $(DATA) data" \
 	  --out $(RESULTS)/demo/$(OUT)/depthnet --method Depth-Net=$(RUNS)/fig4.7/depthnet
 	@$(PY) -c "import json; r = json.load(open('$(RUNS)/fig4.7/depthnet/result.json')); \
 	  print(f\"Depth-Net: test mean joint error {r['test_mean_mm']:.2f} mm vs {r['mean_pose_mm']:.2f} mm for the mean training pose ({r['epochs']} epochs, {r['seconds']:.0f} s on {r['device']})\")"

@@ -32,7 +32,7 @@ def _on_sigterm(signum, frame):
 # --- commands ----------------------------------------------------------------------------------------------
 def _cmd_synth(a) -> int:
     from hpe.synthetic import generate
-    info = generate(a.root, a.train, a.test, a.seed, a.workers, force=a.force)
+    info = generate(a.root, a.train, a.test, a.seed, a.workers, force=a.force, progress=not a.quiet)
     print(f"wrote {info['train_frames'] + info['test_frames']} synthetic NYU frames to {a.root} in {info['seconds']} s")
     return 0
 
@@ -69,7 +69,7 @@ def _run_layers(a) -> list[tuple[str, dict]]:
     """The user's config layers: experiment file < preset < command-line options < --set."""
     from hpe.config import parse_overrides, user_layers
     layers = user_layers(a.experiment, a.preset)
-    cli = {k: getattr(a, k) for k in ("data", "out", "device") if getattr(a, k, None)}
+    cli = {k: getattr(a, k) for k in ("data", "out", "device", "tensorboard") if getattr(a, k, None)}
     if a.quiet:
         cli["progress"] = "none"
     elif getattr(a, "progress", None):
@@ -138,7 +138,7 @@ def _cmd_figure_frame(a) -> int:
         info = open_prepared(a.stats)
         mean, std, source = info.attrs["rgb_mean"], info.attrs["rgb_std"], f"{Path(a.stats).name}'s training"
     paths = figure_frame(read_depth(depth, a.frame, user_frame=True), read_rgb(rgb, a.frame), uvd, a.out, a.cube,
-                         rgb_mean=mean, rgb_std=std, stats_source=source, title=a.title or "")
+                         rgb_mean=mean, rgb_std=std, stats_source=source, title=a.title or "", width=a.width)
     for p in paths:
         print(f"wrote {p}")
     return 0
@@ -167,7 +167,7 @@ def _cmd_figure_compare(a) -> int:
     for name in a.bundled or []:
         methods.append((name, bundled(THESIS_BASELINES[name])))
     results = compare(methods, a.gt, a.out, a.title or "", _tompson(a.tompson), a.depth_dir, a.note, a.baselines,
-                      a.success, leaderboard=a.leaderboard, allow_unfinished=a.allow_unfinished)
+                      a.success, leaderboard=a.leaderboard, allow_unfinished=a.allow_unfinished, width=a.width)
     print_summary(results, a.note)
     print(f"wrote {a.out}.png, .pdf, .csv, .json")
     return 0
@@ -175,7 +175,7 @@ def _cmd_figure_compare(a) -> int:
 
 def _cmd_figure_table(a) -> int:
     from hpe.experiments import TABLE43_NOTE, table43
-    header, rows = table43(_pairs(a.method, "--method"), a.out, a.allow_unfinished)
+    header, rows = table43(_pairs(a.method, "--method"), a.out, a.allow_unfinished, width=a.width)
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
     for r in [header] + rows:
         print("  " + "  ".join(f"{c:>{w}}" for c, w in zip(r, widths)))
@@ -186,14 +186,15 @@ def _cmd_figure_table(a) -> int:
 
 def _cmd_figure_qualitative(a) -> int:
     from hpe.experiments import qualitative
-    for p in qualitative(a.run, a.data, a.out, allow_unfinished=a.allow_unfinished):
+    for p in qualitative(a.run, a.data, a.out, allow_unfinished=a.allow_unfinished, width=a.width):
         print(f"wrote {p}")
     return 0
 
 
 def _cmd_figure_centres(a) -> int:
     from hpe.experiments import centre_study
-    rows = centre_study(a.run, a.root, a.out, a.limit, centre_runs=a.centre_run, allow_unfinished=a.allow_unfinished)
+    rows = centre_study(a.run, a.root, a.out, a.limit, centre_runs=a.centre_run, allow_unfinished=a.allow_unfinished,
+                        width=a.width)
     print(f"  {'frames':18s} {'centre':8s} {'n':>5} {'to palm mm':>10} {'median':>7} {'joint err mm':>12} "
           f"{'vs palm':>8}")
     for r in rows:
@@ -269,13 +270,13 @@ def _cmd_predict(a) -> int:
     from hpe.predict import predict
     records = predict(a.run, a.inputs, a.out, a.centre, a.rgb, a.camera, a.depth_scale, a.cube, a.batch_size,
                       a.device, a.overlay, a.refine_steps, progress=not a.quiet, centre_runs=a.centre_run,
-                      allow_unfinished=a.allow_unfinished)
+                      allow_unfinished=a.allow_unfinished, hand=a.hand)
     print(f"predicted {len(records)} frames: {Path(a.out) / 'predictions_uvd.txt'}, "
           f"{Path(a.out) / 'predictions.json'}" + (f", {Path(a.out) / 'overlays'}/" if a.overlay else ""))
-    handless = [r for r in records if not r["hand"]]
+    handless = [r for r in records if not r["hand_like"]]
     if handless:
         print(f"warning: {len(handless)} of {len(records)} frames hold no hand-like object in the crop (e.g. "
-              f"{handless[0]['file']}: {handless[0]['no_hand']}); they are flagged \"hand\": false in "
+              f"{handless[0]['file']}: {handless[0]['no_hand']}); they are flagged \"hand_like\": false in "
               f"predictions.json", file=sys.stderr)
     for w in records[0].get("warnings", []) if records else []:
         print(f"warning: {w}", file=sys.stderr)
@@ -322,6 +323,8 @@ def _add_run_args(s: argparse.ArgumentParser, experiment_help: str, out_help: st
     s.add_argument("--data", help="prepared .h5 (its profile is the run's)")
     s.add_argument("--out", required=out_required, help=out_help)
     s.add_argument("--device", help="auto (a GPU if there is one), cpu, cuda, cuda:N")
+    s.add_argument("--tensorboard", metavar="DIR", help="also write log.csv's per-epoch scalars for TensorBoard "
+                                                        "into DIR/<run> (pip install 'hpe[tensorboard]')")
     s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key (repeat); see README 'Experiments' for the keys")
     s.add_argument("--progress", choices=["bar", "epochs", "none"], help="a progress bar, one line per epoch, or none")
@@ -396,8 +399,11 @@ def _training_commands(add, common) -> None:
 def _figure_commands(add, common) -> None:
     """The subcommand figure KIND: each kind with only its own options."""
     fig = add("figure", "draw a thesis figure").add_subparsers(dest="kind", metavar="KIND", required=True)
-    fadd = lambda name, help: fig.add_parser(name, help=help, description=help, parents=[common],  # noqa: E731
-                                             formatter_class=_Help)
+    page = argparse.ArgumentParser(add_help=False)
+    page.add_argument("--width", choices=["text", "column"], default="text",
+                      help="figure width: a page's text width (6.3 in) or one column (3.3 in); fonts 7-9 pt at it")
+    fadd = lambda name, help: fig.add_parser(name, help=help, description=help,  # noqa: E731
+                                             parents=[common, page], formatter_class=_Help)
     s = fadd("frame", "figures 4.1/4.2 for one frame (default: the bundled real NYU test frame 1)")
     s.add_argument("--out", type=Path, required=True, help="output prefix (writes .png, .pdf, .csv)")
     s.add_argument("--depth", type=Path, help="depth PNG (NYU packing)")
@@ -526,6 +532,10 @@ def _tool_commands(add, common) -> None:
     s.add_argument("--batch-size", type=int, default=64, help="frames per batch")
     s.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     s.add_argument("--overlay", action="store_true", help="also draw each frame's skeleton (overlays/*.png)")
+    s.add_argument("--hand", choices=["right", "left", "auto"], default="right",
+                   help="left: mirror the frame, predict, mirror the joints back (the models know right hands "
+                        "only); auto: both, keeping per frame the pose that fits the depth better (predictions.json "
+                        "records which)")
     _allow_unfinished(s)
     s.set_defaults(func=_cmd_predict, outputs=[Out("out", "folder")])
 

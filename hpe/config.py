@@ -88,6 +88,7 @@ class TrainConfig:
     progress: Progress = "bar"
     predict_test: bool = True
     checkpoint_interval_s: float = _v(30.0, lo=0)
+    tensorboard: str | None = None     # a folder: log.csv's per-epoch scalars for TensorBoard (hpe/tracking.py)
     # fast path (fp32 eager is the reference); README "Speed"
     precision: Precision = "fp32"
     channels_last: bool = False
@@ -101,7 +102,7 @@ class TrainConfig:
 
 
 # Keys that change how a run is executed, not what it computes: a resume may change them.
-RUNTIME_KEYS = frozenset({"data", "out", "device", "progress", "checkpoint_interval_s"})
+RUNTIME_KEYS = frozenset({"data", "out", "device", "progress", "checkpoint_interval_s", "tensorboard"})
 
 
 # --- validation --------------------------------------------------------------------------------------------

@@ -32,8 +32,8 @@ TABLE43_NOTE = ("Errors are hpe's normalised MSE per coordinate: the mean of (f(
                 "predictions is 1.5 times that (1/(2J) times the sum over 3J outputs) and is shown beside it.")
 
 
-def table43(runs: list[tuple[str, Path]], prefix: Path,
-            allow_unfinished: bool = False) -> tuple[list[str], list[list[str]]]:
+def table43(runs: list[tuple[str, Path]], prefix: Path, allow_unfinished: bool = False,
+            width: str = "text") -> tuple[list[str], list[list[str]]]:
     """Table 4.3: training and validation error of Net1-Net9, ours beside the thesis's.  Each run must be the net
     its label names (a Net6 run labelled net1 is refused), each label given once."""
     header = ["ConvNet", "Training MSE", "Validation MSE", "Validation loss (eq. 4.14)", "thesis training",
@@ -55,7 +55,7 @@ def table43(runs: list[tuple[str, Path]], prefix: Path,
         rows.append([name.capitalize(), f"{r['train_mse']:.5f}", f"{r['best_val_mse']:.5f}",
                      f"{1.5 * r['best_val_mse']:.5f}", f"{thesis[0]:.5f}", f"{thesis[1]:.5f}"])
     title = "Table 4.3: normalised MSE per coordinate, ours and the thesis's (real NYU)"
-    figure_table(rows, header, prefix, title + "".join(f"\nwarning: {n}" for n in notes))
+    figure_table(rows, header, prefix, title + "".join(f"\nwarning: {n}" for n in notes), width)
     return header, rows
 
 
@@ -128,7 +128,7 @@ def sweep_fusion(base: dict, layers: list[str] | None, out: Path) -> list[tuple]
 def compare(methods: list[tuple[str, Path]], gt: Path | None, prefix: Path, title: str = "",
             tompson: Path | None = None, depth_dir: Path | None = None, notes: list[str] | None = None,
             baselines: Path | None = None, success: str = "max", leaderboard: bool = False,
-            allow_unfinished: bool = False) -> dict[str, dict]:
+            allow_unfinished: bool = False, width: str = "text") -> dict[str, dict]:
     """Figures 4.7-4.9 (and the leaderboard): the one evaluation path, then the figure, CSV and JSON summary."""
     truth = load_ground_truth(gt)
     found = collect(methods, truth, tompson=tompson, depth_dir=depth_dir, baselines=baselines,
@@ -136,13 +136,13 @@ def compare(methods: list[tuple[str, Path]], gt: Path | None, prefix: Path, titl
     notes = list(notes or []) + [f"warning: {m.warning}" for m in found if m.warning]
     result = summaries(found, truth, success)
     figure_compare({m.name: m.errors for m in found}, prefix, title, notes, success,
-                   highlight=[n for n, _ in methods] if leaderboard else None)
+                   highlight=[n for n, _ in methods] if leaderboard else None, width=width)
     write_results(result, with_ext(prefix, "json"), notes=notes)
     return result
 
 
 def qualitative(run_dir: Path, data: Path, prefix: Path, frames_per_subject: int = 4,
-                allow_unfinished: bool = False) -> list[Path]:
+                allow_unfinished: bool = False, width: str = "text") -> list[Path]:
     """Figures 4.10 (subject 1) and 4.11 (subject 2) from a run's test predictions, drawn on the frames of the
     prepared file it was trained on (another file is refused)."""
     info = open_run(run_dir, "--run", allow_unfinished, data=data, target="pose")
@@ -165,15 +165,22 @@ def qualitative(run_dir: Path, data: Path, prefix: Path, frames_per_subject: int
                                         g["centre_xyz"][pick], g["cube"][pick], g["frame"][pick],
                                         Path(f"{prefix}-fig{fig}-subject{subject}"),
                                         f"Figure {fig}: test subject {subject} (blue: ground truth, red: prediction)"
-                                        + (f"\nwarning: {info.warning}" if info.warning else ""), camera)
+                                        + (f"\nwarning: {info.warning}" if info.warning else ""), camera, width)
     return paths
 
 
+# What the success rate counts, for every table that prints one.
+SUCCESS_DEFINITION = {"max": "frames whose worst (max) joint error", "mean": "frames whose mean joint error",
+                      "joint": "single joints whose error"}
+
+
 def print_summary(results: dict[str, dict], notes: list[str] | None = None) -> None:
-    print(f"  {'method':28s} {'mean mm':>8}  per subject              within 20 mm")
+    kind = next(iter(results.values()), {}).get("success", "max")
+    print(f"  {'method':28s} {'mean mm':>8}  per subject              success at 20 mm*")
     for name, s in sorted(results.items(), key=lambda kv: kv[1]["mean_mm"]):
         subj = ", ".join(f"{k}: {v:.2f}" for k, v in s.get("per_subject_mm", {}).items())
         print(f"  {name:28s} {s['mean_mm']:8.2f}  {subj:24s} {100 * s['success_rate'][20]:5.1f}%")
+    print(f"  * success: the share of {SUCCESS_DEFINITION[kind]} is within 20 mm (--success max|mean|joint)")
     for note in notes or []:
         print(f"  note: {note}")
 
@@ -182,7 +189,7 @@ CENTRE_METHODS = ("palm", "segment", "com", "refined")
 
 
 def centre_study(run_dir: Path, root: Path, prefix: Path, limit: int | None = None, batch: int = 64,
-                 centre_runs: Sequence[Path] = (), allow_unfinished: bool = False) -> list[list]:
+                 centre_runs: Sequence[Path] = (), allow_unfinished: bool = False, width: str = "text") -> list[list]:
     """How far each hand centre lands from the labelled palm and what it costs in mean joint error, on the test
     frames of an NYU-layout ``root`` and on the real NYU test frame 1 (bundled): the table of README "Predicting
     on your own frames".  ``palm`` is the ground-truth centre the nets are trained with; ``refined`` uses the
@@ -226,5 +233,6 @@ def centre_study(run_dir: Path, root: Path, prefix: Path, limit: int | None = No
                 r.append(f"{100 * (float(r[5]) / base - 1):+.1f}%")
     refined_by = f", refined by {' then '.join(r.path.name for r in coarse_to_fine(refiners))}" if refiners else ""
     figure_table(rows, ["frames", "centre", "n", "to palm, mean mm", "median mm", "mean joint error mm",
-                        "vs palm centre"], prefix, f"Hand centres without labels ({Path(run_dir).name}{refined_by})")
+                        "vs palm centre"], prefix, f"Hand centres without labels ({Path(run_dir).name}{refined_by})",
+                 width)
     return rows

@@ -19,7 +19,6 @@ from typing import Literal
 
 import h5py
 import numpy as np
-from tqdm import tqdm
 
 from hpe import DataError
 from hpe.atomic import atomic_h5, ensure_space
@@ -38,6 +37,7 @@ from hpe.nyu import (
     read_rgb,
     subjects_of,
 )
+from hpe.progress import progress as progress_bar
 from hpe.synthetic import SIDECAR
 
 log = logging.getLogger("hpe.prep")
@@ -182,8 +182,7 @@ def _fill_split(h5: h5py.File, pool, tasks: list[tuple], targets: dict[str, int]
     """Stream one folder's frames through the pool into the groups of ``targets``, then trim them."""
     filled = dict.fromkeys(targets, 0)
     chunks = iter([tasks[i:i + cfg.chunk] for i in range(0, len(tasks), cfg.chunk)])
-    bar = tqdm(total=len(tasks), desc=desc, unit="frame", disable=None if progress else True, dynamic_ncols=True,
-               mininterval=0.5)
+    bar = progress_bar(len(tasks), desc, "frame", progress)
     # A sliding window of outstanding chunks keeps memory bounded even if writing falls behind.
     window: deque = deque(pool.apply_async(_work, (c,)) for _, c in zip(range(3 * cfg.workers), chunks))
     while window:

@@ -257,7 +257,7 @@ def report(study, out: Path) -> dict:
     if done:
         best = min(done, key=lambda t: t.value)
         result.update(best_value=best.value, best_params=best.params, best_trial=best.number)
-        fig, axes = plt.subplots(1, len(THESIS_RANGES), figsize=(4.5 * len(THESIS_RANGES), 3.8), layout="constrained")
+        fig, axes = plt.subplots(1, len(THESIS_RANGES), figsize=(6.3, 2.4), layout="constrained")  # text width
         for ax, k in zip(axes, THESIS_RANGES):
             for r in sorted({t.user_attrs.get("round", 0) for t in done}):
                 pts = [(t.params[k], t.value) for t in done if t.user_attrs.get("round", 0) == r and k in t.params]
@@ -273,7 +273,7 @@ def report(study, out: Path) -> dict:
                 ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:g}"))
             ax.set_xlabel(k)
             ax.set_ylabel("validation MSE")
-            ax.legend(fontsize=7)
+            ax.legend()
         save(fig, out / "search")
     write_json(out / "best.json", result)
     return result

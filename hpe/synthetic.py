@@ -28,6 +28,7 @@ from hpe import DataError
 from hpe.atomic import atomic_dir, atomic_path, sweep_stale
 from hpe.camera import NYU_CAMERA
 from hpe.nyu import BACKGROUND_MM, FINGERS, JOINT_NAMES, TEST_FRAMES, TEST_SUBJECT1_FRAMES, encode_depth, subjects_of
+from hpe.progress import progress as progress_bar
 
 SIDECAR = "hpe_synthetic.json"  # says hpe generated the root, and where test subject 2 starts (for `hpe prep`)
 SUBJECT2_SCALE = 0.87           # the second test subject's hand is smaller, as in NYU
@@ -238,7 +239,8 @@ def _side_views(xyz: np.ndarray) -> np.ndarray:
     return np.stack(views)
 
 
-def write_split(root: Path, split: str, n: int, seed: int, subject1_frames: int, workers: int) -> None:
+def write_split(root: Path, split: str, n: int, seed: int, subject1_frames: int, workers: int,
+                progress: bool = False) -> None:
     from scipy.io import savemat
 
     folder = root / split
@@ -254,8 +256,9 @@ def write_split(root: Path, split: str, n: int, seed: int, subject1_frames: int,
         xyz[i] = hand_model(pose, scale)[0]
         tasks.append((folder, frame, pose, scale, subject, [seed, split_id, frame]))
     with get_context("fork" if hasattr(os, "fork") else "spawn").Pool(workers, _quiet_worker) as pool:
-        for _ in pool.imap_unordered(_render_frame, tasks, chunksize=16):
-            pass
+        with progress_bar(n, f"synth {split}", "frame", progress) as bar:
+            for _ in pool.imap_unordered(_render_frame, tasks, chunksize=16):
+                bar.update(1)
     joint_xyz = _side_views(xyz)
     joint_uvd = NYU_CAMERA.xyz_to_uvd(joint_xyz)
     names = np.empty((1, 36), dtype=object)
@@ -281,7 +284,7 @@ def generated_by_hpe(root: Path) -> bool:
 
 
 def generate(root: Path, n_train: int, n_test: int, seed: int = 0, workers: int | None = None,
-             force: bool = False) -> dict:
+             force: bool = False, progress: bool = False) -> dict:
     """Write a synthetic NYU-layout dataset as ``root`` and return what was written.
 
     ``root`` must not exist or be empty; with ``force`` it may be a dataset hpe generated earlier, which is
@@ -305,8 +308,8 @@ def generate(root: Path, n_train: int, n_test: int, seed: int = 0, workers: int 
     subject1 = min(n_test, max(1, round(n_test * TEST_SUBJECT1_FRAMES / TEST_FRAMES)))
     t0 = time.perf_counter()
     with atomic_dir(root, replace=True) as tmp:
-        write_split(tmp, "train", n_train, seed, subject1, workers)
-        write_split(tmp, "test", n_test, seed, subject1, workers)
+        write_split(tmp, "train", n_train, seed, subject1, workers, progress)
+        write_split(tmp, "test", n_test, seed, subject1, workers, progress)
         info = {"generator": "hpe.synthetic", "seed": seed, "train_frames": n_train,
                 "test_frames": n_test, "test_subject1_frames": subject1, "subject2_scale": SUBJECT2_SCALE,
                 "seconds": round(time.perf_counter() - t0, 2)}

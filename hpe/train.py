@@ -26,6 +26,7 @@ from hpe.metrics import joint_errors, normalised_mse
 from hpe.nets import FuseNet, NetConfig, PoseNet
 from hpe.nyu import PALM_JOINT, write_joints_txt
 from hpe.optim import LasagneMomentum
+from hpe.progress import Lines
 from hpe.run import RunDir, provenance, write_config
 
 
@@ -135,19 +136,24 @@ def epoch_starts(n: int, batch_size: int, world: int = 1) -> list[int]:
 
 def train_epoch(net: torch.nn.Module, opt: torch.optim.Optimizer, accel: Accel, assemble: InputAssembler,
                 data: SplitData, targets: torch.Tensor, perm: torch.Tensor, batch_size: int, loss_scale: str,
-                rank: int = 0, world: int = 1, desc: str = "", progress: bool = False,
+                rank: int = 0, world: int = 1, desc: str = "", progress: bool | str = False,
                 augment=None) -> tuple[torch.Tensor, int]:
     """One pass over a split already on the device, in the order ``perm``: index, (augment), assemble, forward,
     backward, update.  Nothing per batch goes through a data loader or the host, and nothing waits for the GPU.
     Returns the summed loss (a device tensor) and the number of frames it sums over (all ranks together).
+    ``progress``: a tqdm bar (True), none (False) or ``"lines"``: a plain line every 10 s of a slow epoch.
     ``hpe bench`` times this same function."""
     n = len(perm)
     starts = epoch_starts(n, batch_size, world)
     loss_sum = torch.zeros((), device=targets.device)
     t0 = time.perf_counter()
-    bar = tqdm(starts, desc=desc, unit="batch", disable=None if progress else True, leave=False, dynamic_ncols=True)
+    if progress == "lines":  # --progress epochs: silent unless an epoch is slow, then a line every 10 s
+        bar = Lines(len(starts), desc, "batch", every_s=10.0, final=False)
+    else:
+        bar = tqdm(total=len(starts), desc=desc, unit="batch", disable=None if progress else True, leave=False,
+                   dynamic_ncols=True)
     read = _LossReader(targets.device)
-    for b, s in enumerate(bar):
+    for b, s in enumerate(starts):
         idx = perm[s:s + batch_size][rank::world]  # under DDP each rank takes every world-th frame of the batch
         depth, rgb, y = data.depth[idx], None if data.rgb is None else data.rgb[idx], targets[idx]
         if augment is not None:
@@ -160,6 +166,8 @@ def train_epoch(net: torch.nn.Module, opt: torch.optim.Optimizer, accel: Accel, 
         if not bar.disable and b % 10 == 0:
             bar.set_postfix(loss=f"{read(loss):.5f}",
                             img_s=f"{(s + batch_size) / max(time.perf_counter() - t0, 1e-9):.0f}")
+        bar.update(1)
+    bar.close()
     return loss_sum, sum(min(batch_size, n - s) for s in starts)
 
 
@@ -228,6 +236,7 @@ class Setup:
     info: dict                   # the prepared file's attributes that predict needs
     load: dict                   # how splits are read (load_split's keyword arguments)
     augment: object = None
+    tracker: object = None       # hpe.tracking.Tracker (--tensorboard), rank 0 only
 
     @property
     def main(self) -> bool:
@@ -413,7 +422,16 @@ def _train(cfg: TrainConfig, run: RunDir, resume: bool, restart_if_changed: bool
             torch.cuda.set_rng_state(ckpt["cuda_rng"], s.device)
         state = LoopState(**ckpt["state"])
         best_weights = run.load_best(state.best_epoch)
-    state, best_weights = _loop(s, state, best_weights, fp)
+    if s.main and cfg.progress != "none":
+        print(config_block(cfg, s.device, state.trained), flush=True)
+    if s.main and cfg.tensorboard:
+        from hpe.tracking import open_tracker
+        s.tracker = open_tracker(cfg.tensorboard, cfg.out, state.trained)
+    try:
+        state, best_weights = _loop(s, state, best_weights, fp)
+    finally:
+        if s.tracker is not None:
+            s.tracker.close()
     if s.world > 1:
         import torch.distributed as dist
         dist.barrier()
@@ -425,6 +443,23 @@ def _train(cfg: TrainConfig, run: RunDir, resume: bool, restart_if_changed: bool
                   provenance={**prov, "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
     write_json(run.result, result)
     return result
+
+
+def config_block(cfg: TrainConfig, device: torch.device, trained: int = 0) -> str:
+    """The resolved config in a few lines, printed before the first epoch (config.json holds all of it)."""
+    net = f"{cfg.net} (width {cfg.width:g}, fc {cfg.fc_units}, input {cfg.input_size}, pool {cfg.pool})"
+    if cfg.inputs == "depth+rgb":
+        net += f", Fuse-Net {cfg.fusion} at {cfg.fusion_layer}"
+    start = f"resuming after epoch {trained}" if trained else "from scratch"
+    return "\n".join([
+        f"hpe train: {cfg.out} ({start}, on {device})",
+        f"  net      {net}, inputs {cfg.inputs}, target {cfg.target}, dropout {cfg.dropout:g}",
+        f"  profile  {cfg.profile}, loss {cfg.loss_scale}, on plateau {cfg.on_plateau}",
+        f"  optim    lr {cfg.lr:g}, momentum {cfg.momentum:g}{' (Nesterov)' if cfg.nesterov else ''}, batch "
+        f"{cfg.batch_size}, epochs <= {cfg.max_epochs} (patience {cfg.patience}, <= {cfg.max_halvings} halvings)",
+        f"  data     {cfg.data}" + (f" (first {cfg.limit_train} frames)" if cfg.limit_train else ""),
+        f"  out      {cfg.out} (config.json has every key)"]
+        + ([f"  tensorboard {cfg.tensorboard}"] if cfg.tensorboard else []))
 
 
 def _validate(s: Setup) -> float:
@@ -456,7 +491,7 @@ def _loop(s: Setup, state: LoopState, best_weights: dict | None, fp: str) -> tup
         t0 = time.perf_counter()
         loss_sum, seen = train_epoch(s.net, s.opt, s.accel, s.assemble, s.gpu_train, targets, perm, cfg.batch_size,
                                      cfg.loss_scale, s.rank, s.world, f"epoch {state.epoch}/{cfg.max_epochs}",
-                                     cfg.progress == "bar" and s.main, s.augment)
+                                     s.main and {"bar": True, "epochs": "lines"}.get(cfg.progress, False), s.augment)
         if s.world > 1:
             import torch.distributed as dist
             dist.all_reduce(loss_sum)
@@ -486,6 +521,8 @@ def _loop(s: Setup, state: LoopState, best_weights: dict | None, fp: str) -> tup
         if not s.main:
             continue
         run.write_log(state.rows)
+        if s.tracker is not None:
+            s.tracker.epoch(row)
         _report_epoch(cfg, run, row, state)
         # A checkpoint of Depth-Net is 1.2 GB; on a fast GPU an NYU epoch takes seconds, so write one only every
         # checkpoint_interval_s (and always at the end): a kill loses at most that much training.

@@ -108,8 +108,8 @@ def test_frames_without_a_hand_are_flagged_and_counted(tiny_runs, tmp_path, caps
     err = capsys.readouterr().err
     assert "warning: 1 of 2 frames hold no hand-like object" in err
     rec = {Path(r["file"]).name: r for r in json.loads((tmp_path / "p" / "predictions.json").read_text())}
-    assert rec["depth_1_0000001.png"]["hand"] is True and "no_hand" not in rec["depth_1_0000001.png"]
-    assert rec["wall.png"]["hand"] is False and "fills 100% of the crop" in rec["wall.png"]["no_hand"]
+    assert rec["depth_1_0000001.png"]["hand_like"] is True and "no_hand" not in rec["depth_1_0000001.png"]
+    assert rec["wall.png"]["hand_like"] is False and "fills 100% of the crop" in rec["wall.png"]["no_hand"]
 
 
 def test_a_rerun_of_predict_replaces_the_previous_outputs(tiny_runs, synthetic_root, tmp_path):

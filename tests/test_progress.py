@@ -1,0 +1,69 @@
+"""Long steps say what they are doing: progress lines off a terminal, the resolved config before training."""
+import io
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from hpe.progress import Lines
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_lines_print_at_most_every_interval_and_at_the_end():
+    buf = io.StringIO()
+    bar = Lines(10, "prep train", "frame", every_s=0.05, file=buf)
+    bar.update(3)
+    assert buf.getvalue() == ""  # not yet due
+    time.sleep(0.06)
+    bar.update(2)
+    bar.close()
+    lines = buf.getvalue().splitlines()
+    assert lines[0].startswith("prep train: 5/10 frames (50 %") and "s left" in lines[0]
+    assert lines[-1].startswith("prep train: 5/10 frames")
+
+
+def test_synth_and_prep_report_progress_when_piped(tmp_path):
+    """Under Make stderr is a pipe: tqdm would stay silent, hpe prints lines instead (at least the final one)."""
+    r = subprocess.run([sys.executable, "-m", "hpe", "synth", str(tmp_path / "s"), "--train", "6", "--test", "3",
+                        "--workers", "1"], cwd=REPO, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert "synth train: 6/6 frames (100 %" in r.stderr and "synth test: 3/3 frames" in r.stderr
+    r = subprocess.run([sys.executable, "-m", "hpe", "prep", str(tmp_path / "s"), str(tmp_path / "s.h5"), "--size",
+                        "32", "--workers", "1"], cwd=REPO, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert "prep test: 3/3 frames (100 %" in r.stderr
+    q = subprocess.run([sys.executable, "-m", "hpe", "synth", str(tmp_path / "q"), "--train", "2", "--test", "1",
+                        "--workers", "1", "--quiet"], cwd=REPO, capture_output=True, text=True)
+    assert q.returncode == 0 and "frames (" not in q.stderr
+
+
+def test_train_prints_the_resolved_config_unless_quiet(synthetic_h5, tmp_path):
+    args = [sys.executable, "-m", "hpe", "train", "experiments/fig4.7/depthnet.toml", "--dry-run", "--data",
+            str(synthetic_h5), "--progress", "epochs", "--set", "lr=0.005"]
+    r = subprocess.run(args + ["--out", str(tmp_path / "a")], cwd=REPO, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    block = r.stdout[:r.stdout.index("epoch 1/2")]
+    for want in ("net6 (width 0.125", "inputs depth", "profile  thesis", "lr 0.005", "momentum 0.98", "batch 16",
+                 "epochs <= 2", f"data     {synthetic_h5}", f"out      {tmp_path / 'a'}"):
+        assert want in block, (want, block)
+    q = subprocess.run(args + ["--out", str(tmp_path / "b"), "--quiet"], cwd=REPO, capture_output=True, text=True)
+    assert q.returncode == 0 and "optim" not in q.stdout
+
+
+def test_a_slow_epoch_prints_lines_in_epochs_mode(synthetic_h5, tmp_path, monkeypatch, capsys):
+    """--progress epochs (what Make uses) stays one line per epoch, unless an epoch is slow: then a line every
+    10 s (checked after each batch: on a machine loaded 7-fold a batch took up to 13 s, and a 20 s interval left
+    33 s between lines), so that a loaded machine never looks hung."""
+    import hpe.progress
+    from hpe.train import train
+    real = hpe.progress.Lines.__init__
+
+    def fast(self, *a, **k):
+        real(self, *a, **{**k, "every_s": 0.0})  # every batch is "slow"
+    monkeypatch.setattr(hpe.progress.Lines, "__init__", fast)
+    r = train({"data": str(synthetic_h5), "out": str(tmp_path / "r"), "max_epochs": 1, "width": 0.125,
+               "fc_units": 64, "input_size": 32, "batch_size": 8, "progress": "epochs", "require_learning": False})
+    assert r["status"] == "done"
+    err = capsys.readouterr().err
+    assert "epoch 1/1: 1/" in err and "batches (" in err
