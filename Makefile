@@ -74,8 +74,8 @@ $(VENV)/.installed: pyproject.toml setup.py
 	$(VENV)/bin/pip install -q -e ".[test]"
 	touch $@
 deps-check:
-	@$(PYTHON) -c "import torch, numpy, scipy, h5py, matplotlib, PIL, tqdm" || \
-	  { echo "error: VENV=none needs torch, numpy, scipy, h5py, matplotlib, Pillow and tqdm in $(PYTHON)"; exit 2; }
+	@$(PYTHON) -c "import torch, numpy, scipy, h5py, matplotlib, PIL, imagecodecs, tqdm" || \
+	  { echo "error: VENV=none needs torch, numpy, scipy, h5py, matplotlib, Pillow, imagecodecs and tqdm in $(PYTHON)"; exit 2; }
 
 # --- data: Make chains the two data_prep/ scripts ------------------------------------------------------
 $(DATA_DIR)/synthetic/hpe_synthetic.json: | $(INSTALLED)
