@@ -184,20 +184,21 @@ def nyu_split_sizes(attrs: dict) -> dict[str, int]:
     return {"train": TRAIN_FRAMES - val, "val": val, "test": TEST_FRAMES}
 
 
-def tile_to_nyu(src: Path, dst: Path, block: int = 1024) -> dict[str, int]:
+def tile_to_nyu(src: Path, dst: Path, block: int = 1024, sizes: dict[str, int] | None = None,
+                subject1: int = TEST_SUBJECT1_FRAMES) -> dict[str, int]:
     """``src``'s frames repeated up to NYU's split sizes in prep's layout (datasets, dtypes, chunks, attributes);
     the test split keeps NYU's 2,440 frames of subject 1 before the 5,812 of subject 2.  For measuring memory and
     speed at NYU size when generating 81,009 frames is not possible; never for scores."""
     from hpe.prep import _create
     with h5py.File(src, "r") as a, h5py.File(dst, "w") as b:
         attrs = dict(a.attrs)
-        sizes = nyu_split_sizes(attrs)
-        b.attrs.update({**attrs, "test_subject1_frames": TEST_SUBJECT1_FRAMES, "source": f"tiled from {src}"})
+        sizes = sizes or nyu_split_sizes(attrs)
+        b.attrs.update({**attrs, "test_subject1_frames": subject1, "source": f"tiled from {src}"})
         size, n_joints = int(attrs["size"]), a["train"]["joints"].shape[1]
         for split, n in sizes.items():
             g = b.create_group(split)
             _create(g, n, size, n_joints)
-            rows = _tile_rows(a[split]["subject"][:], n, split)
+            rows = _tile_rows(a[split]["subject"][:], n, split, subject1)
             for name in SCHEMA:  # the source is small (that is why it is tiled): one dataset in memory at a time
                 data = a[split][name][:]
                 for lo in range(0, n, block):
@@ -205,13 +206,14 @@ def tile_to_nyu(src: Path, dst: Path, block: int = 1024) -> dict[str, int]:
     return sizes
 
 
-def _tile_rows(subject: np.ndarray, n: int, split: str) -> np.ndarray:
+def _tile_rows(subject: np.ndarray, n: int, split: str, subject1: int) -> np.ndarray:
+    """Source rows for ``n`` tiled rows; the test split's first ``subject1`` rows are subject 1's frames."""
     if split != "test":
         return np.resize(np.arange(len(subject)), n)
     one, two = np.flatnonzero(subject == 1), np.flatnonzero(subject == 2)
     if len(one) == 0 or len(two) == 0:
         raise DataError("the source file's test split needs frames of both subjects to tile NYU's test set")
-    return np.concatenate([np.resize(one, TEST_SUBJECT1_FRAMES), np.resize(two, n - TEST_SUBJECT1_FRAMES)])
+    return np.concatenate([np.resize(one, subject1), np.resize(two, n - subject1)])
 
 
 # --- loading and training steps, each in a fresh child process ---------------------------------------------------
