@@ -84,6 +84,7 @@ def tree_bytes(root: Path) -> int:
 def _update(out: Path, section: str, value) -> dict:
     """Write one section into the results file (atomically), keeping the others."""
     out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
     doc = json.loads(out.read_text()) if out.is_file() else {}
     doc[section] = value
     doc["machine"] = machine()
