@@ -396,13 +396,15 @@ def table(doc: dict) -> str:
             if prof in p:
                 q = p[prof]
                 rows.append((f"prep {prof}", f"{q['frames_per_s']} frames/s = {q['over_decode_bound']} of the bound "
-                                             f"({q['over_decode_bound_cpu']} by CPU time)"))
+                                             f"({q['over_decode_bound_cpu']} by CPU time), {q['frames']:,} frames, "
+                                             f"{q['hdf5_bytes'] / 1e6:.0f} MB"))
     for prof in ("thesis", "icip2018"):
         h = doc.get(f"hdf5_{prof}")
         if h:
             sp = h["splits"]
+            tiled = " tiled from the prepared frames" if str(h.get("source", "")).startswith("tiled") else ""
             rows.append((f"HDF5 {prof}", f"{h['bytes'] / GIB:.2f} GiB ({sp['train']:,} / {sp['val']:,} / "
-                                          f"{sp['test']:,} frames at {h['size']}x{h['size']})"))
+                                          f"{sp['test']:,} frames at {h['size']}x{h['size']}{tiled})"))
     for kind, r in doc.get("load", {}).items():
         rows.append((f"load {kind} (train + val)", f"peak RSS {r['load_peak_rss'] / GIB:.2f} GiB for "
                      f"{r['compact_bytes'] / GIB:.2f} GiB compact ({r['peak_over_compact']}x; growth "
