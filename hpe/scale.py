@@ -411,7 +411,8 @@ def table(doc: dict) -> str:
                      f"{r.get('growth_over_compact')}x), {r['load_seconds']} s"))
     for name, r in doc.get("steps", {}).items():
         rows.append((f"step {name} (batch {r['batch_size']})",
-                     f"{r['step_seconds_warm_median']} s/step, peak RSS {r['peak_rss'] / GIB:.2f} GiB, "
+                     f"{r['step_seconds_warm_median']:.1f} s/step, peak RSS {r['peak_rss'] / GIB:.2f} GiB with "
+                     f"train + val loaded, "
                      f"checkpoint {(r['checkpoint_bytes'] + r['best_bytes']) / GIB:.2f} GiB in "
                      f"{r['checkpoint_write_seconds']} s"))
     m = doc.get("machine", {})
