@@ -65,6 +65,7 @@ help:
 	@echo "make sweep-fusion         Fuse-Net fused at every layer"
 	@echo "make search               random-search hyperparameter optimisation"
 	@echo "make bench                speed benchmark (JSON)"
+	@echo "make rehearsal            NYU-size dress rehearsal: generation, prep, load memory, full-size CPU steps"
 	@echo "make gpu-check            bench + reference vs fast Depth-Net training, collected in CHECK_OUT"
 	@echo "options: DATA=synthetic|nyu NYU_ROOT=... PROFILE=thesis|icip2018 PRESET=experiments/presets/....toml"
 	@echo "         VENV=none: use \$$PYTHON's installed packages instead of .venv"
@@ -78,8 +79,8 @@ $(VENV)/.installed: pyproject.toml setup.py
 	$(VENV)/bin/pip install -q -e ".[test]"
 	touch $@
 deps-check:
-	@$(PYTHON) -c "import torch, numpy, scipy, h5py, matplotlib, PIL, tqdm" || \
-	  { echo "error: VENV=none needs torch, numpy, scipy, h5py, matplotlib, Pillow and tqdm in $(PYTHON)"; exit 2; }
+	@$(PYTHON) -c "import torch, numpy, scipy, h5py, matplotlib, PIL, imagecodecs, tqdm" || \
+	  { echo "error: VENV=none needs torch, numpy, scipy, h5py, matplotlib, Pillow, imagecodecs and tqdm in $(PYTHON)"; exit 2; }
 
 # --- data: Make chains the two data_prep/ scripts ------------------------------------------------------
 # Each step says what it does; synth and prep print a progress line every 10 s when not on a terminal.
@@ -233,6 +234,41 @@ gpu-check: $(H5) | $(INSTALLED)
 	  cp $(CHECK_RUNS)/$$mode/log.csv $(CHECK_OUT)/$$mode-log.csv; \
 	done
 	$(HPE) bench --report $(CHECK_OUT) | tee $(CHECK_OUT)/summary.txt
+
+# --- the NYU-size dress rehearsal (README "Scale"): synthetic data of NYU's sizes, prepped in both profiles at
+# the preset's input size, then loading and full-size CPU training steps measured into REHEARSAL_OUT and the README
+# table.  With fewer REHEARSAL_TRAIN frames than NYU's 72,757 the prepared files are tiled up to NYU's split
+# sizes for the loading and step measurements (the JSON says so).  REHEARSAL_BASELINE_COMMIT=dd9735c also times
+# generation against that commit's generator.  The data (~12 GB of PNGs, 6.7 GB per HDF5 file at NYU size) is
+# deleted at the end unless REHEARSAL_KEEP=1.
+REHEARSAL_TRAIN ?= 72757
+REHEARSAL_TEST ?= 8252
+REHEARSAL_DIR ?= $(DATA_DIR)/rehearsal
+REHEARSAL_OUT ?= $(RESULTS)/scale/nyu-size.json
+REHEARSAL_PRESET ?= experiments/presets/nyu.toml
+REHEARSAL_BASELINE_COMMIT ?=
+REHEARSAL_STEPS ?= 3
+REHEARSAL_KEEP ?=
+NICE ?= nice -n 10
+REHEARSAL_PROFILES := thesis icip2018
+.PHONY: rehearsal
+rehearsal: | $(INSTALLED)
+	set -e; d=$(REHEARSAL_DIR); mkdir -p $$d; \
+	base=""; if [ -n "$(REHEARSAL_BASELINE_COMMIT)" ]; then \
+	  git show $(REHEARSAL_BASELINE_COMMIT):hpe/synthetic.py > $$d/synthetic-baseline.py; base="--baseline $$d/synthetic-baseline.py"; fi; \
+	test -f $$d/synthetic/hpe_synthetic.json || \
+	  $(NICE) env $(HPE) synth $$d/synthetic --train $(REHEARSAL_TRAIN) --test $(REHEARSAL_TEST) --quiet; \
+	$(NICE) env $(HPE) scale measure --out $(REHEARSAL_OUT) --root $$d/synthetic --preset $(REHEARSAL_PRESET) \
+	  --work $$d/work $$base $(foreach p,$(REHEARSAL_PROFILES),--h5 $(p)=$$d/$(p).h5) --only generation side-by-side prep; \
+	for p in $(REHEARSAL_PROFILES); do \
+	  h5=$$d/$$p.h5; \
+	  if [ $(REHEARSAL_TRAIN) -lt 72757 ]; then $(NICE) env $(HPE) scale tile $$h5 $$d/$$p-nyu.h5; h5=$$d/$$p-nyu.h5; fi; \
+	  $(NICE) env $(HPE) scale measure --out $(REHEARSAL_OUT) --preset $(REHEARSAL_PRESET) --work $$d/work \
+	    --h5 $$p=$$h5 --only load steps --steps $(REHEARSAL_STEPS); \
+	  [ -n "$(REHEARSAL_KEEP)" ] || rm -f $$d/$$p-nyu.h5; \
+	done; \
+	$(HPE) scale table $(REHEARSAL_OUT) --readme README.rst; \
+	[ -n "$(REHEARSAL_KEEP)" ] || rm -rf $$d
 
 # `make test` runs the tests under coverage.py (`make coverage`) and fails below the floors; COVERAGE=0 runs plain
 # pytest.  Coverage counts every Python process the tests start (pyproject.toml [tool.coverage.run]).  The floors

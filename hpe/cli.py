@@ -248,6 +248,32 @@ def _cmd_bench(a) -> int:
     return 0
 
 
+def _cmd_scale_measure(a) -> int:
+    from hpe.scale import measure
+    h5 = dict(_pairs(a.h5, "--h5")) if a.h5 else {}
+    quiet = a.quiet
+    measure(a.out, a.root, h5, a.preset, a.work, a.baseline, a.baseline_frames, a.decode_frames, a.steps,
+            a.workers, a.only, log=(lambda msg: None) if quiet else (lambda msg: print(msg, flush=True)))
+    print(f"wrote {a.out}")
+    return 0
+
+
+def _cmd_scale_tile(a) -> int:
+    from hpe.scale import tile_to_nyu
+    sizes = tile_to_nyu(a.src, a.out)
+    print(f"wrote {a.out}: {sizes['train']:,} / {sizes['val']:,} / {sizes['test']:,} frames tiled from {a.src}")
+    return 0
+
+
+def _cmd_scale_table(a) -> int:
+    from hpe.scale import table, update_readme
+    if a.readme:
+        print(update_readme(a.results, a.readme))
+    else:
+        print(table(json.loads(Path(a.results).read_text())))
+    return 0
+
+
 def _cmd_baselines_fetch(a) -> int:
     from hpe.baselines import fetch
     report = fetch(a.dest, a.mirror, a.only, a.all, progress=not a.quiet)
@@ -500,6 +526,38 @@ def _evaluation_commands(add, common) -> None:
     s.set_defaults(func=_cmd_baselines_list)
 
 
+def _scale_commands(add, common) -> None:
+    sc = add("scale", "the NYU-size dress rehearsal: what the pipeline costs (make rehearsal)").add_subparsers(
+        dest="action", metavar="ACTION", required=True)
+    s = sc.add_parser("measure", help="measure generation, prep, loading and full-size steps into a JSON file",
+                      description="measure generation, prep, loading and full-size training steps; each section is "
+                                  "written into --out as soon as it is measured", parents=[common], formatter_class=_Help)
+    s.add_argument("--out", type=Path, required=True, help="results file, e.g. results/scale/nyu-size.json")
+    s.add_argument("--root", type=Path, help="the synthetic root `hpe synth` wrote (generation, prep)")
+    s.add_argument("--h5", action="append", default=[], metavar="PROFILE=PATH",
+                   help="prepared file per profile (written by the prep step; read by load and steps); repeat")
+    s.add_argument("--preset", type=Path, default=Path("experiments/presets/nyu.toml"), help="compute preset")
+    s.add_argument("--work", type=Path, help="folder for scratch files (checkpoints, side-by-side roots)")
+    s.add_argument("--baseline", type=Path, help="an earlier hpe/synthetic.py to time generation against")
+    s.add_argument("--baseline-frames", type=int, default=400, help="frames per side-by-side run")
+    s.add_argument("--decode-frames", type=int, default=6000, help="training frames the decode bound decodes")
+    s.add_argument("--steps", type=int, default=3, help="training steps per net (the first is a warm-up)")
+    s.add_argument("--workers", type=int, help="processes (default: all cores)")
+    s.add_argument("--only", nargs="+", choices=["generation", "side-by-side", "prep", "load", "steps"],
+                   help="measure only these sections (the file keeps the others)")
+    s.set_defaults(func=_cmd_scale_measure)
+    s = sc.add_parser("tile", help="a prepared file's frames repeated up to NYU's split sizes (memory checks only)",
+                      parents=[common], formatter_class=_Help)
+    s.add_argument("src", type=Path, help="prepared .h5")
+    s.add_argument("out", type=Path, help="output .h5")
+    s.set_defaults(func=_cmd_scale_tile)
+    s = sc.add_parser("table", help="the README Scale table of a results file", parents=[common],
+                      formatter_class=_Help)
+    s.add_argument("results", type=Path, help="results/scale/nyu-size.json")
+    s.add_argument("--readme", type=Path, help="rewrite the table between this file's scale-table markers")
+    s.set_defaults(func=_cmd_scale_table)
+
+
 def _tool_commands(add, common) -> None:
     """The subcommands bench, predict, export."""
     s = add("bench", "speed benchmark: training/inference images/s, loop vs bare ratio, prep (JSON)")
@@ -561,6 +619,7 @@ def build_parser() -> argparse.ArgumentParser:
     _evaluation_commands(add, common)
     _figure_commands(add, common)
     _tool_commands(add, common)
+    _scale_commands(add, common)
     return p
 
 

@@ -328,12 +328,18 @@ def target_joints(cfg: TrainConfig, attrs: dict) -> list[int] | None:
     return [stored.index(PALM_JOINT)]
 
 
+def load_training_splits(cfg: TrainConfig, attrs: dict) -> tuple[SplitData, SplitData, dict]:
+    """The train and val splits a run holds in host memory, and how they were read (load_split's keyword
+    arguments, for the test split later).  ``hpe scale`` measures this very call."""
+    load = dict(need_rgb=cfg.inputs != "depth", input_size=cfg.input_size, clip_joints=cfg.clip_joints,
+                limit=cfg.limit_train, joints=target_joints(cfg, attrs))
+    return load_split(cfg.data, "train", **load), _eval_split(cfg, load_split(cfg.data, "val", **load), 1), load
+
+
 def _setup(cfg: TrainConfig, run: RunDir, attrs: dict) -> Setup:
     rank, world, device = _distributed(cfg)
     _set_determinism(cfg, rank)
-    load = dict(need_rgb=cfg.inputs != "depth", input_size=cfg.input_size, clip_joints=cfg.clip_joints,
-                limit=cfg.limit_train, joints=target_joints(cfg, attrs))
-    train_d, val_d = load_split(cfg.data, "train", **load), _eval_split(cfg, load_split(cfg.data, "val", **load), 1)
+    train_d, val_d, load = load_training_splits(cfg, attrs)
     assemble = InputAssembler(cfg.inputs, cfg.rgb_mode, cfg.rgb_mask, attrs["rgb_mean"], attrs["rgb_std"])
     model = build_model(cfg, train_d.joints.shape[1]).to(device)
     if cfg.channels_last:
