@@ -28,7 +28,7 @@ def _on_sigterm(signum, frame):
 # --- commands ----------------------------------------------------------------------------------------------
 def _cmd_synth(a) -> int:
     from hpe.synthetic import generate
-    info = generate(a.root, a.train, a.test, a.seed, a.workers, force=a.force)
+    info = generate(a.root, a.train, a.test, a.seed, a.workers, force=a.force, subject2_scale=a.subject2_scale)
     print(f"wrote {info['train_frames'] + info['test_frames']} synthetic NYU frames to {a.root} in {info['seconds']} s")
     return 0
 
@@ -186,11 +186,12 @@ def _cmd_figure_qualitative(a) -> int:
 
 def _cmd_figure_centres(a) -> int:
     from hpe.experiments import centre_study
-    rows = centre_study(a.run, a.root, a.out, a.limit, centre_runs=a.centre_run)
-    print(f"  {'frames':18s} {'centre':8s} {'n':>5} {'to palm mm':>10} {'median':>7} {'joint err mm':>12} "
+    rows = centre_study(a.run, a.root, a.out, a.limit, centre_runs=a.centre_run, held_out=a.held_out_root)
+    w = max(len(r[0]) for r in rows)
+    print(f"  {'frames':{w}s} {'centre':8s} {'n':>5} {'to palm mm':>10} {'median':>7} {'joint err mm':>12} "
           f"{'vs palm':>8}")
     for r in rows:
-        print(f"  {r[0]:18s} {r[1]:8s} {r[2]:>5} {r[3]:>10} {r[4]:>7} {r[5]:>12} {r[6]:>8}")
+        print(f"  {r[0]:{w}s} {r[1]:8s} {r[2]:>5} {r[3]:>10} {r[4]:>7} {r[5]:>12} {r[6]:>8}")
     print(f"wrote {a.out}.png, .pdf, .csv, .md, .tex")
     return 0
 
@@ -311,6 +312,8 @@ def _data_commands(add, common) -> None:
     s.add_argument("--seed", type=int, default=0, help="random seed (the data is deterministic for a seed)")
     s.add_argument("--workers", type=int, help="processes (default: all cores)")
     s.add_argument("--force", action="store_true", help="replace ROOT if hpe generated it (its sidecar says so)")
+    s.add_argument("--subject2-scale", type=float,
+                   help="hand size of the second test subject relative to the first (default NYU's: 0.87)")
     s.set_defaults(func=_cmd_synth)
 
     s = add("prep", "crop + normalise a labelled NYU-layout dataset into HDF5 (eqs. 4.3-4.12)")
@@ -416,6 +419,8 @@ def _figure_commands(add, common) -> None:
     s.add_argument("--limit", type=int, help="only the first N test frames")
     s.add_argument("--centre-run", type=Path, action="append", default=[],
                    help="a centre-refinement run (target = centre) for 'refined'; repeat for coarse + fine")
+    s.add_argument("--held-out-root", type=Path, action="append", default=[],
+                   help="another labelled root whose test frames nobody tuned on (its rows follow --root's)")
     s.set_defaults(func=_cmd_figure_centres)
 
 

@@ -154,12 +154,25 @@ def print_summary(results: dict[str, dict], notes: list[str] | None = None) -> N
 CENTRE_METHODS = ("palm", "segment", "com", "refined")
 
 
+def _frame_set_name(root: Path, held_out: bool) -> str:
+    """How the centre table names the test frames of ``root``: the held-out set says its seed and hand size."""
+    import json
+    side = Path(root) / "hpe_synthetic.json"
+    if not side.is_file():
+        return "held-out test" if held_out else "test"
+    if not held_out:
+        return "synthetic test"
+    info = json.loads(side.read_text())
+    return f"held-out (seed {info.get('seed')}, hand {info.get('subject2_scale')})"
+
+
 def centre_study(run_dir: Path, root: Path, prefix: Path, limit: int | None = None, batch: int = 64,
-                 centre_runs: Sequence[Path] = ()) -> list[list]:
+                 centre_runs: Sequence[Path] = (), held_out: Sequence[Path] = ()) -> list[list]:
     """How far each hand centre lands from the labelled palm and what it costs in mean joint error, on the test
-    frames of an NYU-layout ``root`` and on the real NYU test frame 1 (bundled): the table of README "Predicting
-    on your own frames".  ``palm`` is the ground-truth centre the nets are trained with; ``refined`` uses the
-    centre-refinement runs ``centre_runs`` (coarse to fine) when given."""
+    frames of an NYU-layout ``root``, of each ``held_out`` root (test sets nobody tuned on) and on the real NYU
+    test frame 1 (bundled): the table of README "Predicting on your own frames".  ``palm`` is the ground-truth
+    centre the nets are trained with; ``refined`` uses the centre-refinement runs ``centre_runs`` (coarse to fine)
+    when given."""
     from hpe.baselines import bundled
     from hpe.camera import NYU_CAMERA
     from hpe.export import load_run
@@ -171,12 +184,14 @@ def centre_study(run_dir: Path, root: Path, prefix: Path, limit: int | None = No
     run = load_run(run_dir, device)
     refiners = [load_run(r, device) for r in centre_runs]
     cube = float(run.preprocess["cube_mm"])
-    split = NYUSplit(root, "test")
-    n = len(split) if limit is None else min(limit, len(split))
-    sets = {"synthetic test" if (Path(root) / "hpe_synthetic.json").is_file() else "test":
-            ([split.depth_path(i + 1) for i in range(n)], split.joints.uvd[:n, list(EVAL_JOINTS)]),
-            "real NYU frame 1": ([bundled("sample/depth_1_0000001.png")],
-                                 read_joints_txt(bundled("nyu_test_groundtruth_label.txt"))[:1])}
+    sets = {}
+    for r, is_held_out in [(root, False), *((h, True) for h in held_out)]:
+        split = NYUSplit(r, "test")
+        n = len(split) if limit is None else min(limit, len(split))
+        sets[_frame_set_name(r, is_held_out)] = ([split.depth_path(i + 1) for i in range(n)],
+                                                 split.joints.uvd[:n, list(EVAL_JOINTS)])
+    sets["real NYU frame 1"] = ([bundled("sample/depth_1_0000001.png")],
+                                read_joints_txt(bundled("nyu_test_groundtruth_label.txt"))[:1])
     rows = []
     for name, (files, gt_uvd) in sets.items():
         gt_xyz = NYU_CAMERA.uvd_to_xyz(gt_uvd)
