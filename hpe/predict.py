@@ -27,7 +27,7 @@ from tqdm import tqdm
 from hpe import DataError
 from hpe.atomic import atomic_path, write_json
 from hpe.camera import NYU_CAMERA, Camera
-from hpe.crop import crop_frame, find_centre, valid_depth
+from hpe.crop import CropRules, crop_frame, find_centre, valid_depth
 from hpe.dataset import InputAssembler, resize_crops
 from hpe.export import TrainedRun, load_run
 from hpe.nyu import decode_depth, write_joints_txt
@@ -142,11 +142,12 @@ class Frame:
     centre_uvd: np.ndarray | None = None
 
 
-def _batch(frames: list[Frame], cube: float, size: int) -> tuple[torch.Tensor, torch.Tensor | None, list[dict]]:
+def _batch(frames: list[Frame], cube: float, size: int,
+           rules: CropRules = CropRules()) -> tuple[torch.Tensor, torch.Tensor | None, list[dict]]:
     crops = []
     for f in frames:
         try:
-            crops.append(crop_frame(f.depth, f.rgb, f.centre_uvd, cube, size, f.camera))
+            crops.append(crop_frame(f.depth, f.rgb, f.centre_uvd, cube, size, f.camera, rules))
         except DataError as exc:
             raise DataError(f"{f.path}: {exc}") from None
     depth = torch.from_numpy(np.stack([c["depth"] for c in crops])).unsqueeze(1)
@@ -158,7 +159,7 @@ def _batch(frames: list[Frame], cube: float, size: int) -> tuple[torch.Tensor, t
 def _run_net(run: TrainedRun, assemble: InputAssembler, frames: list[Frame], device: torch.device,
              cube: float) -> tuple[np.ndarray, list[dict]]:
     """Normalised predictions (N, J, 3) for frames whose centres are set."""
-    depth, rgb, crops = _batch(frames, cube, run.preprocess["size"])
+    depth, rgb, crops = _batch(frames, cube, run.preprocess["size"], CropRules.from_attrs(run.preprocess))
     depth, rgb = resize_crops(depth, rgb, run.cfg.input_size)
     out = run.model(*assemble(depth.to(device), None if rgb is None else rgb.to(device)))
     return out.float().cpu().view(len(frames), -1, 3).numpy(), crops

@@ -341,7 +341,8 @@ def _setup(cfg: TrainConfig, run: RunDir, attrs: dict) -> Setup:
         net = torch.compile(net, mode=cfg.compile_mode, dynamic=False)
     val_dev = _to_device(val_d, device, "val", cfg.data)  # validated every epoch: keep it next to the model
     info = {k: _plain(attrs[k]) for k in ("size", "cube_mm", "cube_mm_subject2", "camera", "rgb_mean", "rgb_std",
-                                         "centre", "joint_names", "profile")}
+                                         "centre", "joint_names", "profile", "paste", "rgb_resize", "centre_depth",
+                                         "rgb_stats")}
     if load["joints"] is not None:
         info["joint_names"] = [info["joint_names"][j] for j in load["joints"]]
     return Setup(cfg, run, device, rank, world, model, net, opt, Accel(device, cfg.precision, cfg.channels_last),
