@@ -111,9 +111,12 @@ $(RUNS)/fig4.7/%/result.json: experiments/fig4.7/%.toml $(PRESET) $(H5)
 	$(TRAIN)
 $(RUNS)/fig4.8/%/result.json: experiments/fig4.8/%.toml $(PRESET) $(H5)
 	$(TRAIN)
+# FusePred-Net as fusepred.toml's [fusepred] training says for the profile: thesis fuses the two runs above
+# (independent), icip2018 trains one net of both streams on the loss of their average (joint, the author's code).
 $(RUNS)/fig4.7/fusepred/result.json: experiments/fig4.7/fusepred.toml $(RUNS)/fig4.7/depthnet/result.json \
-                                     $(RUNS)/fig4.7/rgbnet/result.json
-	$(HPE) fusepred $< --depth-run $(RUNS)/fig4.7/depthnet --rgb-run $(RUNS)/fig4.7/rgbnet --out $(@D)
+                                     $(RUNS)/fig4.7/rgbnet/result.json $(PRESET) $(H5)
+	$(HPE) fusepred $< --depth-run $(RUNS)/fig4.7/depthnet --rgb-run $(RUNS)/fig4.7/rgbnet --out $(@D) \
+	  --data $(H5) --preset $(PRESET) --set profile=$(PROFILE)
 
 FIG47 := depthnet rgbnet rgbdnet fusepred
 reproduce-fig4.7: $(foreach m,$(FIG47),$(RUNS)/fig4.7/$(m)/result.json) $(RUNS)/fig4.8/fusenet-conv/result.json

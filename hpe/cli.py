@@ -197,8 +197,17 @@ def _cmd_figure_centres(a) -> int:
 
 
 def _cmd_fusepred(a) -> int:
+    from hpe.config import parse_overrides, user_layers
     from hpe.experiments import fusepred
-    print(json.dumps(fusepred(a.experiment, a.depth_run, a.rgb_run, a.out, a.weights), indent=2))
+    layers = user_layers(None, a.preset, parse_overrides(a.set))
+    cli = {k: str(getattr(a, k)) for k in ("data", "device") if getattr(a, k, None)}
+    if cli:
+        layers.insert(len(layers) - bool(a.set), ("command line", {**cli, "progress": "epochs"}))
+    result = fusepred(a.experiment, a.depth_run, a.rgb_run, a.out, a.weights, a.training, layers)
+    print(json.dumps({k: v for k, v in result.items() if k not in ("config", "provenance")}, indent=2))
+    if result["status"] not in ("done", "stopped"):
+        print(f"hpe fusepred: {result['status']}: {result.get('reason')} (exit status 3)", file=sys.stderr)
+        return 3
     return 0
 
 
@@ -446,9 +455,15 @@ def _evaluation_commands(add, common) -> None:
 
     s = add("fusepred", "FusePred-Net: score fusion of a trained Depth-Net and RGB-Net")
     s.add_argument("experiment", type=Path, help="experiments/fig4.7/fusepred.toml (its [fusepred] weights)")
-    s.add_argument("--depth-run", type=Path, required=True, help="Depth-Net run folder")
-    s.add_argument("--rgb-run", type=Path, required=True, help="RGB-Net run folder")
+    s.add_argument("--depth-run", type=Path, help="Depth-Net run folder (independent training)")
+    s.add_argument("--rgb-run", type=Path, help="RGB-Net run folder (independent training)")
     s.add_argument("--weights", choices=["fixed", "error", "learned"], help="override the experiment's weights")
+    s.add_argument("--training", choices=["independent", "joint"],
+                   help="override the experiment's [fusepred] training for the profile")
+    s.add_argument("--data", type=Path, help="prepared .h5 (joint training; its profile picks the training)")
+    s.add_argument("--preset", type=Path, help="compute preset (joint training)")
+    s.add_argument("--device", help="auto, cpu, cuda, cuda:N (joint training)")
+    s.add_argument("--set", action="append", metavar="KEY=VALUE", help="config override (joint training); repeat")
     s.add_argument("--out", type=Path, required=True, help="output folder")
     s.set_defaults(func=_cmd_fusepred)
 

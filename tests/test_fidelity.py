@@ -199,3 +199,56 @@ def test_rgb_statistics_readings(synthetic_root, tmp_path):
     share = hand.mean()  # zeros included: the mean shrinks by the hand's share of the crop
     assert np.allclose(out["masked-crop"]["rgb_mean"], pixels.mean(axis=1) * share)
     assert prep_config("thesis").rgb_stats == "masked-crop"
+
+
+# --- 1. FusePred-Net trained jointly (icip2018) or independently (thesis) --------------------------------------
+def _joint(rgb_channels=4):
+    import torch
+
+    from hpe.nets import JointFusePred, NetConfig
+    torch.manual_seed(0)
+    return JointFusePred(NetConfig(input_size=32, width=0.125, fc_units=32, pool=3), rgb_channels)
+
+
+def test_joint_fusepred_is_the_average_of_two_whole_nets():
+    import torch
+
+    from hpe.nets import NetConfig, PoseNet, count_parameters
+    net = _joint().eval()
+    depth, rgb = torch.randn(3, 1, 32, 32), torch.randn(3, 4, 32, 32)
+    out = net(depth, rgb)
+    assert out.shape == (3, 42)
+    assert torch.allclose(out, 0.5 * net.depth_net(depth) + 0.5 * net.rgb_net(rgb))
+    assert not torch.allclose(net.depth_net(depth), net.rgb_net(rgb))  # two streams, no shared layer
+    cfg = NetConfig(input_size=32, width=0.125, fc_units=32, pool=3)
+    assert count_parameters(net) == count_parameters(PoseNet(cfg)) + count_parameters(
+        PoseNet(NetConfig(input_size=32, width=0.125, fc_units=32, pool=3, in_channels=4)))
+
+
+def test_joint_fusepred_gradient_reaches_both_streams():
+    import torch
+
+    from hpe.train import pose_loss
+    net = _joint().train()
+    loss = pose_loss(net(torch.randn(4, 1, 32, 32), torch.rand(4, 4, 32, 32)), torch.rand(4, 42) - 0.5, "1/2")
+    loss.backward()
+    for stream in (net.depth_net, net.rgb_net):
+        first = stream.features[0][0].weight.grad
+        assert first is not None and first.abs().sum() > 0
+
+
+def test_fusepred_training_per_profile(synthetic_h5, tmp_path):
+    """fig4.7/fusepred.toml names the training per profile; joint trains one run from scratch on the average."""
+    from hpe.experiments import fusepred, fusepred_training
+    exp = REPO / "experiments/fig4.7/fusepred.toml"
+    assert fusepred_training(exp, "thesis") == "independent" and fusepred_training(exp, "icip2018") == "joint"
+    with pytest.raises(ValueError, match="--depth-run"):
+        fusepred(exp, None, None, tmp_path / "x", layers=[("--set", {"profile": "thesis"})])
+    layers = [("tiny", {**TINY, "data": str(synthetic_h5)})]
+    r = fusepred(exp, None, None, tmp_path / "joint", training="joint", layers=layers)
+    assert r["status"] == "done" and r["config"]["inputs"] == "depth+rgb" and r["config"]["fusion_layer"] == "score"
+    assert (tmp_path / "joint" / "test_predictions_uvd.txt").is_file()
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[fusepred]\ntraining = "joint"\n[train]\ninputs = "depth+rgb"\nfusion_layer = "conv4"\n')
+    with pytest.raises(ValueError, match="fusion_layer"):
+        fusepred(bad, None, None, tmp_path / "b", layers=layers)
