@@ -37,7 +37,8 @@ def _cmd_prep(a) -> int:
     from hpe.prep import prep, prep_config
     cfg = prep_config(a.profile, centre=a.centre, cube_mm=a.cube, cube_mm_subject2=a.cube_subject2, size=a.size,
                       val_fraction=a.val_fraction, val_seed=a.seed, joints=a.joints, limit=a.limit,
-                      skip_bad=a.skip_bad, workers=a.workers, xyz_tolerance_mm=a.xyz_tolerance)
+                      skip_bad=a.skip_bad, workers=a.workers, xyz_tolerance_mm=a.xyz_tolerance,
+                      centre_depth=a.centre_depth, rgb_stats=a.rgb_stats, paste=a.paste, rgb_resize=a.rgb_resize)
     print(json.dumps(prep(a.root, a.out, cfg, progress=not a.quiet)))
     return 0
 
@@ -341,6 +342,12 @@ def _data_commands(add, common) -> None:
     s.add_argument("--skip-bad", action="store_true", help="log and skip bad frames instead of stopping")
     s.add_argument("--xyz-tolerance", type=float, help="mm joint_xyz may differ from joint_uvd (default 1)")
     s.add_argument("--workers", type=int, help="processes (default: all cores)")
+    s.add_argument("--centre-depth", choices=["label", "image"],
+                   help="z_c of eqs. 4.6/4.9: the centre's own depth, or the image's I(c_m) (default: the profile's)")
+    s.add_argument("--rgb-stats", choices=["masked-crop", "hand-pixels"],
+                   help="what the RGB mean/std of eqs. 4.10-4.12 cover (default: the profile's)")
+    s.add_argument("--paste", choices=["round", "floor"], help="resized crop's size and offset (default: profile's)")
+    s.add_argument("--rgb-resize", choices=["pil", "opencv"], help="RGB resampling (default: the profile's)")
     s.set_defaults(func=_cmd_prep)
 
     s = add("nets", "list Net1-Net9 with their parameter counts")
