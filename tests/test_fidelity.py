@@ -252,3 +252,22 @@ def test_fusepred_training_per_profile(synthetic_h5, tmp_path):
     bad.write_text('[fusepred]\ntraining = "joint"\n[train]\ninputs = "depth+rgb"\nfusion_layer = "conv4"\n')
     with pytest.raises(ValueError, match="fusion_layer"):
         fusepred(bad, None, None, tmp_path / "b", layers=layers)
+
+
+def test_make_fusepred_target_hands_the_profile_to_hpe_fusepred(tmp_path):
+    """make's FusePred target is the same for both profiles: it gives hpe fusepred the data and the profile, and
+    fusepred.toml's per-profile choice decides (independent fusion of the two runs, or the joint net)."""
+    if shutil.which("make") is None:
+        pytest.skip("make is not installed")
+    shutil.copy(REPO / "Makefile", tmp_path)
+    for folder in ("experiments", "data_prep"):
+        shutil.copytree(REPO / folder, tmp_path / folder)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    for profile in ("thesis", "icip2018"):
+        r = subprocess.run(["make", "-n", "reproduce-fig4.7", "VENV=none", "PYTHON=python3", f"PROFILE={profile}"],
+                           cwd=tmp_path, env=env, capture_output=True, text=True)
+        lines = r.stdout.replace("\\\n", " ").splitlines()
+        fp = [line for line in lines if " -m hpe fusepred" in line]
+        assert r.returncode == 0 and len(fp) == 1, r.stdout + r.stderr
+        assert f"--set profile={profile}" in fp[0] and f"--data data/synthetic-{profile}.h5" in fp[0]
+        assert f"--depth-run results/runs/synthetic-{profile}/synthetic/fig4.7/depthnet" in fp[0]
