@@ -32,7 +32,8 @@ def _on_sigterm(signum, frame):
 # --- commands ----------------------------------------------------------------------------------------------
 def _cmd_synth(a) -> int:
     from hpe.synthetic import generate
-    info = generate(a.root, a.train, a.test, a.seed, a.workers, force=a.force, progress=not a.quiet)
+    info = generate(a.root, a.train, a.test, a.seed, a.workers, force=a.force, progress=not a.quiet,
+                    subject2_scale=a.subject2_scale)
     print(f"wrote {info['train_frames'] + info['test_frames']} synthetic NYU frames to {a.root} in {info['seconds']} s")
     return 0
 
@@ -41,7 +42,8 @@ def _cmd_prep(a) -> int:
     from hpe.prep import prep, prep_config
     cfg = prep_config(a.profile, centre=a.centre, cube_mm=a.cube, cube_mm_subject2=a.cube_subject2, size=a.size,
                       val_fraction=a.val_fraction, val_seed=a.seed, joints=a.joints, limit=a.limit,
-                      skip_bad=a.skip_bad, workers=a.workers, xyz_tolerance_mm=a.xyz_tolerance)
+                      skip_bad=a.skip_bad, workers=a.workers, xyz_tolerance_mm=a.xyz_tolerance,
+                      centre_depth=a.centre_depth, rgb_stats=a.rgb_stats, paste=a.paste, rgb_resize=a.rgb_resize)
     print(json.dumps(prep(a.root, a.out, cfg, progress=not a.quiet)))
     return 0
 
@@ -193,19 +195,29 @@ def _cmd_figure_qualitative(a) -> int:
 
 def _cmd_figure_centres(a) -> int:
     from hpe.experiments import centre_study
-    rows = centre_study(a.run, a.root, a.out, a.limit, centre_runs=a.centre_run, allow_unfinished=a.allow_unfinished,
-                        width=a.width)
-    print(f"  {'frames':18s} {'centre':8s} {'n':>5} {'to palm mm':>10} {'median':>7} {'joint err mm':>12} "
+    rows = centre_study(a.run, a.root, a.out, a.limit, centre_runs=a.centre_run, held_out=a.held_out_root,
+                        allow_unfinished=a.allow_unfinished, width=a.width)
+    w = max(len(r[0]) for r in rows)
+    print(f"  {'frames':{w}s} {'centre':8s} {'n':>5} {'to palm mm':>10} {'median':>7} {'joint err mm':>12} "
           f"{'vs palm':>8}")
     for r in rows:
-        print(f"  {r[0]:18s} {r[1]:8s} {r[2]:>5} {r[3]:>10} {r[4]:>7} {r[5]:>12} {r[6]:>8}")
+        print(f"  {r[0]:{w}s} {r[1]:8s} {r[2]:>5} {r[3]:>10} {r[4]:>7} {r[5]:>12} {r[6]:>8}")
     print(f"wrote {a.out}.png, .pdf, .csv, .md, .tex")
     return 0
 
 
 def _cmd_fusepred(a) -> int:
+    from hpe.config import parse_overrides, user_layers
     from hpe.experiments import fusepred
-    print(json.dumps(fusepred(a.experiment, a.depth_run, a.rgb_run, a.out, a.weights, a.allow_unfinished), indent=2))
+    layers = user_layers(None, a.preset, parse_overrides(a.set))
+    cli = {k: str(getattr(a, k)) for k in ("data", "device") if getattr(a, k, None)}
+    if cli:
+        layers.insert(len(layers) - bool(a.set), ("command line", {**cli, "progress": "epochs"}))
+    result = fusepred(a.experiment, a.depth_run, a.rgb_run, a.out, a.weights, a.training, layers, a.allow_unfinished)
+    print(json.dumps({k: v for k, v in result.items() if k not in ("config", "provenance")}, indent=2))
+    if result["status"] not in ("done", "stopped"):
+        print(f"hpe fusepred: {result['status']}: {result.get('reason')} (exit status 3)", file=sys.stderr)
+        return 3
     return 0
 
 
@@ -366,6 +378,8 @@ def _data_commands(add, common) -> None:
     s.add_argument("--seed", type=int, default=0, help="random seed (the data is deterministic for a seed)")
     s.add_argument("--workers", type=int, help="processes (default: all cores)")
     s.add_argument("--force", action="store_true", help="replace ROOT if hpe generated it (its sidecar says so)")
+    s.add_argument("--subject2-scale", type=float,
+                   help="hand size of the second test subject relative to the first (default NYU's: 0.87)")
     s.set_defaults(func=_cmd_synth, outputs=[Out("root", "dataset")])
 
     s = add("prep", "crop + normalise a labelled NYU-layout dataset into HDF5 (eqs. 4.3-4.12)")
@@ -384,6 +398,12 @@ def _data_commands(add, common) -> None:
     s.add_argument("--skip-bad", action="store_true", help="log and skip bad frames instead of stopping")
     s.add_argument("--xyz-tolerance", type=float, help="mm joint_xyz may differ from joint_uvd (default 1)")
     s.add_argument("--workers", type=int, help="processes (default: all cores)")
+    s.add_argument("--centre-depth", choices=["label", "image"],
+                   help="z_c of eqs. 4.6/4.9: the centre's own depth, or the image's I(c_m) (default: the profile's)")
+    s.add_argument("--rgb-stats", choices=["masked-crop", "hand-pixels"],
+                   help="what the RGB mean/std of eqs. 4.10-4.12 cover (default: the profile's)")
+    s.add_argument("--paste", choices=["round", "floor"], help="resized crop's size and offset (default: profile's)")
+    s.add_argument("--rgb-resize", choices=["pil", "opencv"], help="RGB resampling (default: the profile's)")
     s.set_defaults(func=_cmd_prep, outputs=[Out("out", "file")])
 
     s = add("nets", "list Net1-Net9 with their parameter counts")
@@ -477,6 +497,8 @@ def _figure_commands(add, common) -> None:
     s.add_argument("--limit", type=int, help="only the first N test frames")
     s.add_argument("--centre-run", type=Path, action="append", default=[],
                    help="a centre-refinement run (target = centre) for 'refined'; repeat for coarse + fine")
+    s.add_argument("--held-out-root", type=Path, action="append", default=[],
+                   help="another labelled root whose test frames nobody tuned on (its rows follow --root's)")
     _allow_unfinished(s)
     s.set_defaults(func=_cmd_figure_centres, outputs=[Out("out", "prefix")])
 
@@ -504,9 +526,15 @@ def _evaluation_commands(add, common) -> None:
 
     s = add("fusepred", "FusePred-Net: score fusion of a trained Depth-Net and RGB-Net")
     s.add_argument("experiment", type=Path, help="experiments/fig4.7/fusepred.toml (its [fusepred] weights)")
-    s.add_argument("--depth-run", type=Path, required=True, help="Depth-Net run folder")
-    s.add_argument("--rgb-run", type=Path, required=True, help="RGB-Net run folder")
+    s.add_argument("--depth-run", type=Path, help="Depth-Net run folder (independent training)")
+    s.add_argument("--rgb-run", type=Path, help="RGB-Net run folder (independent training)")
     s.add_argument("--weights", choices=["fixed", "error", "learned"], help="override the experiment's weights")
+    s.add_argument("--training", choices=["independent", "joint"],
+                   help="override the experiment's [fusepred] training for the profile")
+    s.add_argument("--data", type=Path, help="prepared .h5 (joint training; its profile picks the training)")
+    s.add_argument("--preset", type=Path, help="compute preset (joint training)")
+    s.add_argument("--device", help="auto, cpu, cuda, cuda:N (joint training)")
+    s.add_argument("--set", action="append", metavar="KEY=VALUE", help="config override (joint training); repeat")
     s.add_argument("--out", type=Path, required=True, help="output folder")
     _allow_unfinished(s)
     s.set_defaults(func=_cmd_fusepred, outputs=[Out("out", "folder")])

@@ -53,7 +53,7 @@ class TrainConfig:
     # network (tables 4.1/4.2, figures 4.3-4.6)
     net: str = "net6"
     inputs: Inputs = "depth"
-    fusion_layer: str = "conv4"        # Fuse-Net only: conv1..convN, fc1, fc2
+    fusion_layer: str = "conv4"        # Fuse-Net only: conv1..convN, fc1, fc2; score: FusePred-Net trained jointly
     fusion: FusionFunction = "conv"
     fc_fusion: FcFusion = "thesis"     # how fc1/fc2 fusion is built (profile)
     width: float = _v(1.0, lo=0, lo_open=True)

@@ -4,10 +4,15 @@
 A cube of edge ``cube`` mm is centred on the hand; its front face is projected to a pixel box, the depth in
 the box is clamped to the cube, resized (nearest neighbour, aspect kept) onto a ``size`` x ``size`` canvas and
 normalised to [-1, 1] with background +1.  Joints are normalised into the same unit cube.
+
+Where the thesis text leaves a choice or the author's code does otherwise, :class:`CropRules` names it (one field
+per point, the thesis profile's reading as default); README "Profiles and divergences" says why each profile
+takes its value.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from typing import Literal
 
 import numpy as np
 from PIL import Image
@@ -112,6 +117,71 @@ def find_centre(depth: np.ndarray, method: str, cube: float, palm_uvd: np.ndarra
     return c
 
 
+@dataclass(frozen=True)
+class CropRules:
+    """How a crop is made where readings differ (README "Profiles and divergences").
+
+    paste: ``round`` (thesis profile) rounds the resized short side and centres it at (size - n) // 2; ``floor``
+    (the author's imgnormalization.py) floors it and puts it at size // 2 - n // 2 (one pixel further right or
+    down for odd n).  rgb_resize: ``pil`` (PIL's bilinear, which low-pass filters when shrinking) or ``opencv``
+    (cv2.INTER_LINEAR: two taps, half-pixel centres, no antialiasing, border replicated).  centre_depth: the
+    depth z_c that eqs. 4.6 and 4.9 normalise by, ``label`` (the centre's own d, the palm label's) or ``image``
+    (I(c_m), the depth image's value at the centre pixel)."""
+
+    paste: Literal["round", "floor"] = "round"
+    rgb_resize: Literal["pil", "opencv"] = "pil"
+    centre_depth: Literal["label", "image"] = "label"
+
+    @classmethod
+    def from_attrs(cls, attrs: dict) -> "CropRules":
+        """The rules a prepared file (or a run's preprocessing record) was made with; files from before the rules
+        existed were made with the defaults."""
+        return cls(**{f.name: str(attrs[f.name]) for f in fields(cls) if f.name in attrs})
+
+
+def resize_bilinear_opencv(img: np.ndarray, width: int, height: int) -> np.ndarray:
+    """``cv2.resize(img, (width, height))`` with INTER_LINEAR, in numpy: output pixel x samples the source at
+    (x + 0.5) * w / width - 0.5, from the two nearest pixels, however much it shrinks (no low-pass filter); a
+    sample left of the first pixel centre takes the first pixel, one right of the last centre the last (OpenCV's
+    clamping).  uint8 results are rounded half up; OpenCV's 11-bit fixed-point weights can differ by one level."""
+    h, w = img.shape[:2]
+
+    def taps(n_out: int, n_in: int):
+        src = (np.arange(n_out) + 0.5) * (n_in / n_out) - 0.5
+        i0 = np.floor(src).astype(np.int64)
+        frac = src - i0
+        low, high = i0 < 0, i0 >= n_in - 1
+        i0[low], frac[low] = 0, 0.0
+        i0[high], frac[high] = n_in - 1, 0.0
+        return i0, np.minimum(i0 + 1, n_in - 1), frac
+
+    x0, x1, fx = taps(width, w)
+    y0, y1, fy = taps(height, h)
+    f = img.astype(np.float64)
+    fx = fx.reshape((1, -1) + (1,) * (img.ndim - 2))
+    fy = fy.reshape((-1, 1) + (1,) * (img.ndim - 2))
+    rows = f[y0] * (1 - fy) + f[y1] * fy
+    out = rows[:, x0] * (1 - fx) + rows[:, x1] * fx
+    if img.dtype == np.uint8:
+        return np.clip(np.floor(out + 0.5), 0, 255).astype(np.uint8)
+    return out.astype(img.dtype)
+
+
+def depth_at(depth: np.ndarray, u: float, v: float) -> float:
+    """I(c_m): the depth image's value at pixel (floor(v), floor(u)); where that pixel has no valid depth, the
+    median of the valid pixels in its 5 x 5 neighbourhood (refused when there is none)."""
+    h, w = depth.shape
+    r, c = int(np.floor(v)), int(np.floor(u))
+    if 0 <= r < h and 0 <= c < w and valid_depth(depth[r, c]):
+        return float(depth[r, c])
+    patch = depth[max(r - 2, 0):r + 3, max(c - 2, 0):c + 3].astype(np.float64)
+    ok = valid_depth(patch)
+    if not ok.any():
+        raise DataError(f"no valid depth at or around the centre pixel (u={u:.1f}, v={v:.1f}) for centre_depth "
+                        f"'image'")
+    return float(np.median(patch[ok]))
+
+
 @dataclass
 class Crop:
     depth: np.ndarray      # (size, size) float32, normalised, background +1   (eq. 4.6)
@@ -120,8 +190,13 @@ class Crop:
     transform: np.ndarray  # (3, 3): full-image (u, v, 1) -> crop pixel (col, row, 1)
 
 
-def _paste_geometry(w: int, h: int, size: int) -> tuple[int, int, int, int]:
-    """Resized (nw, nh) keeping the aspect ratio with the longest side = size, and its offset on the canvas."""
+def paste_geometry(w: int, h: int, size: int, rule: str = "round") -> tuple[int, int, int, int]:
+    """Resized (nw, nh) keeping the aspect ratio with the longest side = size, and its offset (ox, oy) on the
+    canvas: ``round`` rounds the short side and offsets by (size - n) // 2; ``floor`` (the author's code) floors
+    it (n = short * size // long) and offsets by size // 2 - n // 2."""
+    if rule == "floor":
+        nw, nh = (size, max(1, h * size // w)) if w > h else (max(1, w * size // h), size)
+        return nw, nh, size // 2 - nw // 2, size // 2 - nh // 2
     s = size / max(w, h)
     nw, nh = max(1, int(round(w * s))), max(1, int(round(h * s)))
     return nw, nh, (size - nw) // 2, (size - nh) // 2
@@ -139,8 +214,9 @@ def _extract(img: np.ndarray, box: np.ndarray, fill) -> np.ndarray:
 
 
 def crop_hand(depth: np.ndarray, centre_uvd: np.ndarray, cube: float, size: int = 128,
-              rgb: np.ndarray | None = None, camera: Camera = NYU_CAMERA) -> Crop:
-    """Crop, clamp and normalise the depth (eq. 4.6) and crop the registered RGB with the same box."""
+              rgb: np.ndarray | None = None, camera: Camera = NYU_CAMERA, rules: CropRules = CropRules()) -> Crop:
+    """Crop, clamp and normalise the depth (eq. 4.6) and crop the registered RGB with the same box.  The centre's
+    depth is taken as given (see :func:`crop_frame` for ``centre_depth``)."""
     centre_uvd = np.asarray(centre_uvd, np.float64)
     u, v, zc = centre_uvd
     h_img, w_img = depth.shape
@@ -152,7 +228,7 @@ def crop_hand(depth: np.ndarray, centre_uvd: np.ndarray, cube: float, size: int 
     w, h = int(box[2] - box[0]), int(box[3] - box[1])
     if w < 1 or h < 1:
         raise DataError(f"empty crop box {box.tolist()} for centre depth {zc:.1f} mm")
-    nw, nh, ox, oy = _paste_geometry(w, h, size)
+    nw, nh, ox, oy = paste_geometry(w, h, size, rules.paste)
 
     # Nearest-neighbour resampling of the box: output pixel j reads source column floor((j + 0.5) w / nw).
     cols = box[0] + ((np.arange(nw) + 0.5) * w / nw).astype(np.int64)
@@ -173,9 +249,13 @@ def crop_hand(depth: np.ndarray, centre_uvd: np.ndarray, cube: float, size: int 
                           [0, 0, 1]], np.float32)
     rgb_crop = None
     if rgb is not None:
-        region = Image.fromarray(_extract(rgb, box, 0)).resize((nw, nh), Image.BILINEAR)
+        region = _extract(rgb, box, 0)
+        if rules.rgb_resize == "opencv":
+            region = resize_bilinear_opencv(region, nw, nh)
+        else:
+            region = np.asarray(Image.fromarray(region).resize((nw, nh), Image.BILINEAR))
         rgb_crop = np.zeros((size, size, 3), np.uint8)
-        rgb_crop[oy:oy + nh, ox:ox + nw] = np.asarray(region)
+        rgb_crop[oy:oy + nh, ox:ox + nw] = region
     return Crop(depth=norm, rgb=rgb_crop, box=box.astype(np.int32), transform=transform)
 
 
@@ -189,11 +269,15 @@ def hand_mask(norm_depth, rule: str = "hand"):
 
 
 def crop_frame(depth_mm: np.ndarray, rgb: np.ndarray | None, centre_uvd: np.ndarray, cube: float, size: int,
-               camera: Camera = NYU_CAMERA) -> dict:
+               camera: Camera = NYU_CAMERA, rules: CropRules = CropRules()) -> dict:
     """One frame in the stored form of a prepared dataset: what ``hpe prep`` writes and ``hpe predict`` feeds the
-    net (the same function, so a labelled frame gives the same input either way).  Refuses a crop with no depth."""
-    centre_uvd = np.asarray(centre_uvd, np.float64)
-    crop = crop_hand(depth_mm, centre_uvd, cube, size, rgb, camera)
+    net (the same function, so a labelled frame gives the same input either way).  Refuses a crop with no depth.
+    With ``rules.centre_depth == "image"`` the centre's depth becomes I(c_m), the image's depth at its pixel
+    (eqs. 4.6 and 4.9 as written), for the crop and the joints alike."""
+    centre_uvd = np.array(centre_uvd, np.float64)
+    if rules.centre_depth == "image":
+        centre_uvd[2] = depth_at(depth_mm, centre_uvd[0], centre_uvd[1])
+    crop = crop_hand(depth_mm, centre_uvd, cube, size, rgb, camera, rules)
     if not hand_mask(crop.depth).any():
         raise DataError(f"no depth inside the {cube:.0f} mm cube around centre (u={centre_uvd[0]:.1f}, "
                         f"v={centre_uvd[1]:.1f}, d={centre_uvd[2]:.1f})")

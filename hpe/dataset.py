@@ -39,6 +39,8 @@ BYTES_PER_PIXEL = 5  # float16 depth + 3 x uint8 RGB
 META = ("joints_xyz", "joints_uvd", "centre_xyz", "centre_uvd", "cube", "frame", "subject", "transform", "box")
 ATTRS = ("format_version", "profile", "centre", "cube_mm", "cube_mm_subject2", "size", "val_method", "val_fraction",
          "val_seed", "source", "joint_indices", "joint_names", "test_subject1_frames", "camera", "rgb_mean", "rgb_std")
+# Not required: paste, rgb_resize, centre_depth and rgb_stats (README "Profiles and divergences") are written since
+# they were named; a file without them was made with their defaults, so it stays valid and keeps its fingerprint.
 
 
 @dataclass

@@ -59,8 +59,71 @@ def table43(runs: list[tuple[str, Path]], prefix: Path, allow_unfinished: bool =
     return header, rows
 
 
-def fusepred(experiment: Path, depth_run: Path, rgb_run: Path, out: Path, weights: str | None = None,
+FUSEPRED_TRAINING = ("independent", "joint")
+
+
+def fusepred_training(experiment: Path, profile: str) -> str:
+    """The experiment file's ``[fusepred] training`` for ``profile``: a name, or a table of one name per profile
+    (fig4.7/fusepred.toml: independent for thesis, joint for icip2018)."""
+    choice = read_toml(experiment).get("fusepred", {}).get("training", "independent")
+    if isinstance(choice, dict):
+        if profile not in choice:
+            raise ValueError(f"{experiment}: [fusepred] training names no choice for profile '{profile}' "
+                             f"(has: {', '.join(choice)})")
+        choice = choice[profile]
+    if choice not in FUSEPRED_TRAINING:
+        raise ValueError(f"{experiment}: [fusepred] training = {choice!r}: must be one of "
+                         f"{', '.join(FUSEPRED_TRAINING)}")
+    return choice
+
+
+def _layers_profile(layers: list[tuple[str, dict]], depth_run: Path | None) -> str:
+    """The profile a FusePred run is for: --set profile=, else the data file's, else the Depth-Net run's."""
+    import json
+
+    from hpe.dataset import open_prepared
+    merged = {k: v for _, layer in layers for k, v in layer.items()}
+    if "profile" in merged:
+        return merged["profile"]
+    if "data" in merged:
+        return open_prepared(merged["data"]).profile
+    if depth_run is not None and (Path(depth_run) / "config.json").is_file():
+        return json.loads((Path(depth_run) / "config.json").read_text())["preprocess"]["profile"]
+    return "thesis"
+
+
+def fusepred(experiment: Path, depth_run: Path | None, rgb_run: Path | None, out: Path, weights: str | None = None,
+             training: str | None = None, layers: list[tuple[str, dict]] | None = None,
              allow_unfinished: bool = False) -> dict:
+    """FusePred-Net (figure 4.5) as the experiment file's ``[fusepred] training`` says for the profile (or
+    ``training``): ``independent`` (thesis 4.3.3) fuses the trained Depth-Net and RGB-Net, ``joint`` (the author's
+    code) trains one net of both streams on the loss of their average (:func:`fusepred_joint`)."""
+    layers = layers or []
+    training = training or fusepred_training(experiment, _layers_profile(layers, depth_run))
+    if training == "joint":
+        return fusepred_joint(experiment, out, layers)
+    if depth_run is None or rgb_run is None:
+        raise ValueError("FusePred-Net trained independently fuses two runs: give --depth-run and --rgb-run")
+    return fusepred_independent(experiment, depth_run, rgb_run, out, weights, allow_unfinished)
+
+
+def fusepred_joint(experiment: Path, out: Path, layers: list[tuple[str, dict]]) -> dict:
+    """Train the joint FusePred-Net (:class:`hpe.nets.JointFusePred`) from the experiment file's [train] section
+    (inputs = depth+rgb, fusion_layer = score) under the user's layers; resumes or restarts like make's runs."""
+    from hpe.config import build_train_config, train_section
+    from hpe.train import train
+    section = train_section(experiment)
+    if section.get("inputs") != "depth+rgb" or section.get("fusion_layer") != "score":
+        raise ValueError(f"{experiment}: the joint FusePred-Net needs [train] inputs = \"depth+rgb\" and "
+                         f"fusion_layer = \"score\"")
+    if not any("data" in layer for _, layer in layers):
+        raise ValueError("the joint FusePred-Net is trained: give the prepared data with --data")
+    cfg = build_train_config([(str(experiment), section), *layers, ("fusepred", {"out": str(out)})])
+    return train(cfg, resume=True, restart_if_changed=True)
+
+
+def fusepred_independent(experiment: Path, depth_run: Path, rgb_run: Path, out: Path,
+                         weights: str | None = None, allow_unfinished: bool = False) -> dict:
     """FusePred-Net (figure 4.5): w * Depth-Net + (1 - w) * RGB-Net per output, ``w`` as the experiment file's
     ``[fusepred] weights`` says (``weights`` overrides it): fixed 0.5 (thesis), error or learned."""
     section = read_toml(experiment).get("fusepred", {})
@@ -188,12 +251,26 @@ def print_summary(results: dict[str, dict], notes: list[str] | None = None) -> N
 CENTRE_METHODS = ("palm", "segment", "com", "refined")
 
 
+def _frame_set_name(root: Path, held_out: bool) -> str:
+    """How the centre table names the test frames of ``root``: the held-out set says its seed and hand size."""
+    import json
+    side = Path(root) / "hpe_synthetic.json"
+    if not side.is_file():
+        return "held-out test" if held_out else "test"
+    if not held_out:
+        return "synthetic test"
+    info = json.loads(side.read_text())
+    return f"held-out (seed {info.get('seed')}, hand {info.get('subject2_scale')})"
+
+
 def centre_study(run_dir: Path, root: Path, prefix: Path, limit: int | None = None, batch: int = 64,
-                 centre_runs: Sequence[Path] = (), allow_unfinished: bool = False, width: str = "text") -> list[list]:
+                 centre_runs: Sequence[Path] = (), held_out: Sequence[Path] = (), allow_unfinished: bool = False,
+                 width: str = "text") -> list[list]:
     """How far each hand centre lands from the labelled palm and what it costs in mean joint error, on the test
-    frames of an NYU-layout ``root`` and on the real NYU test frame 1 (bundled): the table of README "Predicting
-    on your own frames".  ``palm`` is the ground-truth centre the nets are trained with; ``refined`` uses the
-    centre-refinement runs ``centre_runs`` (coarse to fine) when given."""
+    frames of an NYU-layout ``root``, of each ``held_out`` root (test sets nobody tuned on) and on the real NYU
+    test frame 1 (bundled): the table of README "Predicting on your own frames".  ``palm`` is the ground-truth
+    centre the nets are trained with; ``refined`` uses the centre-refinement runs ``centre_runs`` (coarse to fine)
+    when given."""
     from hpe.baselines import bundled
     from hpe.camera import NYU_CAMERA
     from hpe.export import load_run
@@ -205,12 +282,14 @@ def centre_study(run_dir: Path, root: Path, prefix: Path, limit: int | None = No
     run = load_run(run_dir, device, "--run", allow_unfinished, target="pose")
     refiners = [load_run(r, device, "--centre-run", allow_unfinished, target="centre") for r in centre_runs]
     cube = float(run.preprocess["cube_mm"])
-    split = NYUSplit(root, "test")
-    n = len(split) if limit is None else min(limit, len(split))
-    sets = {"synthetic test" if (Path(root) / "hpe_synthetic.json").is_file() else "test":
-            ([split.depth_path(i + 1) for i in range(n)], split.joints.uvd[:n, list(EVAL_JOINTS)]),
-            "real NYU frame 1": ([bundled("sample/depth_1_0000001.png")],
-                                 read_joints_txt(bundled("nyu_test_groundtruth_label.txt"))[:1])}
+    sets = {}
+    for r, is_held_out in [(root, False), *((h, True) for h in held_out)]:
+        split = NYUSplit(r, "test")
+        n = len(split) if limit is None else min(limit, len(split))
+        sets[_frame_set_name(r, is_held_out)] = ([split.depth_path(i + 1) for i in range(n)],
+                                                 split.joints.uvd[:n, list(EVAL_JOINTS)])
+    sets["real NYU frame 1"] = ([bundled("sample/depth_1_0000001.png")],
+                                read_joints_txt(bundled("nyu_test_groundtruth_label.txt"))[:1])
     rows = []
     for name, (files, gt_uvd) in sets.items():
         gt_xyz = NYU_CAMERA.uvd_to_xyz(gt_uvd)

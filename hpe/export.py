@@ -12,7 +12,7 @@ import io
 import json
 import logging
 import warnings
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -20,6 +20,7 @@ import torch
 from hpe import DataError
 from hpe.atomic import atomic_path, write_bytes_from
 from hpe.config import TrainConfig, config_from_dict
+from hpe.crop import CropRules
 from hpe.dataset import input_channels, rgb_channels
 from hpe.run import RunInfo, open_run
 
@@ -31,7 +32,11 @@ FORMULAS = {
              "input_size",
     "rgb_standardise": "rgb crop with the same box (bilinear), times the mask (d_norm < 1), minus rgb_mean, divided "
                        "by rgb_std per channel (eqs. 4.10-4.12)",
-    "rgb_unit+mask": "rgb crop / 255 with the mask (d_norm < 1 and d_norm > -1) as a 4th channel",
+    "rgb_unit+mask": "rgb crop / 255 with the mask as a 4th channel (rgb_mask hand: d_norm < 1; hand-not-front: "
+                     "also d_norm > -1)",
+    "crop_rules": "paste: round (short side rounded, offset (size - n) // 2) or floor (floored, size // 2 - n // 2); "
+                  "rgb_resize: pil (PIL bilinear) or opencv (cv2 INTER_LINEAR); centre_depth: label (d as given) or "
+                  "image (d = the depth image at the centre pixel)",
     "output": "joints_xyz = output.reshape(14, 3) * cube/2 + centre_xyz (mm; y up), centre_xyz = ((u - cx) d / fx, "
               "(cy - v) d / fy, d); uvd = (fx x / z + cx, cy - fy y / z, z)",
 }
@@ -88,7 +93,7 @@ def metadata(run: TrainedRun) -> dict:
             "crop_size": pre["size"], "input_size": cfg.input_size, "cube_mm": pre["cube_mm"],
             "camera_fx_fy_cx_cy": pre["camera"], "rgb_mode": cfg.rgb_mode, "rgb_mask": cfg.rgb_mask,
             "rgb_mean": pre["rgb_mean"], "rgb_std": pre["rgb_std"], "joint_names": pre["joint_names"],
-            "formulas": FORMULAS}
+            "crop_rules": asdict(CropRules.from_attrs(pre)), "formulas": FORMULAS}
 
 
 @contextlib.contextmanager

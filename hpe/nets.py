@@ -4,12 +4,12 @@ A spec is a list like VGG's: an int is a 3x3 conv with that many filters, ``(fil
 "M" a max-pooling layer.  Every net then has fc-4096, fc-4096 (ReLU + dropout each) and a 3J tanh output.
 Lasagne's numerics are kept: Glorot-uniform weights (gain 1), zero biases, inverted dropout.
 Fusion: input fusion is a PoseNet on RGB-D (RGBD-Net), score fusion a weighted average of two nets' outputs
-(FusePred-Net, :func:`fuse_scores`), feature fusion the double-stream :class:`FuseNet` with the functions of
-eqs. 4.15-4.18.
+(FusePred-Net: :func:`fuse_scores` on two trained nets, or :class:`JointFusePred` trained as one), feature
+fusion the double-stream :class:`FuseNet` with the functions of eqs. 4.15-4.18.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -101,13 +101,16 @@ def layer_plan(cfg: NetConfig) -> list[Layer]:
                    Layer("out", fc, 3 * cfg.num_joints)]
 
 
+SCORE = "score"  # fusion_layer of the joint FusePred-Net: two whole nets, fused after their outputs
+
+
 def check_net(name: str, inputs: str = "depth", fusion_layer: str = "conv4", input_size: int | None = None,
               pool: int = 2) -> None:
     """Raise ValueError if the net, its Fuse-Net fusion layer or (given ``input_size``) its pooling is impossible."""
     resolve_name(name)
-    if inputs == "depth+rgb" and fusion_layer not in fusion_points(name):
+    if inputs == "depth+rgb" and fusion_layer not in fusion_points(name) + [SCORE]:
         raise ValueError(f"fusion layer '{fusion_layer}' out of range for {name} "
-                         f"(choose from {', '.join(fusion_points(name))})")
+                         f"(choose from {', '.join(fusion_points(name) + [SCORE])})")
     if input_size is not None:
         layer_plan(NetConfig(name=name, input_size=input_size, pool=pool))
 
@@ -226,6 +229,22 @@ class FuseNet(nn.Module):
 
 
 # --- score fusion (FusePred-Net, figure 4.5) ---------------------------------------------------------------
+class JointFusePred(nn.Module):
+    """FusePred-Net trained as one net (the author's ``score_fusing``, ``sum``): a Depth-Net and an RGB-Net with no
+    shared layer, whose output is the weighted average w * depth + (1 - w) * rgb; the loss is taken on that
+    average, so both streams learn together from scratch.  The thesis (4.3.3) trains the two nets independently
+    and averages afterwards (:func:`fuse_scores`)."""
+
+    def __init__(self, depth_cfg: NetConfig, rgb_channels: int, w: float = 0.5):
+        super().__init__()
+        self.w = w
+        self.depth_net = PoseNet(replace(depth_cfg, in_channels=1))
+        self.rgb_net = PoseNet(replace(depth_cfg, in_channels=rgb_channels))
+
+    def forward(self, depth: torch.Tensor, rgb: torch.Tensor) -> torch.Tensor:
+        return self.w * self.depth_net(depth) + (1 - self.w) * self.rgb_net(rgb)
+
+
 SCORE_WEIGHTS = ("fixed", "error", "learned")
 
 

@@ -29,7 +29,7 @@ from hpe import DataError
 from hpe.atomic import atomic_path, write_json
 from hpe.output import replacing
 from hpe.camera import NYU_CAMERA, Camera
-from hpe.crop import crop_frame, find_centre, valid_depth
+from hpe.crop import CropRules, crop_frame, find_centre, valid_depth
 from hpe.dataset import InputAssembler, resize_crops
 from hpe.export import TrainedRun, load_run
 from hpe.nyu import SKELETON, check_not_colour, decode_depth, write_joints_txt
@@ -172,11 +172,12 @@ class Frame:
     no_hand: str | None = None  # why the final crop holds no hand-like object (set by each crop)
 
 
-def _batch(frames: list[Frame], cube: float, size: int) -> tuple[torch.Tensor, torch.Tensor | None, list[dict]]:
+def _batch(frames: list[Frame], cube: float, size: int,
+           rules: CropRules = CropRules()) -> tuple[torch.Tensor, torch.Tensor | None, list[dict]]:
     crops = []
     for f in frames:
         try:
-            crops.append(crop_frame(f.depth, f.rgb, f.centre_uvd, cube, size, f.camera))
+            crops.append(crop_frame(f.depth, f.rgb, f.centre_uvd, cube, size, f.camera, rules))
         except DataError as exc:
             raise DataError(f"{f.path}: {exc}") from None
     depth = torch.from_numpy(np.stack([c["depth"] for c in crops])).unsqueeze(1)
@@ -188,7 +189,7 @@ def _batch(frames: list[Frame], cube: float, size: int) -> tuple[torch.Tensor, t
 def _run_net(run: TrainedRun, assemble: InputAssembler, frames: list[Frame], device: torch.device,
              cube: float) -> tuple[np.ndarray, list[dict]]:
     """Normalised predictions (N, J, 3) for frames whose centres are set."""
-    depth, rgb, crops = _batch(frames, cube, run.preprocess["size"])
+    depth, rgb, crops = _batch(frames, cube, run.preprocess["size"], CropRules.from_attrs(run.preprocess))
     for f, c in zip(frames, crops):
         f.no_hand = no_hand(c["depth"])
     depth, rgb = resize_crops(depth, rgb, run.cfg.input_size)

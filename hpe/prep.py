@@ -25,7 +25,7 @@ from hpe.atomic import atomic_h5, ensure_space
 from hpe.output import check_writable
 from hpe.camera import NYU_CAMERA
 from hpe.config import merge, profile_section
-from hpe.crop import crop_frame, find_centre, hand_mask, normalise_joints
+from hpe.crop import CropRules, crop_frame, find_centre, hand_mask, normalise_joints
 from hpe.dataset import BYTES_PER_PIXEL, FORMAT_VERSION, SCHEMA
 from hpe.nyu import (
     EVAL_JOINTS,
@@ -65,6 +65,15 @@ class PrepConfig:
     workers: int = _r(max(1, os.cpu_count() or 1), lo=1)
     xyz_tolerance_mm: float = _r(1.0, lo=0, lo_open=True)
     chunk: int = _r(32, lo=1)
+    # Readings (README "Profiles and divergences"; hpe.crop.CropRules): the thesis profile's are the defaults.
+    paste: Literal["round", "floor"] = "round"
+    rgb_resize: Literal["pil", "opencv"] = "pil"
+    centre_depth: Literal["label", "image"] = "label"   # z_c of eqs. 4.6 and 4.9: the label's d, or I(c_m)
+    rgb_stats: Literal["masked-crop", "hand-pixels"] = "masked-crop"  # what mu_c, sigma_c (eqs. 4.10-4.12) cover
+
+    @property
+    def rules(self) -> CropRules:
+        return CropRules(self.paste, self.rgb_resize, self.centre_depth)
 
 
 def prep_config(profile: str = "thesis", **options) -> PrepConfig:
@@ -115,7 +124,7 @@ def process_frame(depth_file: Path, rgb_file: Path, frame: int, subject: int, uv
     rgb = read_rgb(rgb_file, frame)
     try:
         centre_uvd = find_centre(depth, cfg.centre, cube, uvd36[PALM_JOINT])
-        row = crop_frame(depth, rgb, centre_uvd, cube, cfg.size)
+        row = crop_frame(depth, rgb, centre_uvd, cube, cfg.size, rules=cfg.rules)
     except DataError as exc:
         raise DataError(f"{depth_file} (frame {frame}): {exc}") from None
     xyz = xyz36[joint_idx]
@@ -138,9 +147,11 @@ def _work(task):
     if not good:
         return None, errors
     batch = {name: np.stack([r[name] for r in good]) for name in SCHEMA}
-    masked = batch["rgb"].astype(np.float64) * hand_mask(batch["depth"].astype(np.float32))[:, None]
+    mask = hand_mask(batch["depth"].astype(np.float32))
+    masked = batch["rgb"].astype(np.float64) * mask[:, None]
     batch["rgb_sum"] = masked.sum(axis=(2, 3))
     batch["rgb_sq"] = (masked ** 2).sum(axis=(2, 3))
+    batch["rgb_hand"] = mask.sum(axis=(1, 2))
     return batch, errors
 
 
@@ -154,15 +165,18 @@ def _create(group: h5py.Group, n: int, size: int, n_joints: int) -> None:
 
 
 class _RgbStats:
-    """Per-channel mean and std over the masked training crops (the mu_c, sigma_c of eqs. 4.10, 4.11, 4.12)."""
+    """Per-channel mean and std over the masked training crops (the mu_c, sigma_c of eqs. 4.10, 4.11, 4.12):
+    ``masked-crop`` counts every pixel of the mask-multiplied crops, the zeroed background included (the crop the
+    equations are applied to); ``hand-pixels`` only the hand's pixels (the colour of the hand itself)."""
 
-    def __init__(self, size: int):
-        self.sum, self.sq, self.n, self.pixels = np.zeros(3), np.zeros(3), 0, size * size
+    def __init__(self, size: int, reading: str = "masked-crop"):
+        self.sum, self.sq, self.n, self.pixels, self.reading = np.zeros(3), np.zeros(3), 0, size * size, reading
 
     def add(self, batch: dict, rows: np.ndarray) -> None:
         self.sum += batch["rgb_sum"][rows].sum(axis=0)
         self.sq += batch["rgb_sq"][rows].sum(axis=0)
-        self.n += int(rows.sum()) * self.pixels
+        self.n += (int(batch["rgb_hand"][rows].sum()) if self.reading == "hand-pixels"
+                   else int(rows.sum()) * self.pixels)
 
     def result(self) -> tuple[np.ndarray, np.ndarray]:
         mean = self.sum / self.n
@@ -223,7 +237,9 @@ def _attrs(cfg: PrepConfig, root: Path, joint_idx: tuple[int, ...], split_s1: in
             "joint_indices": np.asarray(joint_idx), "test_subject1_frames": split_s1,
             "camera": np.array([NYU_CAMERA.fx, NYU_CAMERA.fy, NYU_CAMERA.cx, NYU_CAMERA.cy]),
             "joint_names": np.array(EVAL_NAMES if cfg.joints == "eval" else [f"J{i}" for i in joint_idx],
-                                    dtype=h5py.string_dtype())}
+                                    dtype=h5py.string_dtype()),
+            "paste": cfg.paste, "rgb_resize": cfg.rgb_resize, "centre_depth": cfg.centre_depth,
+            "rgb_stats": cfg.rgb_stats}
 
 
 def prep(root: Path, out: Path, config: PrepConfig | None = None, progress: bool = True) -> dict:
@@ -239,7 +255,7 @@ def prep(root: Path, out: Path, config: PrepConfig | None = None, progress: bool
     stats = {"frames": 0, "skipped": 0, "seconds": 0.0}
     t0 = time.perf_counter()
     ctx = get_context("fork") if hasattr(os, "fork") else get_context()
-    rgb = _RgbStats(cfg.size)
+    rgb = _RgbStats(cfg.size, cfg.rgb_stats)
     with atomic_h5(out) as h5:
         with ctx.Pool(cfg.workers, _init_worker, (cfg, joint_idx)) as pool:
             h5.attrs.update(_attrs(cfg, root, joint_idx, split_s1))

@@ -262,7 +262,7 @@ def _side_views(xyz: np.ndarray) -> np.ndarray:
 
 
 def write_split(root: Path, split: str, n: int, seed: int, subject1_frames: int, workers: int,
-                progress: bool = False) -> None:
+                subject2_scale: float = SUBJECT2_SCALE, progress: bool = False) -> None:
     from scipy.io import savemat
 
     folder = root / split
@@ -273,7 +273,7 @@ def write_split(root: Path, split: str, n: int, seed: int, subject1_frames: int,
     subjects = subjects_of(np.arange(1, n + 1), subject1_frames if split == "test" else n)
     for i in range(n):
         frame, subject = i + 1, int(subjects[i])
-        scale = SUBJECT2_SCALE if subject == 2 else 1.0
+        scale = subject2_scale if subject == 2 else 1.0
         tasks.append((folder, frame, sample_pose(rng), scale, subject, [seed, split_id, frame]))
     # The workers pose the hand anyway: their joints come back in order, so the parent's serial part is only the
     # pose sampling (it posed every hand itself once, ~10 % of the work, on one core).
@@ -307,14 +307,21 @@ def generated_by_hpe(root: Path) -> bool:
 
 
 def generate(root: Path, n_train: int, n_test: int, seed: int = 0, workers: int | None = None,
-             force: bool = False, progress: bool = False) -> dict:
+             force: bool = False, subject2_scale: float | None = None, progress: bool = False) -> dict:
     """Write a synthetic NYU-layout dataset as ``root`` and return what was written.
+
+    ``subject2_scale`` sizes the second test subject's hand (default NYU's: 0.87 of the first's); another value makes a
+    test set with a hand size no run was developed on (``make reproduce-centres``'s held-out set).
 
     ``root`` must not exist or be empty; with ``force`` it may be a dataset hpe generated earlier, which is
     replaced only once the new one is complete."""
     root = Path(root)
     if n_train < 1 or n_test < 1:
         raise ValueError(f"need at least one training and one test frame, got --train {n_train} --test {n_test}")
+    subject2_scale = SUBJECT2_SCALE if subject2_scale is None else float(subject2_scale)
+    if not 0.5 <= subject2_scale <= 1.5:
+        raise ValueError(f"--subject2-scale {subject2_scale}: must be between 0.5 and 1.5 (a hand size relative to "
+                         f"the first subject's)")
     if root.exists() and not root.is_dir():
         raise DataError(f"{root} is a file, not a folder for a dataset")
     if root.is_dir() and any(root.iterdir()):
@@ -331,10 +338,10 @@ def generate(root: Path, n_train: int, n_test: int, seed: int = 0, workers: int 
     subject1 = min(n_test, max(1, round(n_test * TEST_SUBJECT1_FRAMES / TEST_FRAMES)))
     t0 = time.perf_counter()
     with atomic_dir(root, replace=True) as tmp:
-        write_split(tmp, "train", n_train, seed, subject1, workers, progress)
-        write_split(tmp, "test", n_test, seed, subject1, workers, progress)
+        write_split(tmp, "train", n_train, seed, subject1, workers, subject2_scale, progress)
+        write_split(tmp, "test", n_test, seed, subject1, workers, subject2_scale, progress)
         info = {"generator": "hpe.synthetic", "seed": seed, "train_frames": n_train,
-                "test_frames": n_test, "test_subject1_frames": subject1, "subject2_scale": SUBJECT2_SCALE,
+                "test_frames": n_test, "test_subject1_frames": subject1, "subject2_scale": subject2_scale,
                 "seconds": round(time.perf_counter() - t0, 2)}
         (tmp / SIDECAR).write_text(json.dumps(info, indent=2) + "\n")
     return info

@@ -20,10 +20,10 @@ from hpe import DataError
 from hpe.atomic import savez, write_json
 from hpe.camera import Camera
 from hpe.config import RUNTIME_KEYS, TrainConfig, build_train_config, config_from_dict
-from hpe.crop import denormalise_joints
+from hpe.crop import CropRules, denormalise_joints
 from hpe.dataset import InputAssembler, SplitData, fingerprint, input_channels, load_split, open_prepared, rgb_channels
 from hpe.metrics import joint_errors, normalised_mse
-from hpe.nets import FuseNet, NetConfig, PoseNet
+from hpe.nets import SCORE, FuseNet, JointFusePred, NetConfig, PoseNet
 from hpe.nyu import PALM_JOINT, write_joints_txt
 from hpe.optim import LasagneMomentum
 from hpe.progress import Lines
@@ -55,6 +55,8 @@ def build_model(cfg: TrainConfig, num_joints: int) -> torch.nn.Module:
                                                              cfg.rgb_mode),
                     input_size=cfg.input_size, num_joints=num_joints, width=cfg.width, fc_units=cfg.fc_units,
                     pool=cfg.pool, dropout=cfg.dropout)
+    if cfg.inputs == "depth+rgb" and cfg.fusion_layer == SCORE:
+        return JointFusePred(net, rgb_channels(cfg.rgb_mode))
     if cfg.inputs == "depth+rgb":
         return FuseNet(replace(net, in_channels=1), rgb_channels(cfg.rgb_mode), cfg.fusion_layer, cfg.fusion,
                        cfg.fc_fusion)
@@ -357,6 +359,7 @@ def _setup(cfg: TrainConfig, run: RunDir, attrs: dict) -> Setup:
     val_dev = _to_device(val_d, device, "val", cfg.data)  # validated every epoch: keep it next to the model
     info = {k: _plain(attrs[k]) for k in ("size", "cube_mm", "cube_mm_subject2", "camera", "rgb_mean", "rgb_std",
                                          "centre", "joint_names", "profile")}
+    info.update(asdict(CropRules.from_attrs(attrs)), rgb_stats=str(attrs.get("rgb_stats", "masked-crop")))
     if load["joints"] is not None:
         info["joint_names"] = [info["joint_names"][j] for j in load["joints"]]
     return Setup(cfg, run, device, rank, world, model, net, opt, Accel(device, cfg.precision, cfg.channels_last),

@@ -66,4 +66,4 @@ def test_a_search_writes_one_scalar_set_per_trial(synthetic_h5, tmp_path, capsys
         rows = list(csv.DictReader((out / t / "log.csv").open()))
         assert [v for _, v in scalars(tb / "search" / t)["lr"]] == pytest.approx([float(r["lr"]) for r in rows])
     printed = capsys.readouterr().out
-    assert printed.count("trial ") == 2 and "(round 1): done, val MSE" in printed  # one line per finished trial
+    assert printed.count("trial ") == 2 and "(round 1): val_mse" in printed  # one line per finished trial
