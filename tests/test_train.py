@@ -76,6 +76,7 @@ def test_icip2018_schedule_is_the_authors_loop():
     epochs, actions, s = _schedule(curve, max_epochs=12, lr=1.0, **cfg)
     assert epochs == list(range(1, 9)) + list(range(2, 13))
     assert s.status == "done" and s.trained == 8 + 11 and s.lr == 0.5  # 19 epochs trained for a 12-epoch budget
+    assert s.reason == "reached max_epochs = 12"
 
 
 def _authors_loop(vals, num_epochs, patience, times):
