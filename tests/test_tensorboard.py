@@ -65,5 +65,5 @@ def test_a_search_writes_one_scalar_set_per_trial(synthetic_h5, tmp_path, capsys
     for t in trials:
         rows = list(csv.DictReader((out / t / "log.csv").open()))
         assert [v for _, v in scalars(tb / "search" / t)["lr"]] == pytest.approx([float(r["lr"]) for r in rows])
-    printed = capsys.readouterr().out
+    printed = capsys.readouterr().err  # hpe search reports trials on stderr
     assert printed.count("trial ") == 2 and "(round 1): val_mse" in printed  # one line per finished trial
