@@ -10,7 +10,7 @@ from hypothesis.extra.numpy import arrays
 
 from hpe.camera import Camera
 from hpe.config import TrainConfig
-from hpe.crop import _paste_geometry, crop_box, crop_hand, denormalise_joints, normalise_joints
+from hpe.crop import paste_geometry, crop_box, crop_hand, denormalise_joints, normalise_joints
 from hpe.nyu import read_joints_txt, write_joints_txt
 from hpe.train import LoopState, next_state
 from tests.test_train import _authors_loop
@@ -61,14 +61,19 @@ def test_normalise_denormalise_round_trip(xyz, data):
 
 
 @FAST
-@given(w=st.integers(1, 700), h=st.integers(1, 700), size=st.integers(8, 256))
-def test_paste_geometry_keeps_the_aspect_and_centres(w, h, size):
-    nw, nh, ox, oy = _paste_geometry(w, h, size)
+@given(w=st.integers(1, 700), h=st.integers(1, 700), size=st.integers(8, 256), rule=st.sampled_from(["round", "floor"]))
+def test_paste_geometry_keeps_the_aspect_and_centres(w, h, size, rule):
+    """Both rules keep the aspect ratio (the short side rounded, or floored as the author's code does) and centre
+    the resized crop on the canvas to within a pixel."""
+    nw, nh, ox, oy = paste_geometry(w, h, size, rule)
     assert max(nw, nh) == size and 1 <= min(nw, nh) <= size
     s = size / max(w, h)
-    assert abs(nw - w * s) <= 0.5 + 1e-9 or nw == 1
-    assert abs(nh - h * s) <= 0.5 + 1e-9 or nh == 1
-    assert 0 <= size - nw - 2 * ox <= 1 and 0 <= size - nh - 2 * oy <= 1
+    slack = 0.5 + 1e-9 if rule == "round" else 1.0
+    assert abs(nw - w * s) <= slack or nw == 1
+    assert abs(nh - h * s) <= slack or nh == 1
+    if rule == "floor":
+        assert (nw <= w * s + 1e-9 or nw == 1) and (nh <= h * s + 1e-9 or nh == 1)
+    assert abs(size - nw - 2 * ox) <= 1 and abs(size - nh - 2 * oy) <= 1
 
 
 @FAST
@@ -87,7 +92,7 @@ def test_crop_reads_the_pixels_its_transform_names(cam, u, v, zc, cube, size):
     np.testing.assert_array_equal(crop.box, box)
     assert box[0] <= u < box[2] and box[1] <= v < box[3]
     assert abs((box[2] - box[0]) - cube * cam.fx / zc) <= 1 and abs((box[3] - box[1]) - cube * cam.fy / zc) <= 1
-    nw, nh, ox, oy = _paste_geometry(int(box[2] - box[0]), int(box[3] - box[1]), size)
+    nw, nh, ox, oy = paste_geometry(int(box[2] - box[0]), int(box[3] - box[1]), size)
     inv = np.linalg.inv(crop.transform.astype(np.float64))
     cols, rows = np.meshgrid(np.arange(ox, ox + nw), np.arange(oy, oy + nh))
     src = inv @ np.stack([cols.ravel(), rows.ravel(), np.ones(cols.size)])
