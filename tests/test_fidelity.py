@@ -46,7 +46,7 @@ def test_centre_study_adds_the_held_out_rows(synthetic_root, synthetic_h5, tmp_p
 
 def test_make_reproduce_centres_evaluates_a_held_out_set(tmp_path):
     if shutil.which("make") is None:
-        pytest.skip("make is not installed")
+        pytest.fail("make is not installed (apt-get install make; .ci/run does this)")
     shutil.copy(REPO / "Makefile", tmp_path)
     for folder in ("experiments", "data_prep"):
         shutil.copytree(REPO / folder, tmp_path / folder)
@@ -258,7 +258,7 @@ def test_make_fusepred_target_hands_the_profile_to_hpe_fusepred(tmp_path):
     """make's FusePred target is the same for both profiles: it gives hpe fusepred the data and the profile, and
     fusepred.toml's per-profile choice decides (independent fusion of the two runs, or the joint net)."""
     if shutil.which("make") is None:
-        pytest.skip("make is not installed")
+        pytest.fail("make is not installed (apt-get install make; .ci/run does this)")
     shutil.copy(REPO / "Makefile", tmp_path)
     for folder in ("experiments", "data_prep"):
         shutil.copytree(REPO / folder, tmp_path / folder)

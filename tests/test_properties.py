@@ -9,11 +9,9 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from hpe.camera import Camera
-from hpe.config import TrainConfig
 from hpe.crop import paste_geometry, crop_box, crop_hand, denormalise_joints, normalise_joints
 from hpe.nyu import read_joints_txt, write_joints_txt
-from hpe.train import LoopState, next_state
-from tests.test_train import _authors_loop
+from tests.test_train import _authors_loop, _schedule
 
 FAST = settings(max_examples=60, deadline=None)
 
@@ -125,15 +123,8 @@ def test_kit_format_write_read_round_trip(uvd, tmp_path_factory):
 def test_next_state_is_the_authors_loop_on_any_curve(vals, patience, max_halvings, max_epochs):
     """halve-restore-rewind over random validation curves (few distinct values, so ties and plateaus are common):
     the epochs run, the halvings and the end are those of the author's loop."""
-    cfg = TrainConfig(patience=patience, max_halvings=max_halvings, max_epochs=max_epochs, lr=1.0,
-                      on_plateau="halve-restore-rewind")
-    s, epochs = LoopState(lr=1.0), []
-    for val in vals:
-        if s.status != "running":
-            break
-        s = LoopState(**{**s.__dict__, "epoch": s.epoch + 1, "trained": s.trained + 1})
-        epochs.append(s.epoch)
-        s, _ = next_state(s, val, cfg)
+    epochs, _, s = _schedule(vals, patience=patience, max_halvings=max_halvings, max_epochs=max_epochs, lr=1.0,
+                             on_plateau="halve-restore-rewind")
     assert s.status != "running", "60 epochs were not enough to end"
     want_epochs, halvings, end = _authors_loop(vals, max_epochs, patience, max_halvings)
     assert (epochs, s.halvings, s.status, s.lr) == (want_epochs, halvings, end, 0.5 ** halvings)

@@ -261,15 +261,16 @@ def test_fetch_refuses_a_dest_that_is_a_file(tmp_path, capsys):
 
 def test_sigterm_during_a_command_is_one_line(tiny_runs, tmp_path):
     """A second look at SIGTERM outside train: predict is interrupted cleanly, no temporaries, no empty --out."""
-    frames = [SAMPLE] * 400
+    frames = [SAMPLE] * 4000  # far more work than the time from claiming --out to the signal
     p = subprocess.Popen([sys.executable, "-m", "hpe", "predict", "--run", str(tiny_runs / "done"), "--out",
                           str(tmp_path / "p"), "--quiet", "--centre", "com", *frames], stderr=subprocess.PIPE,
                          text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
-    time.sleep(6)
+    deadline = time.monotonic() + 120
+    while not (tmp_path / "p").exists() and p.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)  # the output layer claims --out before any work: signal as soon as it exists
     p.send_signal(signal.SIGTERM)
     _, err = p.communicate(timeout=60)
-    if p.returncode == 0:
-        pytest.skip("predict finished before the signal")
+    assert p.returncode != 0, "predict finished before the signal: the test checked nothing"
     assert p.returncode == 143 and err.strip().splitlines() == ["hpe predict: terminated; nothing half-written was "
                                                                 "kept"], err
     assert not (tmp_path / "p").exists()

@@ -3,7 +3,6 @@ import csv
 
 import pytest
 
-pytest.importorskip("tensorboard")
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
 
 from hpe.tracking import SCALARS  # noqa: E402
@@ -54,7 +53,6 @@ def test_cli_option_and_missing_folder_errors(synthetic_h5, tmp_path, capsys):
 
 
 def test_a_search_writes_one_scalar_set_per_trial(synthetic_h5, tmp_path, capsys):
-    pytest.importorskip("optuna")
     from hpe.search import SearchConfig, search
     out, tb = tmp_path / "search", tmp_path / "tb"
     res = search({"data": str(synthetic_h5), "max_epochs": 1, "tensorboard": str(tb), **TINY}, out,
