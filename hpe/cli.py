@@ -573,17 +573,17 @@ def _scale_commands(add, common) -> None:
     s.add_argument("--workers", type=int, help="processes (default: all cores)")
     s.add_argument("--only", nargs="+", choices=["generation", "side-by-side", "prep", "load", "steps"],
                    help="measure only these sections (the file keeps the others)")
-    s.set_defaults(func=_cmd_scale_measure)
+    s.set_defaults(func=_cmd_scale_measure, outputs=[Out("out", "file")])
     s = sc.add_parser("tile", help="a prepared file's frames repeated up to NYU's split sizes (memory checks only)",
                       parents=[common], formatter_class=_Help)
     s.add_argument("src", type=Path, help="prepared .h5")
     s.add_argument("out", type=Path, help="output .h5")
-    s.set_defaults(func=_cmd_scale_tile)
+    s.set_defaults(func=_cmd_scale_tile, outputs=[Out("out", "file")])
     s = sc.add_parser("table", help="the README Scale table of a results file", parents=[common],
                       formatter_class=_Help)
     s.add_argument("results", type=Path, help="results/scale/nyu-size.json")
     s.add_argument("--readme", type=Path, help="rewrite the table between this file's scale-table markers")
-    s.set_defaults(func=_cmd_scale_table)
+    s.set_defaults(func=_cmd_scale_table, outputs=[Out("readme", "file")])
 
 
 def _tool_commands(add, common) -> None:
