@@ -18,7 +18,7 @@ from pathlib import Path
 
 from hpe import DataError, __version__
 from hpe.nyu import TEST_SUBJECT1_FRAMES
-from hpe.output import Out, claim, io_error_line
+from hpe.output import Out, check_apart, claim, io_error_line
 
 
 class _Terminated(KeyboardInterrupt):
@@ -651,6 +651,19 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _input_paths(a) -> list[Path]:
+    """Every path argument that is not a declared output: what the command reads."""
+    outs = {o.arg for o in getattr(a, "outputs", ())}
+    found = []
+    for key, value in vars(a).items():
+        if key in outs or key == "outputs":
+            continue
+        for v in value if isinstance(value, list) else [value]:
+            if isinstance(v, Path):
+                found.append(v)
+    return found
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     a = parser.parse_args(argv)
@@ -662,6 +675,7 @@ def main(argv: list[str] | None = None) -> int:
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
     outputs = [(Path(getattr(a, o.arg)), o.kind) for o in getattr(a, "outputs", ()) if getattr(a, o.arg, None)]
     try:
+        check_apart(outputs, _input_paths(a))
         with claim(outputs):
             return a.func(a)
     except (DataError, ValueError, FileNotFoundError, FileExistsError) as exc:

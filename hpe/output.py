@@ -130,10 +130,10 @@ def locked(lock: Path, what: Path, remove: bool = False) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             fh.seek(0)
-            holder = fh.read().strip() or "?"
+            holder = fh.read().strip()  # empty for the instant between the holder's lock and its pid write
             fh.close()
-            raise DataError(f"another hpe process (pid {holder}) is writing {what}: wait for it to finish, or "
-                            f"choose another output") from None
+            raise DataError(f"another hpe process{f' (pid {holder})' if holder else ''} is writing {what}: wait for "
+                            f"it to finish, or choose another output") from None
         try:
             same = os.fstat(fh.fileno()).st_ino == os.stat(lock).st_ino
         except FileNotFoundError:
@@ -178,11 +178,29 @@ def own_folder(folder: Path) -> Iterator[Path]:
 
 
 def _remove_if_empty(created: list[Path]) -> None:
-    for p in reversed(created):  # innermost first
+    """Remove the folders this process created, innermost first, if they hold nothing.  Our own lock is already
+    released (and its file removed) by then; a lock file still there is another process's, which won the folder
+    between our mkdir and our lock: its folder stays (removing it made the winner's writes fail)."""
+    for p in reversed(created):
         with contextlib.suppress(OSError):
-            if all(c.name == LOCK for c in p.iterdir()):
-                (p / LOCK).unlink(missing_ok=True)
-                p.rmdir()
+            p.rmdir()  # fails, and keeps the folder, unless it is empty
+
+
+def check_apart(outputs: list[tuple[Path, str]], inputs: list[Path]) -> None:
+    """Refuse, before any work, outputs that would overwrite what the command reads or each other: an output that
+    is one of its inputs (``evaluate --pred P --json P``, ``fusepred --out`` a run it fuses), replaces a file of an
+    input folder (``export --run R --out R/result.json``), or is given twice (``--json X --csv X``)."""
+    seen: dict[Path, Path] = {}
+    for path, _ in outputs:
+        real = Path(os.path.realpath(path))
+        if real in seen:
+            raise DataError(f"{path} is given as two outputs: give each output its own path")
+        seen[real] = path
+        for inp in inputs:
+            src = Path(os.path.realpath(inp))
+            if real == src or (src.is_dir() and real.parent == src and real.exists()):
+                raise DataError(f"output {path} would overwrite the input {inp}: choose an output outside what the "
+                                f"command reads")
 
 
 @contextlib.contextmanager

@@ -169,6 +169,8 @@ def open_run(run_dir: Path, role: str = "--run", allow_unfinished: bool = False,
     if (run_dir / "result.json").is_file():
         result = load_result(run_dir)
         status, reason = str(result.get("status")), str(result.get("reason", ""))
+        if status in FINISHED and result.get("warnings"):  # e.g. FusePred built from runs used unfinished
+            status, reason = "built-from-unfinished", "; ".join(map(str, result["warnings"]))
     else:
         status, reason = "unfinished", "no result.json: it was stopped or is still training"
     if status not in FINISHED and not allow_unfinished:

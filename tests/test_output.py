@@ -232,3 +232,49 @@ def test_disk_full_during_export_and_figures_is_one_line(full_disk, tiny_runs):
         assert r.returncode == 2 and "the disk is full" in r.stderr, r.stderr[-3000:]
         assert len(r.stderr.strip().splitlines()) == 1, r.stderr[-3000:]
         assert sorted(p.name for p in full_disk.iterdir()) == ["filler"]
+
+
+def test_an_output_never_overwrites_an_input_or_another_output(tiny_runs, tmp_path, capsys):
+    """Found by a careless user: evaluate's --json over its own --pred, --json and --csv on one path, export over
+    the run's result.json, fusepred into the Depth-Net run it fuses; each is one line and nothing is written."""
+    from hpe.cli import main
+    run = tiny_runs / "done"
+    pred = tmp_path / "p.txt"
+    pred.write_text((run / "test_predictions_uvd.txt").read_text())
+    before = {p: p.read_bytes() for p in [pred, run / "result.json"]}
+    cases = [["evaluate", "--pred", str(pred), "--json", str(pred)],
+             ["evaluate", "--pred", str(pred), "--json", str(tmp_path / "x"), "--csv", str(tmp_path / "x")],
+             ["export", "--run", str(run), "--out", str(run / "result.json")]]
+    for args in cases:
+        assert main(args) == 2, args
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and ("would overwrite the input" in err[0] or "two outputs" in err[0]), err
+    assert {p: p.read_bytes() for p in before} == before and not (tmp_path / "x").exists()
+
+
+def test_a_fusion_of_unfinished_runs_stays_marked_when_read_as_a_run(tiny_runs, tmp_path, capsys):
+    """FusePred built with --allow-unfinished records its inputs' warnings; reading it as a run later is refused
+    without --allow-unfinished, and with it the warning is carried on (it was silently 'done')."""
+    from hpe.cli import main
+    from hpe.run import open_run
+    exp = Path(__file__).resolve().parents[1] / "experiments" / "fig4.7" / "fusepred.toml"
+    out = tmp_path / "fp"
+    assert main(["fusepred", str(exp), "--depth-run", str(tiny_runs / "unfinished"), "--rgb-run",
+                 str(tiny_runs / "rgb"), "--out", str(out), "--allow-unfinished", "--training", "independent"]) == 0
+    capsys.readouterr()
+    with pytest.raises(DataError, match="built-from-unfinished"):
+        open_run(out, "--pred")
+    assert "unfinished" in open_run(out, "--pred", allow_unfinished=True).warning
+
+
+def test_a_refused_writer_leaves_the_winners_folder_alone(tmp_path):
+    """Found by a careless user: two `hpe train` into one new folder at once; the one that created the folder lost
+    the lock, and its clean-up removed the folder (and the lock file) under the winner, which then failed too."""
+    out = tmp_path / "run"
+    with own_folder(out):
+        # what the loser does: it created the folder, then is refused at the lock and cleans up
+        from hpe.output import _remove_if_empty
+        _remove_if_empty([out])
+        assert out.is_dir() and (out / ".lock").exists()
+        (out / "config.json").write_text("{}")  # the winner can still write
+    assert (out / "config.json").exists()
