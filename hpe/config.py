@@ -182,6 +182,8 @@ def merge(cls, layers: list[tuple[str, dict]]):
 def read_toml(path: Path) -> dict:
     """A TOML file as a dict, or one error line naming it."""
     path = Path(path)
+    if path.is_dir():
+        raise FileNotFoundError(f"{path} is a folder: give an experiment/preset .toml file")
     if not path.is_file():
         raise FileNotFoundError(f"missing experiment/preset file: {path}")
     try:
@@ -189,6 +191,9 @@ def read_toml(path: Path) -> dict:
             return tomllib.load(fh)
     except tomllib.TOMLDecodeError as exc:
         raise ValueError(f"{path}: not valid TOML: {exc}") from None
+    except UnicodeDecodeError:  # e.g. the prepared .h5 given where the experiment file goes
+        raise ValueError(f"{path} is not a text file: give an experiment/preset .toml file (a prepared .h5 goes "
+                         f"with --data)") from None
 
 
 def train_section(path: Path) -> dict:

@@ -92,3 +92,14 @@ def test_cli_prints_one_line(synthetic_h5, tmp_path):
     r = subprocess.run([sys.executable, "-m", "hpe", "train", "--data", str(synthetic_h5), "--out", str(tmp_path / "r"),
                         "--set", "batch_size=0"], capture_output=True, text=True)
     assert r.returncode == 2 and r.stderr.strip() == "hpe train: error: --set: batch_size = 0: must be >= 1"
+
+
+def test_a_binary_or_a_folder_given_as_the_experiment_is_one_line(tmp_path):
+    """Found by a careless user: `hpe train data/syn.h5 ...` printed a bare UnicodeDecodeError."""
+    from hpe.config import read_toml
+    binary = tmp_path / "syn.h5"
+    binary.write_bytes(b"\x89HDF\r\n\x1a\n\x00\xff")
+    with pytest.raises(ValueError, match="syn.h5 is not a text file: give an experiment/preset .toml file"):
+        read_toml(binary)
+    with pytest.raises(FileNotFoundError, match="is a folder"):
+        read_toml(tmp_path)
