@@ -296,7 +296,7 @@ rehearsal: | $(INSTALLED)
 # Measured 2026-12-03 on the merged suite (481 tests, clean clone): lines 91.7 %, branches 83.9 % (hpe/scale.py,
 # the NYU-size rehearsal tool, is 42 % covered: its measuring children run only in `make rehearsal`).
 COVERAGE ?= 1
-COVERAGE_FLOOR_LINES ?= 91.5
+COVERAGE_FLOOR_LINES ?= 91
 COVERAGE_FLOOR_BRANCHES ?= 83
 ifeq ($(COVERAGE),1)
 test: coverage
