@@ -44,13 +44,18 @@ def test_centre_study_adds_the_held_out_rows(synthetic_root, synthetic_h5, tmp_p
     assert all(r[3] == "0.0" and r[6] == "+0.0%" for r in rows if r[1] == "palm")
 
 
-def test_make_reproduce_centres_evaluates_a_held_out_set(tmp_path):
+
+def _make_project(tmp_path: Path) -> dict:
+    """A copy of the Makefile, experiments/ and data_prep/ to run `make -n` in; returns the environment."""
     if shutil.which("make") is None:
         pytest.fail("make is not installed (apt-get install make; .ci/run does this)")
     shutil.copy(REPO / "Makefile", tmp_path)
     for folder in ("experiments", "data_prep"):
         shutil.copytree(REPO / folder, tmp_path / folder)
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return {**os.environ, "PYTHONPATH": str(REPO)}
+
+def test_make_reproduce_centres_evaluates_a_held_out_set(tmp_path):
+    env = _make_project(tmp_path)
     r = subprocess.run(["make", "-n", "reproduce-centres", "VENV=none", "PYTHON=python3"], cwd=tmp_path, env=env,
                        capture_output=True, text=True)
     lines = r.stdout.replace("\\\n", " ").splitlines()
@@ -257,12 +262,7 @@ def test_fusepred_training_per_profile(synthetic_h5, tmp_path):
 def test_make_fusepred_target_hands_the_profile_to_hpe_fusepred(tmp_path):
     """make's FusePred target is the same for both profiles: it gives hpe fusepred the data and the profile, and
     fusepred.toml's per-profile choice decides (independent fusion of the two runs, or the joint net)."""
-    if shutil.which("make") is None:
-        pytest.fail("make is not installed (apt-get install make; .ci/run does this)")
-    shutil.copy(REPO / "Makefile", tmp_path)
-    for folder in ("experiments", "data_prep"):
-        shutil.copytree(REPO / folder, tmp_path / folder)
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env = _make_project(tmp_path)
     for profile in ("thesis", "icip2018"):
         r = subprocess.run(["make", "-n", "reproduce-fig4.7", "VENV=none", "PYTHON=python3", f"PROFILE={profile}"],
                            cwd=tmp_path, env=env, capture_output=True, text=True)
