@@ -220,9 +220,11 @@ def claim(targets: list[tuple[Path, str]]) -> Iterator[None]:
             stack.push(_undo_on_error(created))  # runs after the lock below is released
             _probe(path.parent, path)
             if kind == "shared":
-                if not path.exists():
+                try:  # workers sharing a search folder start together: only the one that made it notes it
                     path.mkdir()
                     created.append(path)
+                except FileExistsError:
+                    pass
                 sweep_stale(path)
             else:
                 stack.enter_context(locked(beside_lock(path), path, remove=True))
