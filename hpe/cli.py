@@ -648,7 +648,25 @@ def build_parser() -> argparse.ArgumentParser:
     _figure_commands(add, common)
     _tool_commands(add, common)
     _scale_commands(add, common)
+    _file_outputs_refuse_folders(p)
     return p
+
+
+def _file_outputs_refuse_folders(parser: argparse.ArgumentParser) -> None:
+    """A file output (or a file-name prefix) typed with a trailing '/' means a folder: refused at parse time for
+    every command that declares one, rather than writing ``DIR.png`` beside the folder the user meant."""
+    def file_path(text: str) -> Path:
+        if text.endswith(("/", os.sep)):
+            raise argparse.ArgumentTypeError(f"{text} ends in '/', a folder: give a file name (e.g. {text}NAME)")
+        return Path(text)
+
+    kinds = {o.arg for o in parser.get_default("outputs") or () if o.kind in ("file", "prefix")}
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                _file_outputs_refuse_folders(child)
+        elif action.dest in kinds:
+            action.type = file_path
 
 
 def _input_paths(a) -> list[Path]:

@@ -162,15 +162,16 @@ def _swapped(xyz: np.ndarray, gt: GroundTruth, declared: float) -> str | None:
 
 
 def load_method(name: str, src: Path, gt: GroundTruth, fmt: str = "uvd", joint_order: tuple[int, ...] = EVAL_JOINTS,
-                published_mm: float | None = None, allow_unfinished: bool = False) -> Method:
-    """A run folder (its ``test_predictions_uvd.txt``) or a prediction file, checked and lifted to xyz."""
+                published_mm: float | None = None, allow_unfinished: bool = False, flag: str = "--pred") -> Method:
+    """A run folder (its ``test_predictions_uvd.txt``) or a prediction file, checked and lifted to xyz; ``flag``
+    is the option that named it, for the messages."""
     src = Path(src)
     warning = None
     if src.is_dir():
         from hpe.run import check_data, open_run
-        info = open_run(src, "--pred", allow_unfinished)
+        info = open_run(src, flag, allow_unfinished)
         if str(gt.source).endswith(".h5"):
-            check_data(info, Path(gt.source), "--pred")
+            check_data(info, Path(gt.source), flag)
         warning = info.warning
         path = src / "test_predictions_uvd.txt"
         if not path.is_file():
@@ -215,10 +216,11 @@ def tompson_method(mat: Path, depth_dir: Path | None, gt: GroundTruth) -> Method
 
 def collect(preds: list[tuple[str, Path]], gt: GroundTruth, fmt: str = "uvd",
             joint_order: tuple[int, ...] = EVAL_JOINTS, tompson: Path | None = None, depth_dir: Path | None = None,
-            baselines: Path | None = None, allow_unfinished: bool = False) -> list[Method]:
+            baselines: Path | None = None, allow_unfinished: bool = False, flag: str = "--pred") -> list[Method]:
     """Every method to compare: the given files / run folders, Tompson et al. (lifted to 3D) and the kit's files
     in ``baselines`` (named by method, with their published means)."""
-    methods = [load_method(name, src, gt, fmt, joint_order, allow_unfinished=allow_unfinished) for name, src in preds]
+    methods = [load_method(name, src, gt, fmt, joint_order, allow_unfinished=allow_unfinished, flag=flag)
+               for name, src in preds]
     if tompson is not None:
         methods.append(tompson_method(tompson, depth_dir, gt))
     if baselines is not None:
@@ -227,9 +229,11 @@ def collect(preds: list[tuple[str, Path]], gt: GroundTruth, fmt: str = "uvd",
     names = [m.name for m in methods]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
-        raise ValueError(f"two methods are called {', '.join(dupes)}: give each --pred its own --name")
+        own = "its own --name" if flag == "--pred" else "its own NAME (NAME=PATH)"
+        raise ValueError(f"two methods are called {', '.join(dupes)}: give each {flag} {own}")
     if not methods:
-        raise ValueError("nothing to evaluate: give --pred FILE, --tompson MAT or --baselines DIR")
+        given = "--pred FILE" if flag == "--pred" else f"{flag} NAME=PATH"
+        raise ValueError(f"nothing to evaluate: give {given}, --tompson MAT or --baselines DIR")
     return methods
 
 

@@ -195,7 +195,7 @@ def compare(methods: list[tuple[str, Path]], gt: Path | None, prefix: Path, titl
     """Figures 4.7-4.9 (and the leaderboard): the one evaluation path, then the figure, CSV and JSON summary."""
     truth = load_ground_truth(gt)
     found = collect(methods, truth, tompson=tompson, depth_dir=depth_dir, baselines=baselines,
-                    allow_unfinished=allow_unfinished)
+                    allow_unfinished=allow_unfinished, flag="--method")
     notes = list(notes or []) + [f"warning: {m.warning}" for m in found if m.warning]
     result = summaries(found, truth, success)
     figure_compare({m.name: m.errors for m in found}, prefix, title, notes, success,

@@ -58,11 +58,9 @@ def load_run(run_dir: Path, device: torch.device | str = "cpu", role: str = "--r
     the folder is checked by the run-folder contract (:func:`hpe.run.open_run`) first."""
     from hpe.train import build_model
     path = Path(run_dir) / "best.pt"
-    if not Path(run_dir).is_dir():
-        raise DataError(f"run folder {run_dir} does not exist")
+    info = open_run(run_dir, role, allow_unfinished, **fits)
     if not path.is_file():
         raise DataError(f"{run_dir} has no weights (missing best.pt): train it first, or give another --run")
-    info = open_run(run_dir, role, allow_unfinished, **fits)
     try:
         saved = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as exc:
@@ -140,8 +138,18 @@ def export_torchscript(model: torch.nn.Module, path: Path, meta: dict) -> None:
     write_bytes_from(Path(path), lambda buf: torch.jit.save(scripted, buf, _extra_files={"hpe.json": json.dumps(meta)}))
 
 
+SUFFIXES = {"onnx": (".onnx",), "torchscript": (".pt", ".pth", ".ts", ".torchscript")}
+
+
 def export(run_dir: Path, fmt: str, out: Path, allow_unfinished: bool = False) -> dict:
     """Export a run's network; returns the metadata written with it."""
+    if fmt not in SUFFIXES:
+        raise ValueError(f"unknown export format '{fmt}' (choose from {', '.join(SUFFIXES)})")
+    other = {suffix: name for name, suffixes in SUFFIXES.items() if name != fmt for suffix in suffixes}
+    if Path(out).suffix.lower() in other:  # a .onnx file holding TorchScript would fail far from here
+        raise ValueError(f"--out {out} is named like {other[Path(out).suffix.lower()]} but --format {fmt} was asked "
+                         f"for: name it {Path(out).with_suffix(SUFFIXES[fmt][0])} or pass "
+                         f"--format {other[Path(out).suffix.lower()]}")
     run = load_run(run_dir, allow_unfinished=allow_unfinished)
     meta = metadata(run)
     if fmt == "onnx":

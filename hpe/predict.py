@@ -355,8 +355,10 @@ def predict(run_dir: Path, inputs: list[str], out: Path, centre: str = "refined"
     from hpe.train import pick_device
     if hand not in HANDS:
         raise ValueError(f"--hand {hand}: choose {', '.join(HANDS)}")
-    if batch_size < 1 or refine_steps < 0:
-        raise ValueError(f"--batch-size {batch_size} must be >= 1 and --refine-steps {refine_steps} >= 0")
+    if batch_size < 1:
+        raise ValueError(f"--batch-size {batch_size}: must be at least 1 (frames per batch)")
+    if refine_steps < 0:
+        raise ValueError(f"--refine-steps {refine_steps}: must be 0 or more (crops per centre-net stage)")
     check_cube(cube)
     cam = parse_camera(camera)
     if not (depth_scale > 0 and math.isfinite(depth_scale)):

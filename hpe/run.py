@@ -51,6 +51,14 @@ class RunDir:
         for name in TRAINING_FILES:
             (self.dir / name).unlink(missing_ok=True)
 
+    def foreign(self, keep: tuple[Path, ...] = ()) -> list[str]:
+        """What the folder holds besides a run's own files (hidden ones, e.g. the lock, aside): a new run there
+        would mix its files with another command's outputs."""
+        if not self.dir.is_dir():
+            return []
+        return sorted(p.name for p in self.dir.iterdir() if p.name not in TRAINING_FILES
+                      and not p.name.startswith(".") and p.resolve() not in {Path(k).resolve() for k in keep})
+
     def write_log(self, rows: list[dict]) -> None:
         buf = io.StringIO()
         w = csv.DictWriter(buf, LOG_FIELDS)

@@ -149,11 +149,15 @@ def _open_study(cfg: SearchConfig, out: Path):
 
 def check_search_config(cfg: SearchConfig, max_trials: int | None) -> None:
     """Settings that cannot describe a search are refused before anything is opened."""
-    for name, value, ok in (("--rounds", cfg.rounds, cfg.rounds >= 1), ("--samples", cfg.samples, cfg.samples >= 1),
-                            ("--heartbeat", cfg.heartbeat_s, cfg.heartbeat_s >= 1),
-                            ("--max-trials", max_trials, max_trials is None or max_trials >= 1)):
+    no_search = "zero trials is no search"
+    for name, value, ok, why in (
+            ("--rounds", cfg.rounds, cfg.rounds >= 1, no_search),
+            ("--samples", cfg.samples, cfg.samples >= 1, no_search),
+            ("--max-trials", max_trials, max_trials is None or max_trials >= 1, no_search),
+            ("--heartbeat", cfg.heartbeat_s, cfg.heartbeat_s >= 1,
+             "seconds between a worker's signs of life; its trial is failed after two missed")):
         if not ok:
-            raise ValueError(f"{name} {value}: must be at least 1 (zero trials is no search)")
+            raise ValueError(f"{name} {value}: must be at least 1 ({why})")
     if not 0 < cfg.shrink <= 1:
         raise ValueError(f"--shrink {cfg.shrink}: must lie in (0, 1] (the factor each round narrows the ranges by)")
 

@@ -140,10 +140,15 @@ def test_bad_frames_are_one_line_naming_the_file(runs, tmp_path, make, message):
     assert re.search(message, r.stderr), r.stderr
 
 
-def test_a_run_without_weights_is_named(tmp_path, sample_frame):
-    (tmp_path / "run").mkdir()
+def test_a_run_without_weights_is_named(runs, tmp_path, sample_frame):
+    import shutil
+    shutil.copytree(runs[0], tmp_path / "run")
+    (tmp_path / "run" / "best.pt").unlink()
     with pytest.raises(DataError, match="run has no weights \\(missing best.pt\\)"):
         predict(tmp_path / "run", [str(sample_frame[0])], tmp_path / "o", progress=False)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="empty is not a run folder \\(no readable config.json\\)"):
+        predict(tmp_path / "empty", [str(sample_frame[0])], tmp_path / "o", progress=False)
 
 
 def test_custom_camera_and_size(runs, sample_frame, tmp_path):

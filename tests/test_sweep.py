@@ -132,13 +132,31 @@ CASES = [
     ("predict-no-frames", "predict --run {run} --out {tmp}/p {tmp}/none*.png", 2, "no depth frames found"),
     ("predict-batch-zero", "predict --run {run} --out {tmp}/p {sample} --batch-size 0", 2, "--batch-size 0"),
     ("predict-depth-scale", "predict --run {run} --out {tmp}/p {sample} --depth-scale 0", 2, "--depth-scale 0"),
-    ("predict-not-a-run", "predict --run {tmp} --out {tmp}/p {sample}", 2, "no weights"),
+    ("predict-not-a-run", "predict --run {tmp} --out {tmp}/p {sample}", 2, "is not a run folder"),
     ("predict-npy-3d", "predict --run {run} --out {tmp}/p {tmp}/cube.npy", 2, "2-D array"),
     # export
     ("export-out-is-folder", "export --run {run} --out {tmp}", 2, "is a folder; give a file name"),
     ("export-not-learned", "export --run {nl} --out {tmp}/m.onnx", 2, "is not-learned"),
-    ("export-missing-run", "export --run {tmp}/missing --out {tmp}/m.onnx", 2, "does not exist"),
+    ("export-missing-run", "export --run {tmp}/missing --out {tmp}/m.onnx", 2, "no such run folder"),
     ("export-read-only", "export --run {run} --format torchscript --out /proc/m.pt", 2, "cannot write /proc/m.pt"),
+    # session 6: messages that named the wrong option, outputs that meant something else
+    ("search-zero-heartbeat", "search --data {h5} --out {tmp}/s --heartbeat 0", 2,
+     "--heartbeat 0: must be at least 1 (seconds between"),
+    ("predict-negative-refine", "predict --run {run} --out {tmp}/p {sample} --refine-steps -3", 2,
+     "--refine-steps -3: must be 0 or more"),
+    ("predict-batch-zero", "predict --run {run} --out {tmp}/p {sample} --batch-size 0", 2,
+     "--batch-size 0: must be at least 1"),
+    ("figure-frame-out-slash", "figure frame --out {tmp}/figs/", 2, "ends in '/', a folder: give a file name"),
+    ("eval-json-slash", "evaluate --pred {fb} --json {tmp}/new/", 2, "ends in '/', a folder"),
+    ("export-format-suffix", "export --run {run} --format torchscript --out {tmp}/m.onnx", 2,
+     "is named like onnx but --format torchscript"),
+    ("export-run-is-file", "export --run {tmp}/afile --out {tmp}/m.pt --format torchscript", 2,
+     "no such run folder (it is a file)"),
+    ("train-out-is-predict-folder", "train --data {h5} --out {tmp}/preds --set max_epochs=1", 2,
+     "holds files that are not a run's (predictions.json)"),
+    ("compare-same-name", "figure compare --method a={fb} --method a={fb} --out {tmp}/c", 2,
+     "give each --method its own NAME"),
+    ("compare-nothing", "figure compare --out {tmp}/c", 2, "give --method NAME=PATH"),
     # right, with what the user should know
     ("ok-eval-json-new-folders", "evaluate --pred {fb} --json {tmp}/new/sub/t.json", 0, ""),
     ("ok-predict-wall-flagged", "predict --run {run} --out {tmp}/p {tmp}/wall.png --centre com --quiet", 0,
@@ -163,6 +181,8 @@ def _files(tmp: Path) -> None:
 
     from hpe.nyu import read_joints_txt, write_joints_txt
     (tmp / "afile").write_text("not a folder")
+    (tmp / "preds").mkdir()  # what `hpe predict --out` left: not a run folder
+    (tmp / "preds" / "predictions.json").write_text("{}")
     p = read_joints_txt(REF / "ICCV15_NYU_Feedback.txt.gz")
     lines = [" ".join(f"{v:.4f}" for v in row.ravel()) for row in p]
     (tmp / "preds.csv").write_text("\n".join(x.replace(" ", ",") for x in lines) + "\n")
