@@ -72,11 +72,16 @@ help:
 
 # --- environment ---------------------------------------------------------------------------------------
 venv: $(INSTALLED)
+# pip -q is silent for half a minute while it unpacks torch: a line every 10 s says the step is alive.
+ALIVE = ( while sleep 10; do echo "   ... $(1) ($$(( $$(date +%s) - t0 )) s)"; done ) & alive=$$!; \
+  trap 'kill $$alive 2>/dev/null' EXIT
 $(VENV)/.installed: pyproject.toml setup.py
+	@echo "== creating $(VENV): pip, $(TORCH_SPEC), hpe and its test tools (about 1-2 minutes)"
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install -q --upgrade pip
-	$(VENV)/bin/pip install -q "$(TORCH_SPEC)"
-	$(VENV)/bin/pip install -q -e ".[test]"
+	@t0=$$(date +%s); $(call ALIVE,installing into $(VENV)); set -e; \
+	  echo "$(VENV)/bin/pip install -q --upgrade pip"; $(VENV)/bin/pip install -q --upgrade pip; \
+	  echo "$(VENV)/bin/pip install -q \"$(TORCH_SPEC)\""; $(VENV)/bin/pip install -q "$(TORCH_SPEC)"; \
+	  echo "$(VENV)/bin/pip install -q -e \".[test]\""; $(VENV)/bin/pip install -q -e ".[test]"
 	touch $@
 deps-check:
 	@$(PYTHON) -c "import torch, numpy, scipy, h5py, matplotlib, PIL, imagecodecs, tqdm" || \
