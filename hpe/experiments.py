@@ -153,7 +153,7 @@ def fusepred_independent(experiment: Path, depth_run: Path, rgb_run: Path, out: 
     result = {"status": "done", "weights": kind, "experiment": str(experiment), "depth_run": str(depth_run),
               "rgb_run": str(rgb_run), "best_val_mse": float(np.mean((val - dv["target"]) ** 2)),
               "mean_weight_depth": float(w.mean()), **({"warnings": warnings} if warnings else {})}
-    with replacing(Path(out)) as stage:
+    with replacing(Path(out), "fusepred") as stage:
         write_joints_txt(stage / "test_predictions_uvd.txt", _run_camera(depth_run).xyz_to_uvd(fused_xyz))
         savez(stage / "weights.npz", w=w)
         # What the run-folder contract reads when the fused result is evaluated like a run.

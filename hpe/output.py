@@ -242,35 +242,53 @@ def _undo_on_error(created: list[Path]):
 
 # --- a folder replaced as a whole ----------------------------------------------------------------------------
 @contextlib.contextmanager
-def replacing(folder: Path) -> Iterator[Path]:
-    """Yield a staging folder for a command's complete output; on success its files replace the previous run's
+def replacing(folder: Path, command: str) -> Iterator[Path]:
+    """Yield a staging folder for ``command``'s complete output; on success its files replace the previous run's
     (listed in the folder's manifest) as a whole; on failure the staging folder goes and the previous outputs
-    stay as they were."""
+    stay as they were.  A folder holding another command's outputs (a run's ``config.json``, another command's
+    manifest) is refused before any work: the outputs would mix; the user's own files are left alone."""
     folder = Path(folder)
     with own_folder(folder):
+        by, listed = _manifest_of(folder)
+        if by and by != command:
+            held = f"the outputs of hpe {by}"
+        elif (folder / "config.json").exists() and "config.json" not in listed:
+            held = "a training run (config.json)"
+        else:
+            held = None
+        if held:
+            raise DataError(f"{folder} holds {held}: hpe {command}'s outputs would mix with them; choose a new "
+                            f"or empty output folder")
         stage = temp_path(folder / "stage")
         remove_path(stage)
         stage.mkdir()
         try:
             yield stage
             new = sorted(p.name for p in stage.iterdir())
-            for name in _manifest(folder):
+            for name in listed:
                 if name not in new:
                     remove_path(folder / name)
             for name in new:
                 remove_path(folder / name)
                 os.replace(stage / name, folder / name)
-            write_json(folder / MANIFEST, {"files": new})
+            write_json(folder / MANIFEST, {"command": command, "files": new})
         finally:
             remove_path(stage)
 
 
-def _manifest(folder: Path) -> list[str]:
+def written_by(folder: Path) -> str:
+    """The hpe command whose outputs a folder holds ('' if none recorded)."""
+    return _manifest_of(folder)[0] if (Path(folder) / MANIFEST).exists() else ""
+
+
+def _manifest_of(folder: Path) -> tuple[str, list[str]]:
+    """The command that last completed into ``folder`` and the files it wrote (none: no manifest)."""
     try:
-        names = json.loads((folder / MANIFEST).read_text())["files"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return []
-    return [n for n in names if isinstance(n, str) and "/" not in n and n not in ("", ".", "..")]
+        doc = json.loads((folder / MANIFEST).read_text())
+        names, command = doc["files"], str(doc.get("command", ""))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return "", []
+    return command, [n for n in names if isinstance(n, str) and "/" not in n and n not in ("", ".", "..")]
 
 
 def io_error_line(exc: OSError) -> str:

@@ -383,7 +383,7 @@ def predict(run_dir: Path, inputs: list[str], out: Path, centre: str = "refined"
     rgb_files = pair_rgb(files, rgb) if needs_rgb else [None] * len(files)
     cube = cube or float(run.preprocess["cube_mm"])
     warnings = [w for w in [run.info.warning] + [r.info.warning for r in refiners] if w]
-    with replacing(Path(out)) as stage:
+    with replacing(Path(out), "predict") as stage:
         records = []
         bar = tqdm(total=len(files), desc="predict", unit="frame", disable=None if progress else True,
                    dynamic_ncols=True)

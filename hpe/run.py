@@ -51,13 +51,13 @@ class RunDir:
         for name in TRAINING_FILES:
             (self.dir / name).unlink(missing_ok=True)
 
-    def foreign(self, keep: tuple[Path, ...] = ()) -> list[str]:
-        """What the folder holds besides a run's own files (hidden ones, e.g. the lock, aside): a new run there
-        would mix its files with another command's outputs."""
-        if not self.dir.is_dir():
-            return []
-        return sorted(p.name for p in self.dir.iterdir() if p.name not in TRAINING_FILES
-                      and not p.name.startswith(".") and p.resolve() not in {Path(k).resolve() for k in keep})
+    def other_outputs(self) -> str:
+        """Another command's outputs in the folder (predict's, fusepred's), named; '' if none: a new run there would
+        mix its files with them."""
+        from hpe.output import MANIFEST, written_by
+        if not (self.dir / MANIFEST).exists():
+            return ""
+        return f"the outputs of hpe {written_by(self.dir) or 'another command'}"
 
     def write_log(self, rows: list[dict]) -> None:
         buf = io.StringIO()

@@ -371,11 +371,10 @@ def _resume(cfg: TrainConfig, run: RunDir, resume: bool, restart_if_changed: boo
             fp: str) -> tuple[TrainConfig, dict | None]:
     """The checkpoint to continue from (or None), refusing a resume onto other settings or other data."""
     if not run.ckpt.exists():
-        other = run.foreign(keep=tuple(p for p in (cfg.tensorboard,) if p))
+        other = run.other_outputs()
         if other:
-            shown = ", ".join(other[:4]) + (f" and {len(other) - 4} more" if len(other) > 4 else "")
-            raise FileExistsError(f"{run.dir} holds files that are not a run's ({shown}): a run there would mix "
-                                  f"with them; choose a new or empty output folder")
+            raise FileExistsError(f"{run.dir} holds {other}: a run there would mix its files with them; choose a "
+                                  f"new or empty output folder")
         return cfg, None
     if not resume:
         raise FileExistsError(f"{run.dir} already holds a run (checkpoint.pt); pass --resume to continue it "

@@ -84,7 +84,7 @@ def test_installed_package_finds_its_bundled_files(tmp_path):
     (["sweep-fusion", "--data", "x.h5"], "the following arguments are required: --out"),
     (["nets", "--input-size", "0"], "--input-size 0 and --joints 14 must be positive"),
     (["prep", "root", "o.h5", "--size", "0"], "command line: size = 0: must be >= 8"),
-    (["predict", "--run", "r", "--out", "o", "f.png", "--batch-size", "0"], "--batch-size 0 must be >= 1"),
+    (["predict", "--run", "r", "--out", "o", "f.png", "--batch-size", "0"], "--batch-size 0: must be at least 1"),
 ])
 def test_careless_arguments_are_one_line(args, message):
     r = subprocess.run([sys.executable, "-m", "hpe", *args], capture_output=True, text=True)

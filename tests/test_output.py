@@ -110,21 +110,29 @@ def test_stale_temporaries_are_swept_before_the_free_space_check(tmp_path, monke
 
 def test_a_rerun_replaces_a_folders_outputs_as_a_whole(tmp_path):
     out = tmp_path / "o"
-    with replacing(out) as stage:
+    with replacing(out, "predict") as stage:
         for i in range(3):
             (stage / f"overlay{i}.png").write_text("old")
         (stage / "overlays").mkdir()
         (stage / "predictions.json").write_text("old")
     (out / "mine.txt").write_text("the user's own file")
     with pytest.raises(RuntimeError):  # a failed rerun keeps the previous outputs as they were
-        with replacing(out) as stage:
+        with replacing(out, "predict") as stage:
             (stage / "predictions.json").write_text("half")
             raise RuntimeError("killed")
     assert (out / "predictions.json").read_text() == "old" and (out / "overlay2.png").exists()
-    with replacing(out) as stage:
+    with replacing(out, "predict") as stage:
         (stage / "predictions.json").write_text("new")
     assert sorted(p.name for p in out.iterdir()) == [".hpe-outputs.json", "mine.txt", "predictions.json"]
     assert (out / "predictions.json").read_text() == "new"
+    with pytest.raises(DataError, match="holds the outputs of hpe predict: hpe fusepred's outputs would mix"):
+        with replacing(out, "fusepred"):
+            pass
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "config.json").write_text("{}")
+    with pytest.raises(DataError, match="holds a training run \\(config.json\\)"):
+        with replacing(tmp_path / "run", "predict"):
+            pass
 
 
 def _enospc(*args, **kwargs):

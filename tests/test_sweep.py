@@ -153,7 +153,9 @@ CASES = [
     ("export-run-is-file", "export --run {tmp}/afile --out {tmp}/m.pt --format torchscript", 2,
      "no such run folder (it is a file)"),
     ("train-out-is-predict-folder", "train --data {h5} --out {tmp}/preds --set max_epochs=1", 2,
-     "holds files that are not a run's (predictions.json)"),
+     "holds the outputs of hpe predict: a run there would mix"),
+    ("predict-out-is-a-run", "predict --run {run} --out {rgbrun} {sample}", 2,
+     "holds a training run (config.json): hpe predict's outputs would mix"),
     ("compare-same-name", "figure compare --method a={fb} --method a={fb} --out {tmp}/c", 2,
      "give each --method its own NAME"),
     ("compare-nothing", "figure compare --out {tmp}/c", 2, "give --method NAME=PATH"),
@@ -183,6 +185,7 @@ def _files(tmp: Path) -> None:
     (tmp / "afile").write_text("not a folder")
     (tmp / "preds").mkdir()  # what `hpe predict --out` left: not a run folder
     (tmp / "preds" / "predictions.json").write_text("{}")
+    (tmp / "preds" / ".hpe-outputs.json").write_text('{"command": "predict", "files": ["predictions.json"]}')
     p = read_joints_txt(REF / "ICCV15_NYU_Feedback.txt.gz")
     lines = [" ".join(f"{v:.4f}" for v in row.ravel()) for row in p]
     (tmp / "preds.csv").write_text("\n".join(x.replace(" ", ",") for x in lines) + "\n")
