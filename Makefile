@@ -301,18 +301,22 @@ rehearsal: | $(INSTALLED)
 # Measured 2026-12-03 on the merged suite (481 tests, clean clone): lines 91.7 %, branches 83.9 % (hpe/scale.py,
 # the NYU-size rehearsal tool, is 42 % covered: its measuring children run only in `make rehearsal`).
 COVERAGE ?= 1
+# Test files are spread over PYTEST_WORKERS processes (pytest-xdist, one file per worker at a time: a file's
+# fixtures are built once); 1 runs them in this process.
+PYTEST_WORKERS ?= 2
+PYTEST_ARGS := -q -m "not slow" $(if $(filter-out 1,$(PYTEST_WORKERS)),-n $(PYTEST_WORKERS) --dist loadfile)
 COVERAGE_FLOOR_LINES ?= 91
 COVERAGE_FLOOR_BRANCHES ?= 83
 ifeq ($(COVERAGE),1)
 test: coverage
 else
 test: $(INSTALLED)
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest $(PYTEST_ARGS)
 endif
 
 coverage: $(INSTALLED)
 	rm -f .coverage .coverage.* coverage.json
-	$(PY) -m coverage run -m pytest -q -m "not slow"
+	$(PY) -m coverage run -m pytest $(PYTEST_ARGS)
 	find . -maxdepth 1 -name '.coverage.*' -empty -delete  # left by processes the tests kill with SIGKILL
 	$(PY) -m coverage combine -q
 	$(PY) -m coverage report

@@ -11,6 +11,14 @@ settings.register_profile("mutation", derandomize=True, phases=[Phase.explicit, 
                           database=None)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
+# Under pytest-xdist (make test: two workers on two cores) each worker and every process it starts computes on one
+# thread: two workers of two threads each would fight over two cores.  Results do not depend on it (the tests that
+# compare runs bit for bit run both sides under the same setting).
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    import torch
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+
 
 @pytest.fixture(scope="session")
 def nyu_labels():
