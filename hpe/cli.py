@@ -196,7 +196,7 @@ def _cmd_figure_qualitative(a) -> int:
 def _cmd_figure_centres(a) -> int:
     from hpe.experiments import centre_study
     rows = centre_study(a.run, a.root, a.out, a.limit, centre_runs=a.centre_run, held_out=a.held_out_root,
-                        allow_unfinished=a.allow_unfinished, width=a.width)
+                        allow_unfinished=a.allow_unfinished, width=a.width, progress=not a.quiet)
     w = max(len(r[0]) for r in rows)
     print(f"  {'frames':{w}s} {'centre':8s} {'n':>5} {'to palm mm':>10} {'median':>7} {'joint err mm':>12} "
           f"{'vs palm':>8}")

@@ -265,7 +265,7 @@ def _frame_set_name(root: Path, held_out: bool) -> str:
 
 def centre_study(run_dir: Path, root: Path, prefix: Path, limit: int | None = None, batch: int = 64,
                  centre_runs: Sequence[Path] = (), held_out: Sequence[Path] = (), allow_unfinished: bool = False,
-                 width: str = "text") -> list[list]:
+                 width: str = "text", progress: bool = True) -> list[list]:
     """How far each hand centre lands from the labelled palm and what it costs in mean joint error, on the test
     frames of an NYU-layout ``root``, of each ``held_out`` root (test sets nobody tuned on) and on the real NYU
     test frame 1 (bundled): the table of README "Predicting on your own frames".  ``palm`` is the ground-truth
@@ -277,6 +277,7 @@ def centre_study(run_dir: Path, root: Path, prefix: Path, limit: int | None = No
     from hpe.metrics import joint_errors
     from hpe.nyu import EVAL_JOINTS, PALM_SLOT, NYUSplit, read_joints_txt
     from hpe.predict import Frame, coarse_to_fine, predict_frames, read_depth_frame
+    from hpe.progress import progress as progress_bar
     from hpe.train import pick_device
     device = pick_device("auto")
     run = load_run(run_dir, device, "--run", allow_unfinished, target="pose")
@@ -291,6 +292,7 @@ def centre_study(run_dir: Path, root: Path, prefix: Path, limit: int | None = No
     sets["real NYU frame 1"] = ([bundled("sample/depth_1_0000001.png")],
                                 read_joints_txt(bundled("nyu_test_groundtruth_label.txt"))[:1])
     rows = []
+    bar = progress_bar(sum(len(f) for f, _ in sets.values()) * len(CENTRE_METHODS), "centres", "frame", progress)
     for name, (files, gt_uvd) in sets.items():
         gt_xyz = NYU_CAMERA.uvd_to_xyz(gt_uvd)
         for method in CENTRE_METHODS:
@@ -303,8 +305,10 @@ def centre_study(run_dir: Path, root: Path, prefix: Path, limit: int | None = No
                                               centre_runs=refiners)
                 dist += list(np.linalg.norm(NYU_CAMERA.uvd_to_xyz(centres) - gt_xyz[s:s + batch, PALM_SLOT], axis=-1))
                 err += list(joint_errors(xyz, gt_xyz[s:s + batch]).mean(axis=1))
+                bar.update(len(frames))
             rows.append([name, method, len(files), f"{np.mean(dist):.1f}", f"{np.median(dist):.1f}",
                          f"{np.mean(err):.2f}"])
+    bar.close()
     for name in sets:  # the cost of each centre relative to the ground-truth one
         base = float(next(r for r in rows if r[0] == name and r[1] == "palm")[5])
         for r in rows:
