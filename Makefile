@@ -129,7 +129,7 @@ $(RUNS)/fig4.8/%/result.json: experiments/fig4.8/%.toml $(PRESET) $(H5)
 $(RUNS)/fig4.7/fusepred/result.json: experiments/fig4.7/fusepred.toml $(RUNS)/fig4.7/depthnet/result.json \
                                      $(RUNS)/fig4.7/rgbnet/result.json $(PRESET) $(H5)
 	$(HPE) fusepred $< --depth-run $(RUNS)/fig4.7/depthnet --rgb-run $(RUNS)/fig4.7/rgbnet --out $(@D) \
-	  --data $(H5) --preset $(PRESET) --set profile=$(PROFILE)
+	  --data $(H5) --preset $(PRESET) --set profile=$(PROFILE) --resume --restart-if-changed
 
 FIG47 := depthnet rgbnet rgbdnet fusepred
 reproduce-fig4.7: $(foreach m,$(FIG47),$(RUNS)/fig4.7/$(m)/result.json) $(RUNS)/fig4.8/fusenet-conv/result.json

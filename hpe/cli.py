@@ -213,7 +213,8 @@ def _cmd_fusepred(a) -> int:
     cli = {k: str(getattr(a, k)) for k in ("data", "device") if getattr(a, k, None)}
     if cli:
         layers.insert(len(layers) - bool(a.set), ("command line", {**cli, "progress": "epochs"}))
-    result = fusepred(a.experiment, a.depth_run, a.rgb_run, a.out, a.weights, a.training, layers, a.allow_unfinished)
+    result = fusepred(a.experiment, a.depth_run, a.rgb_run, a.out, a.weights, a.training, layers, a.allow_unfinished,
+                      a.resume, a.restart_if_changed)
     print(json.dumps({k: v for k, v in result.items() if k not in ("config", "provenance")}, indent=2))
     if result["status"] not in ("done", "stopped"):
         print(f"hpe fusepred: {result['status']}: {result.get('reason')} (exit status 3)", file=sys.stderr)
@@ -535,6 +536,9 @@ def _evaluation_commands(add, common) -> None:
     s.add_argument("--preset", type=Path, help="compute preset (joint training)")
     s.add_argument("--device", help="auto, cpu, cuda, cuda:N (joint training)")
     s.add_argument("--set", action="append", metavar="KEY=VALUE", help="config override (joint training); repeat")
+    s.add_argument("--resume", action="store_true", help="continue the joint net's run in --out (joint training)")
+    s.add_argument("--restart-if-changed", action="store_true",
+                   help="with --resume: start over when the settings or data changed (joint training)")
     s.add_argument("--out", type=Path, required=True, help="output folder")
     _allow_unfinished(s)
     s.set_defaults(func=_cmd_fusepred, outputs=[Out("out", "folder")])
@@ -694,7 +698,7 @@ def main(argv: list[str] | None = None) -> int:
     outputs = [(Path(getattr(a, o.arg)), o.kind) for o in getattr(a, "outputs", ()) if getattr(a, o.arg, None)]
     try:
         check_apart(outputs, _input_paths(a))
-        with claim(outputs):
+        with claim(outputs, name):
             return a.func(a)
     except (DataError, ValueError, FileNotFoundError, FileExistsError) as exc:
         print(f"hpe {name}: error: {exc}", file=sys.stderr)

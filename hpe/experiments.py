@@ -94,22 +94,24 @@ def _layers_profile(layers: list[tuple[str, dict]], depth_run: Path | None) -> s
 
 def fusepred(experiment: Path, depth_run: Path | None, rgb_run: Path | None, out: Path, weights: str | None = None,
              training: str | None = None, layers: list[tuple[str, dict]] | None = None,
-             allow_unfinished: bool = False) -> dict:
+             allow_unfinished: bool = False, resume: bool = False, restart_if_changed: bool = False) -> dict:
     """FusePred-Net (figure 4.5) as the experiment file's ``[fusepred] training`` says for the profile (or
     ``training``): ``independent`` (thesis 4.3.3) fuses the trained Depth-Net and RGB-Net, ``joint`` (the author's
     code) trains one net of both streams on the loss of their average (:func:`fusepred_joint`)."""
     layers = layers or []
     training = training or fusepred_training(experiment, _layers_profile(layers, depth_run))
     if training == "joint":
-        return fusepred_joint(experiment, out, layers)
+        return fusepred_joint(experiment, out, layers, resume, restart_if_changed)
     if depth_run is None or rgb_run is None:
         raise ValueError("FusePred-Net trained independently fuses two runs: give --depth-run and --rgb-run")
     return fusepred_independent(experiment, depth_run, rgb_run, out, weights, allow_unfinished)
 
 
-def fusepred_joint(experiment: Path, out: Path, layers: list[tuple[str, dict]]) -> dict:
+def fusepred_joint(experiment: Path, out: Path, layers: list[tuple[str, dict]], resume: bool = False,
+                   restart_if_changed: bool = False) -> dict:
     """Train the joint FusePred-Net (:class:`hpe.nets.JointFusePred`) from the experiment file's [train] section
-    (inputs = depth+rgb, fusion_layer = score) under the user's layers; resumes or restarts like make's runs."""
+    (inputs = depth+rgb, fusion_layer = score) under the user's layers; ``resume`` / ``restart_if_changed`` as
+    for :func:`hpe.train.train` (an existing run is otherwise refused, never silently replaced)."""
     from hpe.config import build_train_config, train_section
     from hpe.train import train
     section = train_section(experiment)
@@ -119,7 +121,7 @@ def fusepred_joint(experiment: Path, out: Path, layers: list[tuple[str, dict]]) 
     if not any("data" in layer for _, layer in layers):
         raise ValueError("the joint FusePred-Net is trained: give the prepared data with --data")
     cfg = build_train_config([(str(experiment), section), *layers, ("fusepred", {"out": str(out)})])
-    return train(cfg, resume=True, restart_if_changed=True)
+    return train(cfg, resume=resume, restart_if_changed=restart_if_changed, command="fusepred")
 
 
 def fusepred_independent(experiment: Path, depth_run: Path, rgb_run: Path, out: Path,

@@ -183,6 +183,8 @@ def _remove_if_empty(created: list[Path]) -> None:
     between our mkdir and our lock: its folder stays (removing it made the winner's writes fail)."""
     for p in reversed(created):
         with contextlib.suppress(OSError):
+            if os.listdir(p) == [MANIFEST] and not _manifest_of(p)[1]:
+                (p / MANIFEST).unlink()  # only our own mark of a folder we made: nothing was written
             p.rmdir()  # fails, and keeps the folder, unless it is empty
 
 
@@ -204,9 +206,10 @@ def check_apart(outputs: list[tuple[Path, str]], inputs: list[Path]) -> None:
 
 
 @contextlib.contextmanager
-def claim(targets: list[tuple[Path, str]]) -> Iterator[None]:
+def claim(targets: list[tuple[Path, str]], command: str = "") -> Iterator[None]:
     """What a command does before any work, for each of its outputs (path, kind): check, create parents, lock,
-    sweep.  Undone (created folders removed, locks released) if the command fails."""
+    sweep, and for a folder (kinds folder, keep, shared) refuse one that holds another command's outputs and mark
+    it as ``command``'s.  Undone (created folders removed, locks released) if the command fails."""
     for path, kind in targets:
         check(path, kind)
     with contextlib.ExitStack() as stack:
@@ -214,6 +217,8 @@ def claim(targets: list[tuple[Path, str]]) -> Iterator[None]:
             path = Path(path)
             if kind in ("folder", "keep"):
                 stack.enter_context(own_folder(path))
+                if command:
+                    take_folder(path, command)
                 continue
             created: list[Path] = []
             _make_parents(path, created)
@@ -226,6 +231,8 @@ def claim(targets: list[tuple[Path, str]]) -> Iterator[None]:
                 except FileExistsError:
                     pass
                 sweep_stale(path)
+                if command:
+                    take_folder(path, command)
             else:
                 stack.enter_context(locked(beside_lock(path), path, remove=True))
             sweep_stale(path.parent)
@@ -245,20 +252,12 @@ def _undo_on_error(created: list[Path]):
 def replacing(folder: Path, command: str) -> Iterator[Path]:
     """Yield a staging folder for ``command``'s complete output; on success its files replace the previous run's
     (listed in the folder's manifest) as a whole; on failure the staging folder goes and the previous outputs
-    stay as they were.  A folder holding another command's outputs (a run's ``config.json``, another command's
-    manifest) is refused before any work: the outputs would mix; the user's own files are left alone."""
+    stay as they were.  A folder holding another command's outputs is refused (:func:`take_folder`); the user's
+    own files are left alone."""
     folder = Path(folder)
     with own_folder(folder):
-        by, listed = _manifest_of(folder)
-        if by and by != command:
-            held = f"the outputs of hpe {by}"
-        elif (folder / "config.json").exists() and "config.json" not in listed:
-            held = "a training run (config.json)"
-        else:
-            held = None
-        if held:
-            raise DataError(f"{folder} holds {held}: hpe {command}'s outputs would mix with them; choose a new "
-                            f"or empty output folder")
+        take_folder(folder, command)
+        _, listed = _manifest_of(folder)
         stage = temp_path(folder / "stage")
         remove_path(stage)
         stage.mkdir()
@@ -276,9 +275,29 @@ def replacing(folder: Path, command: str) -> Iterator[Path]:
             remove_path(stage)
 
 
-def written_by(folder: Path) -> str:
-    """The hpe command whose outputs a folder holds ('' if none recorded)."""
-    return _manifest_of(folder)[0] if (Path(folder) / MANIFEST).exists() else ""
+def folder_owner(folder: Path) -> str:
+    """The hpe command whose outputs ``folder`` holds: the one its manifest names; for folders written before
+    manifests, ``train`` for a run folder and ``search`` for a search folder; '' when none."""
+    folder = Path(folder)
+    if (folder / MANIFEST).exists():
+        return _manifest_of(folder)[0]
+    if (folder / "config.json").exists() and any((folder / f).exists() for f in ("checkpoint.pt", "result.json")):
+        return "train"
+    if any((folder / f).exists() for f in ("study.db", "trials.csv")):
+        return "search"
+    return ""
+
+
+def take_folder(folder: Path, command: str) -> None:
+    """Refuse a folder that holds another command's outputs (they would mix: predictions beside a run, a search
+    beside predictions, a FusePred over a Depth-Net run); mark a folder nobody owns as ``command``'s."""
+    folder = Path(folder)
+    by = folder_owner(folder)
+    if by and by != command:
+        raise DataError(f"{folder} holds the outputs of hpe {by}: hpe {command}'s outputs would mix with them; "
+                        f"choose a new or empty output folder")
+    if not (folder / MANIFEST).exists():
+        write_json(folder / MANIFEST, {"command": command, "files": []})
 
 
 def _manifest_of(folder: Path) -> tuple[str, list[str]]:

@@ -51,14 +51,6 @@ class RunDir:
         for name in TRAINING_FILES:
             (self.dir / name).unlink(missing_ok=True)
 
-    def other_outputs(self) -> str:
-        """Another command's outputs in the folder (predict's, fusepred's), named; '' if none: a new run there would
-        mix its files with them."""
-        from hpe.output import MANIFEST, written_by
-        if not (self.dir / MANIFEST).exists():
-            return ""
-        return f"the outputs of hpe {written_by(self.dir) or 'another command'}"
-
     def write_log(self, rows: list[dict]) -> None:
         buf = io.StringIO()
         w = csv.DictWriter(buf, LOG_FIELDS)

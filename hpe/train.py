@@ -26,6 +26,7 @@ from hpe.metrics import joint_errors, normalised_mse
 from hpe.nets import SCORE, FuseNet, JointFusePred, NetConfig, PoseNet
 from hpe.nyu import PALM_JOINT, write_joints_txt
 from hpe.optim import LasagneMomentum
+from hpe.output import check, take_folder
 from hpe.progress import Lines
 from hpe.run import RunDir, provenance, write_config
 
@@ -371,10 +372,6 @@ def _resume(cfg: TrainConfig, run: RunDir, resume: bool, restart_if_changed: boo
             fp: str) -> tuple[TrainConfig, dict | None]:
     """The checkpoint to continue from (or None), refusing a resume onto other settings or other data."""
     if not run.ckpt.exists():
-        other = run.other_outputs()
-        if other:
-            raise FileExistsError(f"{run.dir} holds {other}: a run there would mix its files with them; choose a "
-                                  f"new or empty output folder")
         return cfg, None
     if not resume:
         raise FileExistsError(f"{run.dir} already holds a run (checkpoint.pt); pass --resume to continue it "
@@ -397,11 +394,14 @@ def _resume(cfg: TrainConfig, run: RunDir, resume: bool, restart_if_changed: boo
     raise ValueError(f"{problem}; resume with the same config and data, or delete {run.dir} to start over")
 
 
-def train(config: TrainConfig | dict, resume: bool = False, restart_if_changed: bool = False) -> dict:
+def train(config: TrainConfig | dict, resume: bool = False, restart_if_changed: bool = False,
+          command: str = "train") -> dict:
     """Train one model; returns the result dict also written to ``result.json``.
 
     ``resume`` continues the run in ``config.out`` from its checkpoint (same settings and data only);
-    ``restart_if_changed`` starts it over instead when its settings or data changed (what Make wants)."""
+    ``restart_if_changed`` starts it over instead when its settings or data changed (what Make wants).
+    ``command``: the hpe command the run folder belongs to (``fusepred`` trains its joint net into its own
+    ``--out``); a folder holding another command's outputs is refused."""
     cfg = config if isinstance(config, TrainConfig) else build_train_config([("config", config)])
     info = open_prepared(cfg.data)
     if info.profile != cfg.profile:
@@ -414,10 +414,16 @@ def train(config: TrainConfig | dict, resume: bool = False, restart_if_changed: 
     if int(os.environ.get("RANK", "0")) != 0:  # under DDP only rank 0 owns (and locks) the run folder
         return _train(cfg, run, resume, restart_if_changed, info)
     with run.locked():
+        take_folder(run.dir, command)  # a folder of another command's outputs (predictions, a search) is refused
         return _train(cfg, run, resume, restart_if_changed, info)
 
 
 def _train(cfg: TrainConfig, run: RunDir, resume: bool, restart_if_changed: bool, info) -> dict:
+    if cfg.tensorboard:  # checked before config.json is written: a refused run leaves no folder behind
+        try:
+            check(Path(cfg.tensorboard), "folder")
+        except DataError as exc:
+            raise DataError(f"--tensorboard {cfg.tensorboard}: {exc}") from None
     fp = fingerprint(info)
     cfg, ckpt = _resume(cfg, run, resume, restart_if_changed, fp)
     t_start, started = time.perf_counter(), time.strftime("%Y-%m-%dT%H:%M:%S%z")

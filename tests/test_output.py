@@ -130,7 +130,8 @@ def test_a_rerun_replaces_a_folders_outputs_as_a_whole(tmp_path):
             pass
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "config.json").write_text("{}")
-    with pytest.raises(DataError, match="holds a training run \\(config.json\\)"):
+    (tmp_path / "run" / "result.json").write_text("{}")
+    with pytest.raises(DataError, match="holds the outputs of hpe train: hpe predict's outputs would mix"):
         with replacing(tmp_path / "run", "predict"):
             pass
 

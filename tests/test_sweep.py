@@ -153,9 +153,17 @@ CASES = [
     ("export-run-is-file", "export --run {tmp}/afile --out {tmp}/m.pt --format torchscript", 2,
      "no such run folder (it is a file)"),
     ("train-out-is-predict-folder", "train --data {h5} --out {tmp}/preds --set max_epochs=1", 2,
-     "holds the outputs of hpe predict: a run there would mix"),
+     "holds the outputs of hpe predict: hpe train's outputs would mix"),
     ("predict-out-is-a-run", "predict --run {run} --out {rgbrun} {sample}", 2,
-     "holds a training run (config.json): hpe predict's outputs would mix"),
+     "holds the outputs of hpe train: hpe predict's outputs would mix"),
+    ("predict-out-is-a-search", "predict --run {run} --out {tmp}/search {sample}", 2,
+     "holds the outputs of hpe search: hpe predict's outputs would mix"),
+    ("search-out-is-predictions", "search --data {h5} --out {tmp}/preds --samples 1", 2,
+     "holds the outputs of hpe predict: hpe search's outputs would mix"),
+    ("fusepred-joint-out-is-a-run", "fusepred {fusepred} --training joint --data {h5} --out {run}", 2,
+     "holds the outputs of hpe train: hpe fusepred's outputs would mix"),
+    ("train-tensorboard-is-a-file", "train --data {h5} --out {tmp}/r --tensorboard {tmp}/afile", 2,
+     "afile is a file; give a folder"),
     ("compare-same-name", "figure compare --method a={fb} --method a={fb} --out {tmp}/c", 2,
      "give each --method its own NAME"),
     ("compare-nothing", "figure compare --out {tmp}/c", 2, "give --method NAME=PATH"),
@@ -186,6 +194,8 @@ def _files(tmp: Path) -> None:
     (tmp / "preds").mkdir()  # what `hpe predict --out` left: not a run folder
     (tmp / "preds" / "predictions.json").write_text("{}")
     (tmp / "preds" / ".hpe-outputs.json").write_text('{"command": "predict", "files": ["predictions.json"]}')
+    (tmp / "search").mkdir()  # what `hpe search --out` left (before manifests: its study and table)
+    (tmp / "search" / "trials.csv").write_text("number,state\n")
     p = read_joints_txt(REF / "ICCV15_NYU_Feedback.txt.gz")
     lines = [" ".join(f"{v:.4f}" for v in row.ravel()) for row in p]
     (tmp / "preds.csv").write_text("\n".join(x.replace(" ", ",") for x in lines) + "\n")

@@ -50,6 +50,7 @@ def test_cli_option_and_missing_folder_errors(synthetic_h5, tmp_path, capsys):
     (tmp_path / "file").write_text("x")
     assert main(args + ["--out", str(tmp_path / "b"), "--tensorboard", str(tmp_path / "file")]) == 2
     assert "hpe train: error: --tensorboard" in capsys.readouterr().err
+    assert not (tmp_path / "b").exists()  # refused before the run folder was written
 
 
 def test_a_search_writes_one_scalar_set_per_trial(synthetic_h5, tmp_path, capsys):
