@@ -265,6 +265,24 @@ def _frame_set_name(root: Path, held_out: bool) -> str:
     return f"held-out (seed {info.get('seed')}, hand {info.get('subject2_scale')})"
 
 
+def _check_held_out(root: Path, held_out: Sequence[Path]) -> None:
+    """A held-out set must hold frames nobody tuned on: not ``root`` itself, and not frames generated with ``root``'s
+    seed (the generator's test poses depend only on the seed)."""
+    import json
+
+    def seed(r: Path):
+        try:
+            return json.loads((Path(r) / "hpe_synthetic.json").read_text()).get("seed")
+        except (OSError, ValueError, AttributeError):
+            return None
+    for h in held_out:
+        if Path(h).resolve() == Path(root).resolve():
+            raise ValueError(f"--held-out-root {h} is --root itself: give a test set nobody tuned on")
+        if seed(h) is not None and seed(h) == seed(root):
+            raise ValueError(f"--held-out-root {h} was generated with --root's seed ({seed(h)}): its test poses are "
+                             f"the ones the design was tuned on; generate it with another seed (HELDOUT_SEED)")
+
+
 def centre_study(run_dir: Path, root: Path, prefix: Path, limit: int | None = None, batch: int = 64,
                  centre_runs: Sequence[Path] = (), held_out: Sequence[Path] = (), allow_unfinished: bool = False,
                  width: str = "text", progress: bool = True) -> list[list]:
@@ -281,6 +299,7 @@ def centre_study(run_dir: Path, root: Path, prefix: Path, limit: int | None = No
     from hpe.predict import Frame, coarse_to_fine, predict_frames, read_depth_frame
     from hpe.progress import progress as progress_bar
     from hpe.train import pick_device
+    _check_held_out(root, held_out)
     device = pick_device("auto")
     run = load_run(run_dir, device, "--run", allow_unfinished, target="pose")
     refiners = [load_run(r, device, "--centre-run", allow_unfinished, target="centre") for r in centre_runs]

@@ -42,6 +42,12 @@ def test_centre_study_adds_the_held_out_rows(synthetic_root, synthetic_h5, tmp_p
     assert names == ["synthetic test"] * 4 + ["held-out (seed 2027, hand 0.935)"] * 4 + ["real NYU frame 1"] * 4
     assert [r[2] for r in rows][4:8] == [2] * 4
     assert all(r[3] == "0.0" and r[6] == "+0.0%" for r in rows if r[1] == "palm")
+    with pytest.raises(ValueError, match="is --root itself"):
+        centre_study(tmp_path / "depth", synthetic_root, tmp_path / "c2", limit=2, held_out=[synthetic_root])
+    same_seed = tmp_path / "same"
+    generate(same_seed, 1, 3, seed=3, workers=1, subject2_scale=0.935)  # the fixture's seed
+    with pytest.raises(ValueError, match="generated with --root's seed \\(3\\)"):
+        centre_study(tmp_path / "depth", synthetic_root, tmp_path / "c2", limit=2, held_out=[same_seed])
 
 
 
