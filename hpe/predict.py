@@ -192,6 +192,7 @@ def _run_net(run: TrainedRun, assemble: InputAssembler, frames: list[Frame], dev
     depth, rgb, crops = _batch(frames, cube, run.preprocess["size"], CropRules.from_attrs(run.preprocess))
     for f, c in zip(frames, crops):
         f.no_hand = no_hand(c["depth"])
+        f.centre_uvd = np.asarray(c["centre_uvd"])  # the centre used (centre_depth = image: its depth is I(c))
     depth, rgb = resize_crops(depth, rgb, run.cfg.input_size)
     out = run.model(*assemble(depth.to(device), None if rgb is None else rgb.to(device)))
     return out.float().cpu().view(len(frames), -1, 3).numpy(), crops

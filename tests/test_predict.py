@@ -205,3 +205,21 @@ def test_centre_study_table(runs, synthetic_root, tmp_path):
     assert all(r[3] == "0.0" and r[6] == "+0.0%" for r in rows if r[1] == "palm")
     assert all(float(r[3]) > 0 for r in rows if r[1] != "palm")
     assert "refined by centre" in (tmp_path / "centres.md").read_text()
+
+
+def test_the_recorded_centre_is_the_one_used(runs, sample_frame):
+    """A run prepared with centre_depth = image crops at I(c), whatever depth --centre U,V,D gives: the centre
+    written to predictions.json must be that one, not the depth the user typed."""
+    from hpe.crop import depth_at
+    from hpe.export import load_run
+    from hpe.predict import Frame, predict_frames, read_depth_frame
+    run = load_run(runs[0])
+    depth = read_depth_frame(sample_frame[0])
+    given = np.array([210.0, 268.0, 860.0])
+    run.preprocess["centre_depth"] = "image"
+    frame = Frame(sample_frame[0], depth, None, NYU_CAMERA, given.copy())
+    xyz, centres = predict_frames(run, [frame], "fixed", 300.0, torch.device("cpu"))
+    assert centres[0][2] == depth_at(depth, 210.0, 268.0) == 752.0 and np.allclose(centres[0][:2], given[:2])
+    run.preprocess["centre_depth"] = "label"
+    frame = Frame(sample_frame[0], depth, None, NYU_CAMERA, given.copy())
+    assert predict_frames(run, [frame], "fixed", 300.0, torch.device("cpu"))[1][0][2] == 860.0
