@@ -550,7 +550,8 @@ def _evaluation_commands(add, common) -> None:
                       parents=[common], formatter_class=_Help)
     s.add_argument("--dest", type=Path, required=True, help="folder for the files")
     s.add_argument("--mirror", help="base URL instead of the kit's raw files at the pinned commit")
-    s.add_argument("--only", nargs="+", metavar="NAME", help="file or method names (default: the kit's leaderboard)")
+    s.add_argument("--only", nargs="+", action="extend", metavar="NAME",
+                   help="file or method names; repeat or list several (default: the kit's leaderboard)")
     s.add_argument("--all", action="store_true", help="every NYU result file, not only the leaderboard's")
     s.set_defaults(func=_cmd_baselines_fetch, outputs=[Out("dest", "keep")])
     s = bl.add_parser("list", help="the kit's NYU methods and published means", parents=[common], formatter_class=_Help)
@@ -575,7 +576,7 @@ def _scale_commands(add, common) -> None:
     s.add_argument("--decode-frames", type=int, default=6000, help="training frames the decode bound decodes")
     s.add_argument("--steps", type=int, default=3, help="training steps per net (the first is a warm-up)")
     s.add_argument("--workers", type=int, help="processes (default: all cores)")
-    s.add_argument("--only", nargs="+", choices=["generation", "side-by-side", "prep", "load", "steps"],
+    s.add_argument("--only", nargs="+", action="extend", choices=["generation", "side-by-side", "prep", "load", "steps"],
                    help="measure only these sections (the file keeps the others)")
     s.set_defaults(func=_cmd_scale_measure, outputs=[Out("out", "file")])
     s = sc.add_parser("tile", help="a prepared file's frames repeated up to NYU's split sizes (memory checks only)",

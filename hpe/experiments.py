@@ -6,6 +6,8 @@ qualitative figures 4.10/4.11 (:func:`qualitative`).
 """
 from __future__ import annotations
 
+import contextlib
+
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -77,19 +79,26 @@ def fusepred_training(experiment: Path, profile: str) -> str:
     return choice
 
 
-def _layers_profile(layers: list[tuple[str, dict]], depth_run: Path | None) -> str:
-    """The profile a FusePred run is for: --set profile=, else the data file's, else the Depth-Net run's."""
+def _layers_profile(layers: list[tuple[str, dict]], *runs: Path | None) -> str:
+    """The profile a FusePred run is for: what --set profile=, the data file and the given runs say, which must
+    agree (a thesis FusePred of icip2018 runs would be neither); the thesis when none says."""
     import json
 
     from hpe.dataset import open_prepared
     merged = {k: v for _, layer in layers for k, v in layer.items()}
+    said = {}
     if "profile" in merged:
-        return merged["profile"]
+        said["--set profile"] = merged["profile"]
     if "data" in merged:
-        return open_prepared(merged["data"]).profile
-    if depth_run is not None and (Path(depth_run) / "config.json").is_file():
-        return json.loads((Path(depth_run) / "config.json").read_text())["preprocess"]["profile"]
-    return "thesis"
+        said[f"--data {merged['data']}"] = open_prepared(merged["data"]).profile
+    for run in runs:
+        if run is not None and (Path(run) / "config.json").is_file():
+            with contextlib.suppress(ValueError, KeyError, TypeError):
+                said[f"run {run}"] = json.loads((Path(run) / "config.json").read_text())["preprocess"]["profile"]
+    if len(set(said.values())) > 1:
+        raise ValueError("the profiles disagree: " + ", ".join(f"{k} says {v}" for k, v in said.items())
+                         + "; give runs and data of one profile")
+    return next(iter(said.values()), "thesis")
 
 
 def fusepred(experiment: Path, depth_run: Path | None, rgb_run: Path | None, out: Path, weights: str | None = None,
@@ -99,7 +108,7 @@ def fusepred(experiment: Path, depth_run: Path | None, rgb_run: Path | None, out
     ``training``): ``independent`` (thesis 4.3.3) fuses the trained Depth-Net and RGB-Net, ``joint`` (the author's
     code) trains one net of both streams on the loss of their average (:func:`fusepred_joint`)."""
     layers = layers or []
-    training = training or fusepred_training(experiment, _layers_profile(layers, depth_run))
+    training = training or fusepred_training(experiment, _layers_profile(layers, depth_run, rgb_run))
     if training == "joint":
         return fusepred_joint(experiment, out, layers, resume, restart_if_changed)
     if depth_run is None or rgb_run is None:

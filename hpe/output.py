@@ -141,10 +141,14 @@ def locked(lock: Path, what: Path, remove: bool = False) -> Iterator[None]:
         if same:
             break
         fh.close()  # removed by its previous holder between our open and our lock: take the new file
-    fh.seek(0)
-    fh.truncate()
-    fh.write(str(os.getpid()))
-    fh.flush()
+    try:  # the holder's pid, for a second process's message; a full disk leaves it unnamed, the lock still holds
+        fh.seek(0)
+        fh.truncate()
+        fh.write(str(os.getpid()))
+        fh.flush()
+    except OSError:
+        with contextlib.suppress(OSError):
+            fh.truncate(0)
     _held[key] = fh
     try:
         yield
@@ -163,7 +167,7 @@ def beside_lock(path: Path) -> Path:
 @contextlib.contextmanager
 def own_folder(folder: Path) -> Iterator[Path]:
     """Create (if needed) and lock ``folder``, sweep its stale temporaries; a folder this call created is removed
-    again if the work fails while it holds nothing else."""
+    again if it still holds nothing (but this command's mark) when the work ends or fails."""
     folder = Path(folder)
     check(folder, "folder")
     created: list[Path] = []
@@ -172,9 +176,8 @@ def own_folder(folder: Path) -> Iterator[Path]:
         with locked(folder / LOCK, folder, remove=True):
             sweep_stale(folder)
             yield folder
-    except BaseException:
+    finally:  # failed, or ended without writing anything (a fetch whose every download failed)
         _remove_if_empty(created)
-        raise
 
 
 def _remove_if_empty(created: list[Path]) -> None:

@@ -474,5 +474,8 @@ class Predictor:
 
 def load_predictor(run: Path, centre_runs: Sequence[Path] = (), **options) -> Predictor:
     """A :class:`Predictor` for the run folder ``run`` (its best weights), refined by ``centre_runs`` (coarse to
-    fine, as ``hpe predict --centre-run``); ``options``: centre, hand, camera, cube, device, refine_steps."""
+    fine, as ``hpe predict --centre-run``; one path alone is taken as one run); ``options``: centre, hand, camera,
+    cube, device, refine_steps."""
+    if isinstance(centre_runs, (str, Path)):  # not a sequence of one-character run names
+        centre_runs = [centre_runs]
     return Predictor(run, centre_runs, **options)

@@ -89,3 +89,11 @@ def test_installed_package_finds_its_bundled_files(tmp_path):
 def test_careless_arguments_are_one_line(args, message):
     r = subprocess.run([sys.executable, "-m", "hpe", *args], capture_output=True, text=True)
     assert r.returncode == 2 and message in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
+def test_repeated_list_options_add_up():
+    """``--only A --only B`` means both (argparse's default kept only the last, and fetched one file of two)."""
+    from hpe.cli import build_parser
+    a = build_parser().parse_args(["baselines", "fetch", "--dest", "k", "--only", "DeepPrior", "--only", "Feedback",
+                                   "DeepModel"])
+    assert a.only == ["DeepPrior", "Feedback", "DeepModel"]

@@ -223,3 +223,11 @@ def test_the_recorded_centre_is_the_one_used(runs, sample_frame):
     run.preprocess["centre_depth"] = "label"
     frame = Frame(sample_frame[0], depth, None, NYU_CAMERA, given.copy())
     assert predict_frames(run, [frame], "fixed", 300.0, torch.device("cpu"))[1][0][2] == 860.0
+
+
+def test_load_predictor_takes_one_centre_run_as_a_path(runs, sample_frame):
+    from hpe.predict import load_predictor, read_depth_frame
+    one = load_predictor(runs[0], centre_runs=str(runs[2]))
+    many = load_predictor(runs[0], centre_runs=[runs[2]])
+    depth = read_depth_frame(sample_frame[0])
+    assert np.array_equal(one(depth), many(depth))

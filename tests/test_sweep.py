@@ -164,6 +164,8 @@ CASES = [
      "holds the outputs of hpe train: hpe fusepred's outputs would mix"),
     ("train-tensorboard-is-a-file", "train --data {h5} --out {tmp}/r --tensorboard {tmp}/afile", 2,
      "afile is a file; give a folder"),
+    ("fusepred-profiles-disagree", "fusepred {fusepred} --depth-run {run} --rgb-run {rgbrun} --set profile=icip2018 "
+     "--out {tmp}/fp", 2, "the profiles disagree: --set profile says icip2018, run "),
     ("compare-same-name", "figure compare --method a={fb} --method a={fb} --out {tmp}/c", 2,
      "give each --method its own NAME"),
     ("compare-nothing", "figure compare --out {tmp}/c", 2, "give --method NAME=PATH"),
