@@ -386,8 +386,12 @@ def figure_qualitative(depth_crops: np.ndarray, gt_norm: np.ndarray, pred_norm: 
             for a, b in SKELETON:
                 ax3.plot(xyz[[a, b], 0], xyz[[a, b], 2], xyz[[a, b], 1], "-", color=colour, lw=1.1, zorder=3)
         _equal_3d(ax3, np.concatenate([cloud, *skel])[:, [0, 2, 1]])
-        for axis in (ax3.xaxis, ax3.yaxis, ax3.zaxis):
-            axis.set_major_locator(MaxNLocator(3, integer=True))
+        # Seen from azim -70, the x axis ends where the depth axis begins: x's last label and depth's first ran
+        # together ("100-100"), so those two are left out.
+        for axis, lim, keep in ((ax3.xaxis, ax3.get_xlim(), slice(None, -1)), (ax3.yaxis, ax3.get_ylim(), slice(1, None)),
+                                (ax3.zaxis, ax3.get_zlim(), slice(None))):
+            ticks = [t for t in MaxNLocator(3, integer=True).tick_values(*lim) if lim[0] <= t <= lim[1]]
+            axis.set_ticks(ticks[keep])
         ax3.tick_params(labelsize=7, pad=-2)
         ax3.set_xlabel("x", fontsize=7, labelpad=-8)
         ax3.set_ylabel("z", fontsize=7, labelpad=-8)
