@@ -12,8 +12,8 @@ from torch.optim import Optimizer
 
 class LasagneMomentum(Optimizer):
     def __init__(self, params, lr: float, momentum: float = 0.9, nesterov: bool = False):
-        if lr <= 0 or not 0 <= momentum < 1.0 + 1e-12:
-            raise ValueError(f"invalid lr {lr} or momentum {momentum}")
+        if not (lr > 0 and 0 <= momentum <= 1):  # the config's ranges
+            raise ValueError(f"LasagneMomentum: lr must be > 0 and momentum in [0, 1], got lr {lr}, momentum {momentum}")
         super().__init__(params, {"lr": lr, "momentum": momentum, "nesterov": nesterov})
 
     def step(self, closure=None):

@@ -21,6 +21,25 @@ from hpe.train import LoopState, next_state, train
 TINY = dict(width=0.125, fc_units=128, input_size=32, batch_size=8, progress="none", device="cpu")
 
 
+def test_lasagne_momentum_arguments_and_groups():
+    """The ranges the config allows, the lr the optimizer starts with, and a group without gradients skipped
+    (not the end of the step)."""
+    w = torch.nn.Parameter(torch.tensor([1.0]))
+    for lr, mu in ((0.0, 0.9), (-0.1, 0.9), (0.1, -1e-9), (0.1, 1 + 1e-9), (float("nan"), 0.9)):
+        with pytest.raises(ValueError, match=f"got lr {lr}, momentum {mu}"):
+            LasagneMomentum([w], lr=lr, momentum=mu)
+    for mu in (0.0, 1.0):
+        LasagneMomentum([w], lr=1e-9, momentum=mu)
+    frozen, live = torch.nn.Parameter(torch.tensor([3.0])), torch.nn.Parameter(torch.tensor([1.0]))
+    opt = LasagneMomentum([{"params": [frozen]}, {"params": [live]}], lr=0.1, momentum=0.5)
+    assert [g["lr"] for g in opt.param_groups] == [0.1, 0.1] and opt.defaults["momentum"] == 0.5
+    (live * 2).sum().backward()
+    opt.step()  # v = -0.1 * 2 on the group with a gradient; the group without one is untouched
+    assert live.item() == pytest.approx(0.8) and frozen.item() == 3.0
+    opt.step()  # v = 0.5 * -0.2 - 0.2
+    assert live.item() == pytest.approx(0.5)
+
+
 def test_lasagne_updates():
     """classical: v = mu v - lr g, w += v; nesterov: w += mu v - lr g; the velocity keeps the old lr when halved."""
     for nesterov in (False, True):
