@@ -231,3 +231,16 @@ def test_load_predictor_takes_one_centre_run_as_a_path(runs, sample_frame):
     many = load_predictor(runs[0], centre_runs=[runs[2]])
     depth = read_depth_frame(sample_frame[0])
     assert np.array_equal(one(depth), many(depth))
+
+
+def test_a_tilted_plane_is_not_a_hand(sample_frame):
+    """A wall facing the camera was flagged, a ramp (a wall seen at an angle, a table) was given a hand pose: the
+    flatness test fits a plane, whatever its tilt.  The real hand stays a hand."""
+    from hpe.predict import no_hand
+    ramp = np.tile(np.linspace(500, 1500, 640), (480, 1))
+    for u in (20.0, 40.0, 120.0):
+        crop = crop_frame(ramp, None, np.array([u, 240.0, ramp[240, int(u)]]), 300.0, 128)["depth"]
+        assert 0.03 < (crop < 1).mean() < 0.9 and "flat surface" in no_hand(crop), u
+    from hpe.baselines import bundled
+    palm = read_joints_txt(bundled("nyu_test_groundtruth_label.txt"))[0, PALM_SLOT]
+    assert no_hand(crop_frame(read_depth(sample_frame[0]).astype(float), None, palm, 300.0, 128)["depth"]) is None
