@@ -79,8 +79,16 @@ def check_writable(path: Path, need_bytes: int = 0) -> None:
     if need_bytes:
         free = free_bytes(path.parent)
         if free < need_bytes:
-            raise DataError(f"not enough disk space for {path}: it needs about {need_bytes / 2**30:.2f} GiB, "
-                            f"{path.parent} has {free / 2**30:.2f} GiB free")
+            raise DataError(f"not enough disk space for {path}: it needs about {_size(need_bytes)}, "
+                            f"{path.parent} has {_size(free)} free")
+
+
+def _size(n: int) -> str:
+    """Bytes for a message, in the unit that shows them (0.00 GiB said nothing)."""
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n} bytes"
 
 
 def _make_parents(path: Path, created: list[Path], itself: bool = False) -> None:

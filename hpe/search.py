@@ -86,9 +86,12 @@ def _storage(cfg: SearchConfig, out: Path):
         raise _storage_error(url, exc) from None
     for attempt in range(5):
         try:
+            with warnings.catch_warnings():  # optuna 4's FutureWarning for the retry callback, on every search
+                warnings.simplefilter("ignore", FutureWarning)
+                retry = _Retry(max_retry=1)
             return optuna.storages.RDBStorage(
                 url, heartbeat_interval=cfg.heartbeat_s, grace_period=2 * cfg.heartbeat_s,
-                heartbeat_stale_trial_callback=_Retry(max_retry=1))
+                heartbeat_stale_trial_callback=retry)
         except Exception as exc:  # workers starting together race to create the schema: the loser retries
             if attempt == 4:
                 raise _storage_error(url, exc) from None
@@ -228,7 +231,9 @@ def _work(study, base: dict, out: Path, cfg: SearchConfig, max_trials: int | Non
             except KeyboardInterrupt:  # Ctrl-C / SIGTERM: failed and re-queued now, not two heartbeats later
                 trial.set_user_attr("reason", "its worker was interrupted; re-queued")
                 study.tell(trial, state=optuna.trial.TrialState.FAIL)
-                requeue = optuna.storages.RetryFailedTrialCallback(max_retry=None)
+                with warnings.catch_warnings():  # optuna 4 marks the callback deprecated; it does the job
+                    warnings.simplefilter("ignore", FutureWarning)
+                    requeue = optuna.storages.RetryFailedTrialCallback(max_retry=None)
                 requeue(study, study._storage.get_trial(trial._trial_id))
                 raise
             except Exception as exc:  # a crashing trial is recorded with its reason; the search goes on
@@ -239,7 +244,9 @@ def _work(study, base: dict, out: Path, cfg: SearchConfig, max_trials: int | Non
             trial.set_user_attr("reason", res.get("reason", res["status"]))
             study.tell(trial, state=optuna.trial.TrialState.FAIL)
             say(f"trial {trial.number} (round {r + 1}): failed, {res['status']}: {res.get('reason', '')} ({shown})")
-        else:
+        else:  # a re-queued copy carries the interrupted trial's reason: say what happened instead
+            trial.set_user_attr("reason", "" if origin == trial.number else
+                                f"continued trial {origin}'s run after its worker was interrupted")
             study.tell(trial, res["best_val_mse"])
             say(f"trial {trial.number} (round {r + 1}): val_mse {res['best_val_mse']:.6g} ({shown})")
         ran += 1
