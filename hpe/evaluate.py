@@ -104,6 +104,20 @@ def _impossible_rows(pred: np.ndarray, fmt: str) -> str | None:
             f"frames without a prediction? Every test frame needs one")
 
 
+def _repeated_rows(pred: np.ndarray) -> str | None:
+    """Many rows that repeat an earlier row exactly: a block pasted twice, or one pose for many frames.  Real
+    predictions never repeat to the last digit (none of the bundled baselines or the ground truth has a repeat)."""
+    flat = pred.reshape(len(pred), -1)
+    _, first, inverse = np.unique(flat, axis=0, return_index=True, return_inverse=True)
+    repeats = np.nonzero(first[inverse.ravel()] != np.arange(len(flat)))[0]
+    if len(repeats) < max(10, 0.01 * len(flat)):
+        return None
+    i = repeats[0]
+    j = first[inverse.ravel()[i]]
+    return (f"{len(repeats)} rows repeat an earlier row exactly (first: line {i + 1} = line {j + 1}): a block "
+            f"pasted twice, or one pose for many frames? Every line must be its own frame's prediction")
+
+
 def _mean_error(pred_xyz: np.ndarray, gt_xyz: np.ndarray) -> np.ndarray:
     return np.linalg.norm(pred_xyz - gt_xyz, axis=-1).mean(axis=-1)
 
@@ -182,7 +196,8 @@ def load_method(name: str, src: Path, gt: GroundTruth, fmt: str = "uvd", joint_o
         raise DataError(f"{src}: {raw.shape[0]} frames do not match the ground truth's {gt.uvd.shape[0]} "
                         f"({gt.source})")
     pred = to_kit_order(raw, joint_order)
-    problem = _impossible_rows(pred, fmt) or _implausible(pred, fmt, gt.camera)
+    problem = (_impossible_rows(pred, fmt) or _implausible(pred, fmt, gt.camera)
+               or (None if published_mm is not None else _repeated_rows(pred)))  # the kit's files are as published
     if problem:
         raise DataError(f"{src} is not a plausible {fmt} prediction file: {problem}")
     lift = (lambda p: gt.camera.uvd_to_xyz(p)) if fmt == "uvd" else (lambda p: p)  # noqa: E731

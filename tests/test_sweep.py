@@ -166,6 +166,9 @@ CASES = [
      "afile is a file; give a folder"),
     ("fusepred-profiles-disagree", "fusepred {fusepred} --depth-run {run} --rgb-run {rgbrun} --set profile=icip2018 "
      "--out {tmp}/fp", 2, "the profiles disagree: --set profile says icip2018, run "),
+    ("eval-block-pasted-twice", "evaluate --pred {tmp}/pasted.txt", 2,
+     "100 rows repeat an earlier row exactly (first: line 201 = line 101)"),
+    ("eval-one-pose-for-half", "evaluate --pred {tmp}/constant.txt", 2, "4125 rows repeat an earlier row exactly"),
     ("compare-same-name", "figure compare --method a={fb} --method a={fb} --out {tmp}/c", 2,
      "give each --method its own NAME"),
     ("compare-nothing", "figure compare --out {tmp}/c", 2, "give --method NAME=PATH"),
@@ -206,6 +209,8 @@ def _files(tmp: Path) -> None:
     write_joints_txt(tmp / "shifted.txt", np.concatenate([p[1:], p[-1:]]))
     write_joints_txt(tmp / "shuffled.txt", p[np.random.default_rng(1).permutation(len(p))])
     write_joints_txt(tmp / "swapped.txt", p[:, [0, 1, 2, 3, 5, 4] + list(range(6, 14))])
+    write_joints_txt(tmp / "pasted.txt", np.concatenate([p[:100], p[200:300], p[200:]]))  # 100-199 lost
+    write_joints_txt(tmp / "constant.txt", np.where(np.arange(len(p))[:, None, None] % 2 == 0, p[:1], p))
     Image.fromarray(np.full((480, 640), 800, np.uint16)).save(tmp / "wall.png")
     np.save(tmp / "cube.npy", np.zeros((4, 4, 4)))
 
