@@ -519,7 +519,8 @@ def _evaluation_commands(add, common) -> None:
                    help="success rate over each frame's max joint error (thesis), mean joint error, or single joints")
     s.add_argument("--tompson", help="Tompson's test_predictions.mat, or 'bundled' (needs --depth-dir)")
     s.add_argument("--depth-dir", type=Path, help="folder with the test depth_1_*.png images (NYU_ROOT/test)")
-    s.add_argument("--subject1-frames", type=int, default=TEST_SUBJECT1_FRAMES, help="test frames of subject 1")
+    s.add_argument("--subject1-frames", type=int,
+                   help=f"test frames of subject 1 (default: a synthetic root's own, else NYU's {TEST_SUBJECT1_FRAMES})")
     s.add_argument("--json", type=Path, help="write the results as JSON")
     s.add_argument("--csv", type=Path, help="write the results as CSV")
     _allow_unfinished(s)

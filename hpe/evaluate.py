@@ -49,9 +49,10 @@ class GroundTruth:
     camera: Camera = NYU_CAMERA
 
 
-def load_ground_truth(path: Path | None = None, subject1_frames: int = TEST_SUBJECT1_FRAMES) -> GroundTruth:
+def load_ground_truth(path: Path | None = None, subject1_frames: int | None = None) -> GroundTruth:
     """The NYU test labels bundled with hpe (``path`` None), a label file, a test ``joint_data.mat``, or a prepared
-    ``.h5`` (its test split, for runs trained on it)."""
+    ``.h5`` (its test split, for runs trained on it).  ``subject1_frames``: how many of the first frames are test
+    subject 1 (default: a synthetic root's own count, from its sidecar; else NYU's 2,440)."""
     path = Path(path) if path is not None else ground_truth_file()
     if path.suffix == ".h5":
         from hpe.dataset import open_prepared, test_ground_truth
@@ -59,10 +60,22 @@ def load_ground_truth(path: Path | None = None, subject1_frames: int = TEST_SUBJ
         uvd, xyz, subjects = test_ground_truth(path)
         return GroundTruth(uvd, xyz, subjects, str(path), cam)
     uvd, xyz = read_ground_truth(path)
+    if subject1_frames is None:
+        subject1_frames = _sidecar_subject1(path) or TEST_SUBJECT1_FRAMES
     if not 1 <= subject1_frames <= len(uvd) - 1:
-        raise ValueError(f"--subject1-frames {subject1_frames}: {path} has {len(uvd)} frames, so subject 1 must have "
-                         f"1-{len(uvd) - 1} of them (NYU: {TEST_SUBJECT1_FRAMES})")
+        raise ValueError(f"--subject1-frames {subject1_frames} (subject1_frames= in Python): {path} has {len(uvd)} "
+                         f"frames, so subject 1 must have 1-{len(uvd) - 1} of them (NYU: {TEST_SUBJECT1_FRAMES})")
     return GroundTruth(uvd, xyz, subjects_of(np.arange(1, len(uvd) + 1), subject1_frames), str(path))
+
+
+def _sidecar_subject1(path: Path) -> int | None:
+    """Test subject 1's frame count of the synthetic root a ``test/joint_data.mat`` belongs to (hpe synth's
+    sidecar), or None."""
+    import json
+    try:
+        return int(json.loads((Path(path).parent.parent / "hpe_synthetic.json").read_text())["test_subject1_frames"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 @dataclass

@@ -374,8 +374,8 @@ def _resume(cfg: TrainConfig, run: RunDir, resume: bool, restart_if_changed: boo
     if not run.ckpt.exists():
         return cfg, None
     if not resume:
-        raise FileExistsError(f"{run.dir} already holds a run (checkpoint.pt); pass --resume to continue it "
-                              f"or choose another output folder")
+        raise FileExistsError(f"{run.dir} already holds a run (checkpoint.pt); pass --resume (resume=True in "
+                              f"Python) to continue it or choose another output folder")
     ckpt = run.load_checkpoint()
     saved = config_from_dict(ckpt["config"])
     changed = sorted(k for k, v in cfg.to_dict().items() if k not in RUNTIME_KEYS and saved.to_dict()[k] != v)

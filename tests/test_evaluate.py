@@ -137,3 +137,14 @@ def test_tompson_lift_on_real_frame(nyu_labels, sample_frame, tmp_path):
         assert uvd[0, j, 2] == pytest.approx(expect)
     err = joint_errors(NYU_CAMERA.uvd_to_xyz(uvd), NYU_CAMERA.uvd_to_xyz(gt)).mean()
     assert err < 40
+
+
+def test_a_synthetic_roots_labels_know_their_subjects(synthetic_root):
+    """A synthetic test joint_data.mat has its own subject split (its sidecar), not NYU's 2,440 frames."""
+    import json
+
+    from hpe.evaluate import load_ground_truth
+    side = json.loads((synthetic_root / "hpe_synthetic.json").read_text())
+    gt = load_ground_truth(synthetic_root / "test" / "joint_data.mat")
+    assert (gt.subjects == 1).sum() == side["test_subject1_frames"] and len(gt.subjects) == side["test_frames"]
+    assert (load_ground_truth(synthetic_root / "test" / "joint_data.mat", 2).subjects == 1).sum() == 2

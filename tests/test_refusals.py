@@ -62,7 +62,7 @@ def test_evaluate_names_nan_and_csv_files_and_checks_subject1_frames(feedback, t
     (tmp_path / "p.csv").write_text("\n".join(line.replace(" ", ",") for line in lines) + "\n")
     for argv, message in ([["--pred", str(tmp_path / "nan.txt")], "nan.txt:4: NaN/inf value"],
                           [["--pred", str(tmp_path / "p.csv")], "p.csv:1: comma-separated values"],
-                          [["--subject1-frames", "0"], "--subject1-frames 0: "],
+                          [["--subject1-frames", "0"], "--subject1-frames 0 (subject1_frames= in Python): "],
                           [["--subject1-frames", "8252"], "must have 1-8251 of them"]):
         assert main(["evaluate", *argv]) == 2
         err = capsys.readouterr().err
