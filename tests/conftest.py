@@ -81,3 +81,4 @@ def tiny_runs(synthetic_h5, tmp_path_factory):
 def other_h5(synthetic_root, tmp_path_factory):
     """A prepared file of the same frames with another crop size: other data, another fingerprint."""
     return _prepared(synthetic_root, tmp_path_factory, "other.h5", 48)
+
