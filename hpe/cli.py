@@ -90,9 +90,16 @@ def _run_layers(a) -> list[tuple[str, dict]]:
 
 
 def _cmd_train(a) -> int:
-    from hpe.config import build_train_config
+    from hpe.config import build_train_config, read_toml
+    from hpe.experiments import fusepred_training
     from hpe.train import train
-    result = train(build_train_config(_run_layers(a)), resume=a.resume, restart_if_changed=a.restart_if_changed)
+    cfg = build_train_config(_run_layers(a))
+    if a.experiment and "fusepred" in read_toml(a.experiment) and \
+            fusepred_training(a.experiment, cfg.profile) == "independent":
+        raise ValueError(f"{a.experiment} is FusePred-Net fused from two trained runs under profile {cfg.profile} "
+                         f"([fusepred] training): run `hpe fusepred {a.experiment} --depth-run RUN --rgb-run RUN`; "
+                         f"`hpe train` would train the joint net instead")
+    result = train(cfg, resume=a.resume, restart_if_changed=a.restart_if_changed)
     print(json.dumps({k: v for k, v in result.items() if k not in ("config", "provenance")}, indent=2))
     ok = result["status"] in ("done", "stopped")
     print(f"hpe train: {result['status']}: {result['reason']}" + ("" if ok else " (exit status 3)"), file=sys.stderr)

@@ -169,6 +169,8 @@ CASES = [
     ("eval-block-pasted-twice", "evaluate --pred {tmp}/pasted.txt", 2,
      "100 rows repeat an earlier row exactly (first: line 201 = line 101)"),
     ("eval-one-pose-for-half", "evaluate --pred {tmp}/constant.txt", 2, "4125 rows repeat an earlier row exactly"),
+    ("train-fusepred-under-thesis", "train {fusepred} --data {h5} --out {tmp}/fp", 2,
+     "is FusePred-Net fused from two trained runs under profile thesis"),
     ("compare-same-name", "figure compare --method a={fb} --method a={fb} --out {tmp}/c", 2,
      "give each --method its own NAME"),
     ("compare-nothing", "figure compare --out {tmp}/c", 2, "give --method NAME=PATH"),
