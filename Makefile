@@ -298,8 +298,9 @@ rehearsal: | $(INSTALLED)
 # `make test` runs the tests under coverage.py (`make coverage`) and fails below the floors; COVERAGE=0 runs plain
 # pytest.  Coverage counts every Python process the tests start (pyproject.toml [tool.coverage.run]).  The floors
 # are the measured coverage of the suite when they were set: raise them when coverage rises, never lower them.
-# Measured 2026-12-03 on the merged suite (481 tests, clean clone): lines 91.7 %, branches 83.9 % (hpe/scale.py,
-# the NYU-size rehearsal tool, is 42 % covered: its measuring children run only in `make rehearsal`).
+# Measured 2026-12-03, clean clone, session 6 (509 tests): lines 92.0 %, branches 85.0 %; the floors sit half a
+# point and a point below for the run-to-run noise of data files from killed processes (hpe/scale.py, the
+# NYU-size rehearsal tool, is 42 % covered: its measuring children run only in `make rehearsal`).
 COVERAGE ?= 1
 # COVERAGE=0: test files are spread over PYTEST_WORKERS processes (pytest-xdist, one file per worker at a time: a
 # file's fixtures are built once); 1 runs them in this process.  Under coverage the suite runs in one process: the
@@ -307,8 +308,8 @@ COVERAGE ?= 1
 # 92 %, and half-written data files).
 PYTEST_WORKERS ?= 2
 PYTEST_ARGS := -q -m "not slow" $(if $(filter-out 1,$(PYTEST_WORKERS)),-n $(PYTEST_WORKERS) --dist loadfile)
-COVERAGE_FLOOR_LINES ?= 91
-COVERAGE_FLOOR_BRANCHES ?= 83
+COVERAGE_FLOOR_LINES ?= 91.5
+COVERAGE_FLOOR_BRANCHES ?= 84
 ifeq ($(COVERAGE),1)
 test: coverage
 else
