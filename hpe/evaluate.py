@@ -60,22 +60,14 @@ def load_ground_truth(path: Path | None = None, subject1_frames: int | None = No
         uvd, xyz, subjects = test_ground_truth(path)
         return GroundTruth(uvd, xyz, subjects, str(path), cam)
     uvd, xyz = read_ground_truth(path)
-    if subject1_frames is None:
-        subject1_frames = _sidecar_subject1(path) or TEST_SUBJECT1_FRAMES
+    if subject1_frames is None:  # a test joint_data.mat of a synthetic root has its own split (its sidecar)
+        from hpe import prep
+        subject1_frames = (prep.subject1_frames(path.parent.parent) if path.name == "joint_data.mat"
+                           else TEST_SUBJECT1_FRAMES)
     if not 1 <= subject1_frames <= len(uvd) - 1:
         raise ValueError(f"--subject1-frames {subject1_frames} (subject1_frames= in Python): {path} has {len(uvd)} "
                          f"frames, so subject 1 must have 1-{len(uvd) - 1} of them (NYU: {TEST_SUBJECT1_FRAMES})")
     return GroundTruth(uvd, xyz, subjects_of(np.arange(1, len(uvd) + 1), subject1_frames), str(path))
-
-
-def _sidecar_subject1(path: Path) -> int | None:
-    """Test subject 1's frame count of the synthetic root a ``test/joint_data.mat`` belongs to (hpe synth's
-    sidecar), or None."""
-    import json
-    try:
-        return int(json.loads((Path(path).parent.parent / "hpe_synthetic.json").read_text())["test_subject1_frames"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
 
 
 @dataclass

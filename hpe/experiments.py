@@ -7,7 +7,6 @@ qualitative figures 4.10/4.11 (:func:`qualitative`).
 from __future__ import annotations
 
 import contextlib
-
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -264,26 +263,22 @@ CENTRE_METHODS = ("palm", "segment", "com", "refined")
 
 def _frame_set_name(root: Path, held_out: bool) -> str:
     """How the centre table names the test frames of ``root``: the held-out set says its seed and hand size."""
-    import json
-    side = Path(root) / "hpe_synthetic.json"
-    if not side.is_file():
+    from hpe.synthetic import read_sidecar
+    info = read_sidecar(root)
+    if info is None:
         return "held-out test" if held_out else "test"
     if not held_out:
         return "synthetic test"
-    info = json.loads(side.read_text())
     return f"held-out (seed {info.get('seed')}, hand {info.get('subject2_scale')})"
 
 
 def _check_held_out(root: Path, held_out: Sequence[Path]) -> None:
     """A held-out set must hold frames nobody tuned on: not ``root`` itself, and not frames generated with ``root``'s
     seed (the generator's test poses depend only on the seed)."""
-    import json
+    from hpe.synthetic import read_sidecar
 
     def seed(r: Path):
-        try:
-            return json.loads((Path(r) / "hpe_synthetic.json").read_text()).get("seed")
-        except (OSError, ValueError, AttributeError):
-            return None
+        return (read_sidecar(r) or {}).get("seed")
     for h in held_out:
         if Path(h).resolve() == Path(root).resolve():
             raise ValueError(f"--held-out-root {h} is --root itself: give a test set nobody tuned on")

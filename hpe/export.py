@@ -145,11 +145,10 @@ def export(run_dir: Path, fmt: str, out: Path, allow_unfinished: bool = False) -
     """Export a run's network; returns the metadata written with it."""
     if fmt not in SUFFIXES:
         raise ValueError(f"unknown export format '{fmt}' (choose from {', '.join(SUFFIXES)})")
-    other = {suffix: name for name, suffixes in SUFFIXES.items() if name != fmt for suffix in suffixes}
-    if Path(out).suffix.lower() in other:  # a .onnx file holding TorchScript would fail far from here
-        raise ValueError(f"--out {out} is named like {other[Path(out).suffix.lower()]} but --format {fmt} was asked "
-                         f"for: name it {Path(out).with_suffix(SUFFIXES[fmt][0])} or pass "
-                         f"--format {other[Path(out).suffix.lower()]}")
+    named = next((name for name, suffixes in SUFFIXES.items() if Path(out).suffix.lower() in suffixes), fmt)
+    if named != fmt:  # a .onnx file holding TorchScript would fail far from here
+        raise ValueError(f"--out {out} is named like {named} but --format {fmt} was asked for: name it "
+                         f"{Path(out).with_suffix(SUFFIXES[fmt][0])} or pass --format {named}")
     run = load_run(run_dir, allow_unfinished=allow_unfinished)
     meta = metadata(run)
     if fmt == "onnx":

@@ -148,9 +148,11 @@ def no_hand(depth_crop: np.ndarray) -> str | None:
     inside = fg & (depth_crop > -1)  # the front face clamps nearer depths to -1: those are not the surface's
     v, u = np.nonzero(inside)
     d = depth_crop[inside].astype(np.float64)
-    plane = np.c_[u, v, np.ones(len(u))]
-    residual = d - plane @ np.linalg.lstsq(plane, d, rcond=None)[0]
-    if float(residual.std()) < FLAT_SPREAD:  # a plane, facing the camera or tilted (a wall, a ramp, a table)
+    flat = len(d) <= 3  # (almost) all of it clamped to the front face: no surface to fit, flat as before
+    if not flat:
+        plane = np.c_[u, v, np.ones(len(u))]
+        flat = float((d - plane @ np.linalg.lstsq(plane, d, rcond=None)[0]).std()) < FLAT_SPREAD
+    if flat:  # a plane, facing the camera or tilted (a wall, a ramp, a table)
         return "the object in the crop is a flat surface: not a hand"
     return None
 

@@ -38,7 +38,7 @@ from hpe.nyu import (
     subjects_of,
 )
 from hpe.progress import progress as progress_bar
-from hpe.synthetic import SIDECAR
+from hpe.synthetic import read_sidecar
 
 log = logging.getLogger("hpe.prep")
 
@@ -85,11 +85,8 @@ def prep_config(profile: str = "thesis", **options) -> PrepConfig:
 
 def subject1_frames(root: Path) -> int:
     """Where test subject 2 starts: NYU's 2440, or what a synthetic set's sidecar says."""
-    import json
-    side = Path(root) / SIDECAR
-    if side.is_file():
-        return int(json.loads(side.read_text())["test_subject1_frames"])
-    return TEST_SUBJECT1_FRAMES
+    info = read_sidecar(root)
+    return TEST_SUBJECT1_FRAMES if info is None else int(info["test_subject1_frames"])
 
 
 def validation_mask(n: int, method: str, fraction: float, seed: int) -> np.ndarray:

@@ -33,6 +33,14 @@ warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning
 warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
 _Retry = getattr(optuna.storages, "RetryHeartbeatStaleTrialCallback", None) or optuna.storages.RetryFailedTrialCallback
 
+
+def _retry(callback, max_retry: int | None):
+    """A retry callback, without optuna 4's FutureWarning (printed on every search; the callback does the job)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        return callback(max_retry=max_retry)
+
+
 # name: (low, high, log) - the thesis's initial ranges (4.4.3).  log = True samples as eq. 4.19 does for the
 # learning rate, lr ~ 10^U(log10 a, log10 b); the thesis samples momentum the same way and dropout linearly.
 THESIS_RANGES = {"lr": (1e-3, 1e-1, True), "momentum": (0.8, 1.0, True), "dropout": (0.0, 0.1, False)}
@@ -86,12 +94,9 @@ def _storage(cfg: SearchConfig, out: Path):
         raise _storage_error(url, exc) from None
     for attempt in range(5):
         try:
-            with warnings.catch_warnings():  # optuna 4's FutureWarning for the retry callback, on every search
-                warnings.simplefilter("ignore", FutureWarning)
-                retry = _Retry(max_retry=1)
             return optuna.storages.RDBStorage(
                 url, heartbeat_interval=cfg.heartbeat_s, grace_period=2 * cfg.heartbeat_s,
-                heartbeat_stale_trial_callback=retry)
+                heartbeat_stale_trial_callback=_retry(_Retry, max_retry=1))
         except Exception as exc:  # workers starting together race to create the schema: the loser retries
             if attempt == 4:
                 raise _storage_error(url, exc) from None
@@ -231,9 +236,7 @@ def _work(study, base: dict, out: Path, cfg: SearchConfig, max_trials: int | Non
             except KeyboardInterrupt:  # Ctrl-C / SIGTERM: failed and re-queued now, not two heartbeats later
                 trial.set_user_attr("reason", "its worker was interrupted; re-queued")
                 study.tell(trial, state=optuna.trial.TrialState.FAIL)
-                with warnings.catch_warnings():  # optuna 4 marks the callback deprecated; it does the job
-                    warnings.simplefilter("ignore", FutureWarning)
-                    requeue = optuna.storages.RetryFailedTrialCallback(max_retry=None)
+                requeue = _retry(optuna.storages.RetryFailedTrialCallback, max_retry=None)
                 requeue(study, study._storage.get_trial(trial._trial_id))
                 raise
             except Exception as exc:  # a crashing trial is recorded with its reason; the search goes on

@@ -297,13 +297,28 @@ def _quiet_worker() -> None:
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
+def read_sidecar(root: Path) -> dict | None:
+    """What ``hpe synth`` recorded about the dataset ``root`` (seed, frames, test subject split, hand size), or
+    None for a dataset hpe did not generate; an unreadable sidecar is one error line."""
+    side = Path(root) / SIDECAR
+    if not side.is_file():
+        return None
+    try:
+        info = json.loads(side.read_text())
+    except (OSError, ValueError):
+        info = None
+    if not isinstance(info, dict):
+        raise DataError(f"{side} is not the JSON hpe synth writes: regenerate the dataset (hpe synth --force)")
+    return info
+
+
 def generated_by_hpe(root: Path) -> bool:
     """Whether ``root`` is a synthetic dataset that hpe wrote (its sidecar says so)."""
-    side = Path(root) / SIDECAR
     try:
-        return json.loads(side.read_text()).get("generator", "").startswith("hpe")
-    except (OSError, ValueError):
+        info = read_sidecar(root)
+    except DataError:
         return False
+    return info is not None and str(info.get("generator", "")).startswith("hpe")
 
 
 def generate(root: Path, n_train: int, n_test: int, seed: int = 0, workers: int | None = None,
