@@ -265,6 +265,8 @@ def prep(root: Path, out: Path, config: PrepConfig | None = None, progress: bool
                 for g, cnt in targets.items():
                     _create(h5.create_group(g), cnt, cfg.size, len(joint_idx))
                 _fill_split(h5, pool, split_tasks, targets, is_val, cfg, stats, rgb, f"prep {name}", progress)
+            pool.close()  # workers exit on their own (the with-block terminates them: coverage.py loses their data)
+            pool.join()
             if rgb.n == 0:
                 raise DataError(f"no training frame survived in {root}: cannot compute RGB statistics")
             h5.attrs["rgb_mean"], h5.attrs["rgb_std"] = rgb.result()

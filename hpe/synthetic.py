@@ -282,6 +282,8 @@ def write_split(root: Path, split: str, n: int, seed: int, subject1_frames: int,
             for i, joints in enumerate(pool.imap(_render_frame, tasks, chunksize=16)):
                 xyz[i] = joints
                 bar.update(1)
+        pool.close()  # workers exit on their own (the with-block terminates them: coverage.py loses their data)
+        pool.join()
     joint_xyz = _side_views(xyz)
     joint_uvd = NYU_CAMERA.xyz_to_uvd(joint_xyz)
     names = np.empty((1, 36), dtype=object)
