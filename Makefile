@@ -302,10 +302,10 @@ rehearsal: | $(INSTALLED)
 # point and a point below for the run-to-run noise of data files from killed processes (hpe/scale.py, the
 # NYU-size rehearsal tool, is 42 % covered: its measuring children run only in `make rehearsal`).
 COVERAGE ?= 1
-# COVERAGE=0: test files are spread over PYTEST_WORKERS processes (pytest-xdist, one file per worker at a time: a
-# file's fixtures are built once); 1 runs them in this process.  Under coverage the suite runs in one process: the
-# process pools of synth and prep inside xdist workers lose their coverage data (measured: lines 89 % instead of
-# 92 %, and half-written data files).
+# Test files are spread over PYTEST_WORKERS processes (pytest-xdist, one file per worker at a time: a file's
+# fixtures are built once); 1 runs them in this process.  Coverage follows the workers and every process they start
+# (synth's and prep's pools close and join their workers, so none is terminated before it writes its data: with the
+# pools terminated, lines fell to 89 % at random).
 PYTEST_WORKERS ?= 2
 PYTEST_ARGS := -q -m "not slow" $(if $(filter-out 1,$(PYTEST_WORKERS)),-n $(PYTEST_WORKERS) --dist loadfile)
 COVERAGE_FLOOR_LINES ?= 91.5
@@ -319,7 +319,7 @@ endif
 
 coverage: $(INSTALLED)
 	rm -f .coverage .coverage.* coverage.json
-	$(PY) -m coverage run -m pytest -q -m "not slow"
+	$(PY) -m coverage run -m pytest $(PYTEST_ARGS)
 	find . -maxdepth 1 -name '.coverage.*' -empty -delete  # left by processes the tests kill with SIGKILL
 	$(PY) -m coverage combine -q
 	$(PY) -m coverage report
