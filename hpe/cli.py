@@ -90,8 +90,7 @@ def _run_layers(a) -> list[tuple[str, dict]]:
 
 
 def _cmd_train(a) -> int:
-    from hpe.config import build_train_config, read_toml
-    from hpe.experiments import fusepred_training
+    from hpe.config import build_train_config, fusepred_training, read_toml
     from hpe.train import train
     cfg = build_train_config(_run_layers(a))
     if a.experiment and "fusepred" in read_toml(a.experiment) and \

@@ -270,3 +270,21 @@ def config_from_dict(d: dict) -> TrainConfig:
         return merge(TrainConfig, [("saved config", d)])
     except ValueError as exc:
         raise DataError(f"{exc} (written by another hpe version?)") from None
+
+
+FUSEPRED_TRAINING = ("independent", "joint")
+
+
+def fusepred_training(experiment: Path, profile: str) -> str:
+    """The experiment file's ``[fusepred] training`` for ``profile``: a name, or a table of one name per profile
+    (fig4.7/fusepred.toml: independent for thesis, joint for icip2018)."""
+    choice = read_toml(experiment).get("fusepred", {}).get("training", "independent")
+    if isinstance(choice, dict):
+        if profile not in choice:
+            raise ValueError(f"{experiment}: [fusepred] training names no choice for profile '{profile}' "
+                             f"(has: {', '.join(choice)})")
+        choice = choice[profile]
+    if choice not in FUSEPRED_TRAINING:
+        raise ValueError(f"{experiment}: [fusepred] training = {choice!r}: must be one of "
+                         f"{', '.join(FUSEPRED_TRAINING)}")
+    return choice

@@ -16,7 +16,7 @@ import numpy as np
 from hpe import DataError
 from hpe.atomic import savez, write_json
 from hpe.camera import Camera
-from hpe.config import read_toml
+from hpe.config import fusepred_training, read_toml
 from hpe.evaluate import collect, load_ground_truth, summaries, write_results
 from hpe.nets import SCORE_WEIGHTS, fuse_scores, fusion_points, score_fusion_weights
 from hpe.nyu import write_joints_txt
@@ -58,24 +58,6 @@ def table43(runs: list[tuple[str, Path]], prefix: Path, allow_unfinished: bool =
     title = "Table 4.3: normalised MSE per coordinate, ours and the thesis's (real NYU)"
     figure_table(rows, header, prefix, title + "".join(f"\nwarning: {n}" for n in notes), width)
     return header, rows
-
-
-FUSEPRED_TRAINING = ("independent", "joint")
-
-
-def fusepred_training(experiment: Path, profile: str) -> str:
-    """The experiment file's ``[fusepred] training`` for ``profile``: a name, or a table of one name per profile
-    (fig4.7/fusepred.toml: independent for thesis, joint for icip2018)."""
-    choice = read_toml(experiment).get("fusepred", {}).get("training", "independent")
-    if isinstance(choice, dict):
-        if profile not in choice:
-            raise ValueError(f"{experiment}: [fusepred] training names no choice for profile '{profile}' "
-                             f"(has: {', '.join(choice)})")
-        choice = choice[profile]
-    if choice not in FUSEPRED_TRAINING:
-        raise ValueError(f"{experiment}: [fusepred] training = {choice!r}: must be one of "
-                         f"{', '.join(FUSEPRED_TRAINING)}")
-    return choice
 
 
 def _layers_profile(layers: list[tuple[str, dict]], *runs: Path | None) -> str:

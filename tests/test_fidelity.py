@@ -250,7 +250,8 @@ def test_joint_fusepred_gradient_reaches_both_streams():
 
 def test_fusepred_training_per_profile(synthetic_h5, tmp_path):
     """fig4.7/fusepred.toml names the training per profile; joint trains one run from scratch on the average."""
-    from hpe.experiments import fusepred, fusepred_training
+    from hpe.config import fusepred_training
+    from hpe.experiments import fusepred
     exp = REPO / "experiments/fig4.7/fusepred.toml"
     assert fusepred_training(exp, "thesis") == "independent" and fusepred_training(exp, "icip2018") == "joint"
     with pytest.raises(ValueError, match="--depth-run"):

@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -19,6 +20,20 @@ from hpe.run import RunDir
 from hpe.train import LoopState, next_state, train
 
 TINY = dict(width=0.125, fc_units=128, input_size=32, batch_size=8, progress="none", device="cpu")
+
+
+def test_the_optimizer_leaves_torch_dynamo_unimported():
+    """torch.optim.Optimizer's own add_param_group / zero_grad / state_dict import torch._dynamo on first call (two
+    seconds of every `hpe train` start); LasagneMomentum's plain copies of them do not, and still round-trip."""
+    code = ("import sys, torch\nfrom hpe.optim import LasagneMomentum\n"
+            "w = torch.nn.Parameter(torch.ones(3)); opt = LasagneMomentum([w], 0.1, 0.9)\n"
+            "w.grad = torch.ones(3); opt.step(); opt.zero_grad(); state = opt.state_dict()\n"
+            "again = LasagneMomentum([w], 0.1, 0.9); again.load_state_dict(state)\n"
+            "assert torch.equal(again.state[w]['velocity'], torch.full((3,), -0.1))\n"
+            "print('torch._dynamo' in sys.modules)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    assert r.returncode == 0 and r.stdout.strip() == "False", r.stdout + r.stderr
 
 
 def test_lasagne_momentum_arguments_and_groups():
