@@ -233,6 +233,28 @@ def test_load_predictor_takes_one_centre_run_as_a_path(runs, sample_frame):
     assert np.array_equal(one(depth), many(depth))
 
 
+def test_a_corner_is_not_a_hand(synthetic_h5):
+    """Two planes meeting (a room's corner, a box's edge, a folded card) were given a hand pose: each side alone is
+    flat, the pair is not one plane.  A folded card held up in both folds (edge towards and away from the camera),
+    three seam angles, unequal slopes; the synthetic hands all stay hands."""
+    import h5py
+
+    from hpe.predict import no_hand
+    uu, vv = np.meshgrid(np.arange(640.0), np.arange(480.0))
+    noise = np.random.default_rng(0).normal(0, 1, uu.shape)
+    for angle in (0.3, 1.2, 2.5):
+        across = (uu - 320) * np.cos(angle) + (vv - 240) * np.sin(angle)
+        for slope in (-2.5, 1.5):
+            depth = np.round(800 + np.where(across > 0, slope * across, -0.6 * slope * across) + 0.8 * noise)
+            depth[(uu - 320) ** 2 + (vv - 240) ** 2 > 80 ** 2] = 0  # the card's edge: nothing around it
+            crop = crop_frame(depth, None, np.array([320.0, 240.0, 800.0]), 300.0, 64)["depth"]
+            assert 0.03 < (crop < 1).mean() < 0.9, (angle, slope)
+            assert "two flat surfaces meeting" in (no_hand(crop) or ""), (angle, slope)
+    with h5py.File(synthetic_h5) as f:
+        for split in ("train", "test"):
+            assert all(no_hand(c.astype(np.float32)) is None for c in f[f"{split}/depth"][:]), split
+
+
 def test_a_tilted_plane_is_not_a_hand(sample_frame):
     """A wall facing the camera was flagged, a ramp (a wall seen at an angle, a table) was given a hand pose: the
     flatness test fits a plane, whatever its tilt.  The real hand stays a hand."""
