@@ -61,8 +61,8 @@ def load_ground_truth(path: Path | None = None, subject1_frames: int | None = No
         return GroundTruth(uvd, xyz, subjects, str(path), cam)
     uvd, xyz = read_ground_truth(path)
     if subject1_frames is None:  # a test joint_data.mat of a synthetic root has its own split (its sidecar)
-        from hpe import prep
-        subject1_frames = (prep.subject1_frames(path.parent.parent) if path.name == "joint_data.mat"
+        from hpe.synthetic import subject1_frames as sidecar_split  # not hpe.prep: it imports torch (2 s)
+        subject1_frames = (sidecar_split(path.parent.parent) if path.name == "joint_data.mat"
                            else TEST_SUBJECT1_FRAMES)
     if not 1 <= subject1_frames <= len(uvd) - 1:
         raise ValueError(f"--subject1-frames {subject1_frames} (subject1_frames= in Python): {path} has {len(uvd)} "

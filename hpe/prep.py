@@ -31,14 +31,13 @@ from hpe.nyu import (
     EVAL_JOINTS,
     EVAL_NAMES,
     PALM_JOINT,
-    TEST_SUBJECT1_FRAMES,
     NYUSplit,
     read_depth,
     read_rgb,
     subjects_of,
 )
 from hpe.progress import progress as progress_bar
-from hpe.synthetic import read_sidecar
+from hpe.synthetic import subject1_frames
 
 log = logging.getLogger("hpe.prep")
 
@@ -81,12 +80,6 @@ def prep_config(profile: str = "thesis", **options) -> PrepConfig:
     given = {k: v for k, v in options.items() if v is not None}
     return merge(PrepConfig, [(f"profile {profile}", {"profile": profile, **profile_section(profile, "prep")}),
                               ("command line", given)])
-
-
-def subject1_frames(root: Path) -> int:
-    """Where test subject 2 starts: NYU's 2440, or what a synthetic set's sidecar says."""
-    info = read_sidecar(root)
-    return TEST_SUBJECT1_FRAMES if info is None else int(info["test_subject1_frames"])
 
 
 def validation_mask(n: int, method: str, fraction: float, seed: int) -> np.ndarray:

@@ -314,6 +314,12 @@ def read_sidecar(root: Path) -> dict | None:
     return info
 
 
+def subject1_frames(root: Path) -> int:
+    """Where test subject 2 starts: NYU's 2440, or what a synthetic set's sidecar says."""
+    info = read_sidecar(root)
+    return TEST_SUBJECT1_FRAMES if info is None else int(info["test_subject1_frames"])
+
+
 def generated_by_hpe(root: Path) -> bool:
     """Whether ``root`` is a synthetic dataset that hpe wrote (its sidecar says so)."""
     try:
