@@ -261,7 +261,9 @@ def report(study, out: Path) -> dict:
 
     from hpe.plots import plt, save, write_csv
     trials = study.get_trials(deepcopy=False)
-    rows = [[t.number, t.user_attrs.get("round", ""), t.state.name, "" if t.value is None else f"{t.value:.6g}",
+    # Rounds counted from 1, as the terminal lines and the plot's legend say ("trial 3 (round 2)"); trial numbers are
+    # optuna's own, from 0, everywhere (they name trials in the study's storage).
+    rows = [[t.number, t.user_attrs["round"] + 1 if "round" in t.user_attrs else "", t.state.name, "" if t.value is None else f"{t.value:.6g}",
              *(f"{t.params.get(k, float('nan')):.6g}" for k in THESIS_RANGES), t.user_attrs.get("reason", "")]
             for t in trials]
     write_csv(out / "trials.csv", ["trial", "round", "state", "val_mse", *THESIS_RANGES, "reason"], rows)

@@ -36,7 +36,7 @@ def test_tiny_search_embedded_storage_and_resume(synthetic_h5, tmp_path):
     res = search(base, tmp_path, cfg)  # ... and the study resumes where it stopped
     assert res["trials"] == 4 and res["complete"] + res["failed"] == 4
     rows = list(csv.DictReader(open(tmp_path / "trials.csv")))
-    assert [r["round"] for r in rows] == ["0", "0", "1", "1"]
+    assert [r["round"] for r in rows] == ["1", "1", "2", "2"]  # counted from 1, as the terminal lines say
     assert (tmp_path / "search.png").is_file() and (tmp_path / "best.json").is_file()
 
 
