@@ -185,7 +185,7 @@ def load_method(name: str, src: Path, gt: GroundTruth, fmt: str = "uvd", joint_o
     """A run folder (its ``test_predictions_uvd.txt``) or a prediction file, checked and lifted to xyz; ``flag``
     is the option that named it, for the messages."""
     src = Path(src)
-    warning = None
+    warning, hint = None, ""
     if src.is_dir():
         from hpe.run import check_data, open_run
         info = open_run(src, flag, allow_unfinished)
@@ -195,11 +195,13 @@ def load_method(name: str, src: Path, gt: GroundTruth, fmt: str = "uvd", joint_o
         path = src / "test_predictions_uvd.txt"
         if not path.is_file():
             raise DataError(f"no test predictions in run folder {src} (missing {path.name}); train the run first")
+        if info.config.get("data") and not str(gt.source).endswith(".h5"):
+            hint = f": the run was trained on {info.config['data']}, give --gt with that file"
         src, fmt, joint_order = path, "uvd", EVAL_JOINTS
     raw = read_joints_txt(src, role="prediction")
     if raw.shape != gt.uvd.shape:
         raise DataError(f"{src}: {raw.shape[0]} frames do not match the ground truth's {gt.uvd.shape[0]} "
-                        f"({gt.source})")
+                        f"({gt.source}){hint}")
     pred = to_kit_order(raw, joint_order)
     problem = (_impossible_rows(pred, fmt) or _implausible(pred, fmt, gt.camera)
                or (None if published_mm is not None else _repeated_rows(pred)))  # the kit's files are as published

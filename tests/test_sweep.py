@@ -80,6 +80,7 @@ CASES = [
     ("eval-joint-order", "evaluate --pred {fb} --joint-order 1,2,3", 2, "joint"),
     ("eval-unfinished-run", "evaluate --pred {unf} --gt {h5}", 2, "is unfinished"),
     ("eval-run-other-data", "evaluate --pred {run} --gt {other}", 2, "holds other data"),
+    ("eval-run-without-gt", "evaluate --pred {run}", 2, "the run was trained on"),
     ("eval-png-as-text", "evaluate --pred {sample}", 2, "depth_1_0000001.png"),
     ("eval-tompson-no-depth", "evaluate --tompson bundled", 2, "need --depth-dir"),
     ("eval-nothing", "evaluate --gt {fb}", 2, "nothing to evaluate"),
