@@ -34,6 +34,11 @@ def test_the_optimizer_leaves_torch_dynamo_unimported():
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
     assert r.returncode == 0 and r.stdout.strip() == "False", r.stdout + r.stderr
+    # What the class body did at import, called here (mutation testing cannot switch code that ran at import).
+    from torch.optim import Optimizer
+
+    from hpe.optim import _plain
+    assert _plain(Optimizer.zero_grad) is Optimizer.zero_grad.__wrapped__ and _plain(len) is len
 
 
 def test_lasagne_momentum_arguments_and_groups():
@@ -45,6 +50,7 @@ def test_lasagne_momentum_arguments_and_groups():
             LasagneMomentum([w], lr=lr, momentum=mu)
     for mu in (0.0, 1.0):
         LasagneMomentum([w], lr=1e-9, momentum=mu)
+    assert LasagneMomentum([w], lr=0.1).defaults == {"lr": 0.1, "momentum": 0.9, "nesterov": False}  # Lasagne's
     frozen, live = torch.nn.Parameter(torch.tensor([3.0])), torch.nn.Parameter(torch.tensor([1.0]))
     opt = LasagneMomentum([{"params": [frozen]}, {"params": [live]}], lr=0.1, momentum=0.5)
     assert [g["lr"] for g in opt.param_groups] == [0.1, 0.1] and opt.defaults["momentum"] == 0.5
