@@ -64,6 +64,55 @@ def test_implausible_files_are_refused_with_the_likely_cause(gt, tmp_path, trans
         collect([("bad", tmp_path / "bad.txt")], gt)
 
 
+def test_implausible_rules_at_their_bounds():
+    """The xyz-as-uvd rule needs more than 5 % negative u AND every |u|, |v| under 400; metres means a median depth
+    under 10.  Just inside each bound the rule stays quiet, just past it, it speaks."""
+    from hpe.evaluate import _implausible
+    n = 100
+    pred = np.tile(np.array([300.0, 200.0, 800.0]), (n, 14, 1))
+    assert _implausible(pred, "uvd", NYU_CAMERA) is None
+    five = pred.copy()
+    five[:5, :, 0] = -1.0  # exactly 5 % negative u: quiet
+    assert _implausible(five, "uvd", NYU_CAMERA) is None
+    six = pred.copy()
+    six[:6, :, 0] = -1.0
+    assert "looks like an xyz file (pass --format xyz)" in _implausible(six, "uvd", NYU_CAMERA)
+    zero = pred.copy()
+    zero[:, :, 0] = 0.0  # u = 0 is a pixel column, not a negative coordinate
+    assert _implausible(zero, "uvd", NYU_CAMERA) is None
+    wide = six.copy()
+    wide[0, 0, 1] = 400.0  # one |v| at 400: not all under 400, so not the xyz rule
+    assert "xyz file" not in (_implausible(wide, "uvd", NYU_CAMERA) or "")
+    inside = six.copy()
+    inside[0, 0, 1] = 399.9
+    assert "xyz file" in _implausible(inside, "uvd", NYU_CAMERA)
+    v_neg = pred.copy()
+    v_neg[:50, :, 1] = -1.0  # negative v alone is not the xyz rule (it reads u)
+    assert "xyz file" not in (_implausible(v_neg, "uvd", NYU_CAMERA) or "")
+    metres = pred.copy()
+    metres[..., 2] = 10.0  # a median of exactly 10 is not "under 10"; it fails the depth range instead
+    assert "metres" not in _implausible(metres, "uvd", NYU_CAMERA)
+    metres[..., 2] = 9.99
+    assert "depths in metres" in _implausible(metres, "uvd", NYU_CAMERA)
+
+
+def test_summaries_carry_source_warning_published_and_subjects(gt):
+    from hpe.evaluate import Method
+    xyz = read_joints_txt(bundled("ICCV15_NYU_Feedback.txt"))
+    m = Method("Feedback", NYU_CAMERA.uvd_to_xyz(xyz), "feedback.txt", published_mm=15.973, warning="unfinished run")
+    m.errors = joint_errors(m.xyz, gt.xyz)
+    s = summaries([m], gt, success="mean")["Feedback"]
+    assert s["source"] == "feedback.txt" and s["warning"] == "unfinished run" and s["published_mm"] == 15.973
+    assert s["success"] == "mean" and set(s["per_subject_mm"]) == {1, 2} and s["agrees_with_published"] is True
+    from hpe.evaluate import PUBLISHED_TOLERANCE_MM
+    exact = Method("exact", gt.xyz, "gt", published_mm=PUBLISHED_TOLERANCE_MM)
+    exact.errors = np.zeros(gt.xyz.shape[:2])  # mean 0.0: the published mean sits exactly at the tolerance
+    assert summaries([exact], gt)["exact"]["agrees_with_published"] is False  # agreeing is strictly within
+    m.published_mm, m.warning = None, None
+    plain = summaries([m], gt)["Feedback"]
+    assert "warning" not in plain and "published_mm" not in plain and plain["success"] == "max"
+
+
 def test_other_joint_orders(gt, tmp_path):
     kit = read_joints_txt(bundled("ICCV15_NYU_Feedback.txt"))
     order = JOINT_ORDERS["fusenet"]

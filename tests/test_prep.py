@@ -36,6 +36,18 @@ def test_schema_and_split(synthetic_h5):
     assert open_prepared(synthetic_h5).sizes == {"train": 30, "val": 10, "test": 16}
 
 
+def test_uniform_validation_mask_is_a_seeded_sample():
+    """Thesis 4.4.3: round(fraction x n) frames drawn uniformly with the seed (numpy's Generator), as a boolean mask."""
+    for n, fraction, seed in ((40, 0.25, 0), (999, 0.1, 7), (10, 0.05, 3)):
+        mask = validation_mask(n, "uniform", fraction, seed)
+        assert mask.dtype == bool and mask.shape == (n,) and mask.sum() == round(fraction * n)
+        expected = np.zeros(n, bool)
+        expected[np.random.default_rng(seed).permutation(n)[:round(fraction * n)]] = True
+        assert (mask == expected).all()
+    assert (validation_mask(40, "uniform", 0.25, 0) != validation_mask(40, "uniform", 0.25, 1)).any()
+    assert (validation_mask(40, "uniform", 0.25, 0) != validation_mask(40, "train_test_split", 0.25, 0)).any()
+
+
 def test_icip2018_split_is_sklearns_train_test_split():
     """sklearn.model_selection.train_test_split(range(n), random_state=10, test_size=0.5): the author validates on
     the second part.  Values printed by scikit-learn 1.x for n = 10 and 11; scikit-learn (a test dependency) is the
