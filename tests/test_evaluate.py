@@ -121,6 +121,55 @@ def test_other_joint_orders(gt, tmp_path):
     assert f"{m.errors.mean():.3f}" == "15.973"
 
 
+def _run_folder(folder, pred_uvd, data="data/x.h5", fingerprint="f00", status="done"):
+    """A run folder as `hpe train` leaves it, as far as evaluate reads it."""
+    import json as _json
+    folder.mkdir()
+    (folder / "config.json").write_text(_json.dumps({"config": {"data": data}, "data": {"fingerprint": fingerprint}}))
+    if status:
+        (folder / "result.json").write_text(_json.dumps({"status": status, "reason": "reached max_epochs"}))
+    if pred_uvd is not None:
+        write_joints_txt(folder / "test_predictions_uvd.txt", pred_uvd)
+    return folder
+
+
+def test_a_run_folder_is_scored_through_the_run_contract(gt, synthetic_h5, tmp_path):
+    """evaluate --pred RUN: its test_predictions_uvd.txt scored as the file itself would be, under the run-folder
+    contract (unfinished refused unless allowed, then carried as a warning), with the data check for a prepared
+    ground truth and a hint naming the run's data when the frames do not match."""
+    from hpe.dataset import fingerprint, open_prepared
+    from hpe.evaluate import load_method
+    feedback = read_joints_txt(bundled("ICCV15_NYU_Feedback.txt"))
+    run = _run_folder(tmp_path / "run", feedback)
+    m = load_method("ours", run, gt)
+    assert m.name == "ours" and m.warning is None and m.source == str(run / "test_predictions_uvd.txt")
+    assert np.array_equal(m.errors, load_method("file", bundled("ICCV15_NYU_Feedback.txt"), gt).errors)
+    unfinished = _run_folder(tmp_path / "unf", feedback, status=None)
+    with pytest.raises(DataError, match=f"--pred {unfinished} is unfinished .* pass --allow-unfinished"):
+        load_method("u", unfinished, gt)
+    assert "is unfinished" in load_method("u", unfinished, gt, allow_unfinished=True).warning
+    with pytest.raises(DataError, match=f"--method {unfinished} is unfinished"):
+        load_method("u", unfinished, gt, flag="--method")
+    empty = _run_folder(tmp_path / "empty", None)
+    with pytest.raises(DataError, match=f"no test predictions in run folder {empty} .missing test_predictions_uvd"):
+        load_method("e", empty, gt)
+    short = _run_folder(tmp_path / "short", feedback[:12], data="data/synthetic.h5")
+    with pytest.raises(DataError, match="12 frames do not match .*: the run was trained on data/synthetic.h5, give --gt"):
+        load_method("s", short, gt)
+    h5_gt = load_ground_truth(synthetic_h5)
+    fp = fingerprint(open_prepared(synthetic_h5))
+    mine = _run_folder(tmp_path / "mine", h5_gt.uvd, data=str(synthetic_h5), fingerprint=fp)
+    assert load_method("m", mine, h5_gt).errors.max() < 1e-3  # its own labels back: the data check passed
+    other = _run_folder(tmp_path / "other", h5_gt.uvd, data="data/other.h5", fingerprint="0123")
+    with pytest.raises(DataError, match=f"--pred {other} was trained on data/other.h5 .* holds other data"):
+        load_method("o", other, h5_gt)
+    with pytest.raises(DataError, match="missing prediction file: "):
+        load_method("x", tmp_path / "nope.txt", gt)
+    with pytest.raises(DataError, match=r"12 frames do not match .*\.h5\)$"):  # no hint: --gt was given
+        load_method("s", _run_folder(tmp_path / "short2", h5_gt.uvd[:12], data=str(synthetic_h5), fingerprint=fp),
+                    h5_gt)
+
+
 def test_files_of_the_wrong_kind_are_named(gt, tmp_path):
     shutil.copy(bundled("sample/depth_1_0000001.png"), tmp_path / "pred.txt")
     with pytest.raises(DataError, match="pred.txt is a PNG image, not a text file"):
