@@ -47,7 +47,7 @@ def test_help_shows_defaults_and_figure_kinds_have_only_their_options():
 def test_version_flags_after_the_subcommand_and_pipes():
     r = subprocess.run([sys.executable, "-m", "hpe", "--version"], capture_output=True, text=True)
     assert r.stdout.strip() == f"hpe {__version__}"
-    small = ["--input-size", "32"]  # nine nets of ~26 M parameters instead of ~150 M: the same code path
+    small = ["--input-size", "32"]
     r = subprocess.run([sys.executable, "-m", "hpe", "nets", "-v", "--quiet"] + small, capture_output=True, text=True)
     assert r.returncode == 0 and "Depth-Net" in r.stdout
     # `hpe nets | head`: the reader has left before hpe writes a byte (closed here at once, so the write surely
