@@ -255,6 +255,21 @@ def test_a_corner_is_not_a_hand(synthetic_h5):
             assert all(no_hand(c.astype(np.float32)) is None for c in f[f"{split}/depth"][:]), split
 
 
+def test_child_size_hands_stay_hands(tmp_path):
+    """A careless user's find: with the 80th percentile, test frame 26 of seed 11 with a 0.6-size second subject (a
+    child's hand) was called two flat surfaces; the 90th percentile keeps every such hand a hand."""
+    import h5py
+
+    from hpe.predict import no_hand
+    from hpe.prep import prep, prep_config
+    from hpe.synthetic import generate
+    generate(tmp_path / "nyu", 2, 30, seed=11, workers=1, subject2_scale=0.6)
+    prep(tmp_path / "nyu", tmp_path / "child.h5", prep_config(size=64, workers=1), progress=False)
+    with h5py.File(tmp_path / "child.h5") as f:
+        flags = [no_hand(c.astype(np.float32)) for c in f["test/depth"][:]]
+    assert len(flags) == 30 and not any(flags), flags
+
+
 def test_a_tilted_plane_is_not_a_hand(sample_frame):
     """A wall facing the camera was flagged, a ramp (a wall seen at an angle, a table) was given a hand pose: the
     flatness test fits a plane, whatever its tilt.  The real hand stays a hand."""
