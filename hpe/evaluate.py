@@ -55,6 +55,9 @@ def load_ground_truth(path: Path | None = None, subject1_frames: int | None = No
     subject 1 (default: a synthetic root's own count, from its sidecar; else NYU's 2,440)."""
     path = Path(path) if path is not None else ground_truth_file()
     if path.suffix == ".h5":
+        if subject1_frames is not None:  # it would be silently ignored: the file's subjects are recorded per frame
+            raise ValueError(f"--subject1-frames {subject1_frames} (subject1_frames= in Python): {path} is a prepared "
+                             f"file, which records each test frame's subject; drop the option")
         from hpe.dataset import open_prepared, test_ground_truth
         cam = Camera(*np.asarray(open_prepared(path).attrs["camera"], np.float64))
         uvd, xyz, subjects = test_ground_truth(path)
@@ -186,6 +189,8 @@ def load_method(name: str, src: Path, gt: GroundTruth, fmt: str = "uvd", joint_o
     is the option that named it, for the messages."""
     src = Path(src)
     warning, hint = None, ""
+    if src.name == "test_predictions_uvd.txt" and (src.parent / "config.json").is_file():
+        src = src.parent  # a run's own file: scored as the run, under its contract (not-learned stays refused)
     if src.is_dir():
         from hpe.run import check_data, open_run
         info = open_run(src, flag, allow_unfinished)

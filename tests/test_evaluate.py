@@ -148,6 +148,8 @@ def test_a_run_folder_is_scored_through_the_run_contract(gt, synthetic_h5, tmp_p
     with pytest.raises(DataError, match=f"--pred {unfinished} is unfinished .* pass --allow-unfinished"):
         load_method("u", unfinished, gt)
     assert "is unfinished" in load_method("u", unfinished, gt, allow_unfinished=True).warning
+    with pytest.raises(DataError, match=f"--pred {unfinished} is unfinished"):  # its file, named instead: the same
+        load_method("u", unfinished / "test_predictions_uvd.txt", gt)
     with pytest.raises(DataError, match=f"--method {unfinished} is unfinished"):
         load_method("u", unfinished, gt, flag="--method")
     empty = _run_folder(tmp_path / "empty", None)
@@ -157,6 +159,8 @@ def test_a_run_folder_is_scored_through_the_run_contract(gt, synthetic_h5, tmp_p
     with pytest.raises(DataError, match="12 frames do not match .*: the run was trained on data/synthetic.h5, give --gt"):
         load_method("s", short, gt)
     h5_gt = load_ground_truth(synthetic_h5)
+    with pytest.raises(ValueError, match="--subject1-frames 30 .* records each test frame's subject; drop the option"):
+        load_ground_truth(synthetic_h5, 30)  # it was silently ignored
     fp = fingerprint(open_prepared(synthetic_h5))
     mine = _run_folder(tmp_path / "mine", h5_gt.uvd, data=str(synthetic_h5), fingerprint=fp)
     assert load_method("m", mine, h5_gt).errors.max() < 1e-3  # its own labels back: the data check passed
