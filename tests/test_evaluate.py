@@ -76,7 +76,8 @@ def test_implausible_rules_at_their_bounds():
     assert _implausible(five, "uvd", NYU_CAMERA) is None
     six = pred.copy()
     six[:6, :, 0] = -1.0
-    assert "looks like an xyz file (pass --format xyz)" in _implausible(six, "uvd", NYU_CAMERA)
+    assert _implausible(six, "uvd", NYU_CAMERA) == ("many u values are negative: it looks like an xyz file "
+                                                    "(pass --format xyz)")
     zero = pred.copy()
     zero[:, :, 0] = 0.0  # u = 0 is a pixel column, not a negative coordinate
     assert _implausible(zero, "uvd", NYU_CAMERA) is None
@@ -94,6 +95,29 @@ def test_implausible_rules_at_their_bounds():
     assert "metres" not in _implausible(metres, "uvd", NYU_CAMERA)
     metres[..., 2] = 9.99
     assert "depths in metres" in _implausible(metres, "uvd", NYU_CAMERA)
+    xyz = np.tile(np.array([10.0, -20.0, 10.0]), (n, 14, 1))  # xyz: the metres rule reads z
+    assert "metres" not in (_implausible(xyz, "xyz", NYU_CAMERA) or "")
+    xyz[..., 2] = 9.99
+    assert _implausible(xyz, "xyz", NYU_CAMERA) == "the median z is 9.99: coordinates in metres? (hpe wants mm)"
+    # u, v far outside the image: more than 1 % of the values past -W, 2W, -H or 2H, each bound on its own
+    for axis, edge, past in ((0, -640.0, -640.01), (0, 1280.0, 1280.01), (1, -480.0, -480.01), (1, 960.0, 960.01)):
+        far = pred.copy()
+        far[:2, :, axis] = edge  # on the bound: inside
+        assert _implausible(far, "uvd", NYU_CAMERA) is None, (axis, edge)
+        far[:2, :, axis] = past  # 2 % past it
+        assert "lie far outside the 640x480 image" in _implausible(far, "uvd", NYU_CAMERA), (axis, past)
+        far[1, :, axis] = 300.0 if axis == 0 else 200.0  # exactly 1 %: tolerated
+        assert _implausible(far, "uvd", NYU_CAMERA) is None, (axis, past)
+    # depths outside 100-3000 mm: more than 1 % of them
+    deep = pred.copy()
+    deep[:2, :, 2] = 100.0
+    deep[2:4, :, 2] = 3000.0  # on the bounds: inside
+    assert _implausible(deep, "uvd", NYU_CAMERA) is None
+    deep[:2, :, 2] = 5000.0
+    assert _implausible(deep, "uvd", NYU_CAMERA) == ("2.0% of the depths lie outside 100-3000 mm (wrong units or "
+                                                     "format?)")
+    deep[1, :, 2] = 800.0  # exactly 1 %: tolerated
+    assert _implausible(deep, "uvd", NYU_CAMERA) is None
 
 
 def test_summaries_carry_source_warning_published_and_subjects(gt):
