@@ -254,6 +254,8 @@ def _cmd_search(a) -> int:
     say = (lambda line: None) if a.quiet else (lambda line: print(line, file=sys.stderr, flush=True))
     result = search(merged, Path(out), sc, a.max_trials, say)
     print(json.dumps(result, indent=2))
+    if result.get("warning"):  # at the end too (and under --quiet): the best may mean nothing
+        print(f"hpe search: warning: {result['warning']}", file=sys.stderr)
     if result["complete"] == 0:
         print(f"hpe search: error: no trial completed ({result['failed']} failed; see {Path(out) / 'trials.csv'}) "
               f"(exit status 3)", file=sys.stderr)

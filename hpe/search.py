@@ -170,7 +170,7 @@ def check_search_config(cfg: SearchConfig, max_trials: int | None) -> None:
         raise ValueError(f"--shrink {cfg.shrink}: must lie in (0, 1] (the factor each round narrows the ranges by)")
 
 
-def preflight(base: dict, cfg: SearchConfig) -> None:
+def preflight(base: dict, cfg: SearchConfig):
     """Fail before any trial if the setup cannot work: ranges for keys that are not numbers of the config, or a
     base config (at the middle of every range) that does not build."""
     from dataclasses import fields
@@ -184,7 +184,13 @@ def preflight(base: dict, cfg: SearchConfig) -> None:
         if not lo < hi or (log and lo <= 0):
             raise ValueError(f"--range {name}:{lo}:{hi}: needs low < high (and low > 0 for a log range)")
     mid = {k: (lo * hi) ** 0.5 if log else (lo + hi) / 2 for k, (lo, hi, log) in cfg.ranges.items()}
-    build_train_config([("search base", {**base, **mid})])
+    return build_train_config([("search base", {**base, **mid})])
+
+
+# Said at the start, after every trial that learned nothing and in best.json, when the settings switch the
+# not-learned rule off (the tiny preset does, for smoke tests): such a search's best may have learned nothing.
+NOT_REQUIRED = ("require_learning = false in these settings (the tiny preset's, for smoke tests?): trials that do "
+                "not beat the mean pose complete, and the best may have learned nothing")
 
 
 def search(base: dict, out: Path, cfg: SearchConfig | None = None, max_trials: int | None = None,
@@ -194,7 +200,9 @@ def search(base: dict, out: Path, cfg: SearchConfig | None = None, max_trials: i
     from sqlalchemy.exc import SQLAlchemyError
     cfg = cfg or SearchConfig()
     check_search_config(cfg, max_trials)
-    preflight(base, cfg)
+    warning = None if preflight(base, cfg).require_learning else NOT_REQUIRED
+    if warning:
+        say(f"hpe search: warning: {warning}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     study = _open_study(cfg, out)
@@ -202,7 +210,7 @@ def search(base: dict, out: Path, cfg: SearchConfig | None = None, max_trials: i
         _work(study, base, out, cfg, max_trials, say)
     except SQLAlchemyError as exc:  # e.g. a read-only SQLite file that opened but cannot take a trial
         raise _storage_error(storage_url(cfg, out), exc) from None
-    return report(study, out)
+    return report(study, out, warning)
 
 
 def _work(study, base: dict, out: Path, cfg: SearchConfig, max_trials: int | None, say) -> None:
@@ -248,14 +256,18 @@ def _work(study, base: dict, out: Path, cfg: SearchConfig, max_trials: int | Non
             study.tell(trial, state=optuna.trial.TrialState.FAIL)
             say(f"trial {trial.number} (round {r + 1}): failed, {res['status']}: {res.get('reason', '')} ({shown})")
         else:  # a re-queued copy carries the interrupted trial's reason: say what happened instead
-            trial.set_user_attr("reason", "" if origin == trial.number else
-                                f"continued trial {origin}'s run after its worker was interrupted")
+            reason = "" if origin == trial.number else f"continued trial {origin}'s run after its worker was interrupted"
+            floor = res.get("mean_pose_val_mse")
+            if floor is not None and not res["best_val_mse"] < floor:  # possible only with require_learning = false
+                reason = "; ".join(filter(None, [reason, f"learned nothing: not below the mean pose's {floor:.6g}"]))
+            trial.set_user_attr("reason", reason)
             study.tell(trial, res["best_val_mse"])
-            say(f"trial {trial.number} (round {r + 1}): val_mse {res['best_val_mse']:.6g} ({shown})")
+            say(f"trial {trial.number} (round {r + 1}): val_mse {res['best_val_mse']:.6g} ({shown})"
+                + (f" -- {reason}" if "learned nothing" in reason else ""))
         ran += 1
 
 
-def report(study, out: Path) -> dict:
+def report(study, out: Path, warning: str | None = None) -> dict:
     """CSV of all trials, a plot of validation error against each hyperparameter per round, the best config."""
     from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullLocator
 
@@ -269,7 +281,8 @@ def report(study, out: Path) -> dict:
     write_csv(out / "trials.csv", ["trial", "round", "state", "val_mse", *THESIS_RANGES, "reason"], rows)
     done = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
     result = {"trials": len(trials), "complete": len(done),
-              "failed": sum(t.state == optuna.trial.TrialState.FAIL for t in trials)}
+              "failed": sum(t.state == optuna.trial.TrialState.FAIL for t in trials),
+              **({"warning": warning} if warning else {})}
     if done:
         best = min(done, key=lambda t: t.value)
         result.update(best_value=best.value, best_params=best.params, best_trial=best.number)

@@ -1,5 +1,6 @@
 import csv
 import getpass
+import json
 import os
 import shutil
 import signal
@@ -33,11 +34,19 @@ def test_tiny_search_embedded_storage_and_resume(synthetic_h5, tmp_path):
     base = {**BASE, "data": str(synthetic_h5)}
     first = search(base, tmp_path, cfg, max_trials=1)  # a worker stopped early ...
     assert first["trials"] == 1
-    res = search(base, tmp_path, cfg)  # ... and the study resumes where it stopped
+    said = []
+    res = search(base, tmp_path, cfg, say=said.append)  # ... and the study resumes where it stopped
     assert res["trials"] == 4 and res["complete"] + res["failed"] == 4
     rows = list(csv.DictReader(open(tmp_path / "trials.csv")))
     assert [r["round"] for r in rows] == ["1", "1", "2", "2"]  # counted from 1, as the terminal lines say
     assert (tmp_path / "search.png").is_file() and (tmp_path / "best.json").is_file()
+    # BASE switches the not-learned rule off (a careless user's tiny preset did): said at the start, in best.json,
+    # and on each trial that did not beat the mean pose (one epoch of a tiny net: none does).
+    assert said[0].startswith("hpe search: warning: require_learning = false") and "warning" in res
+    assert json.loads((tmp_path / "best.json").read_text())["warning"] == res["warning"]
+    done = [r for r in rows if r["state"] == "COMPLETE"]
+    assert done and all("learned nothing: not below the mean pose's" in r["reason"] for r in done)
+    assert sum("-- learned nothing" in line for line in said) == sum(r["state"] == "COMPLETE" for r in rows[1:])
 
 
 def test_setup_errors_stop_the_search_before_any_trial(synthetic_h5, tmp_path):
