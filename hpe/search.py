@@ -12,6 +12,7 @@ trial and re-queues it at once (no waiting for the heartbeat's grace period).  E
 """
 from __future__ import annotations
 
+import json
 import math
 import sys
 import time
@@ -155,6 +156,31 @@ def _open_study(cfg: SearchConfig, out: Path):
             time.sleep(0.5 + attempt)
 
 
+def _check_same_search(study, base: dict, cfg: SearchConfig, out: Path) -> None:
+    """A study is one search: resumed or joined with other rounds, samples, ranges or settings, its rounds would
+    mix trials sampled under two definitions (a careless user's --samples 3 after --samples 2 relabelled rounds).
+    The first worker records the definition; later ones must match it (device, data path, progress may differ)."""
+    from hpe.config import RUNTIME_KEYS
+    here = {"rounds": cfg.rounds, "samples": cfg.samples, "shrink": cfg.shrink, "seed": cfg.seed,
+            "ranges": {k: list(v) for k, v in sorted(cfg.ranges.items())},
+            "settings": {k: v for k, v in sorted(base.items()) if k not in RUNTIME_KEYS}}
+    here = json.loads(json.dumps(here, default=str))
+    recorded = study.user_attrs.get("search")
+    if recorded is None:
+        study.set_user_attr("search", here)
+        return
+    differ = [k for k in here if here[k] != recorded.get(k)]
+    if differ:
+        detail = "; ".join(f"{k}: {recorded.get(k)} there, {here[k]} here" for k in differ
+                           if k != "settings")
+        keys = sorted(k for k in set(here["settings"]) | set(recorded.get("settings", {}))
+                      if here["settings"].get(k) != recorded.get("settings", {}).get(k))
+        if keys:
+            detail = "; ".join(filter(None, [detail, f"settings {', '.join(keys)} differ"]))
+        raise ValueError(f"study '{cfg.study}' at {storage_url(cfg, out)} is another search ({detail}): rerun it "
+                         f"as it was started, or give a new --out / --study")
+
+
 def check_search_config(cfg: SearchConfig, max_trials: int | None) -> None:
     """Settings that cannot describe a search are refused before anything is opened."""
     no_search = "zero trials is no search"
@@ -206,6 +232,7 @@ def search(base: dict, out: Path, cfg: SearchConfig | None = None, max_trials: i
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     study = _open_study(cfg, out)
+    _check_same_search(study, base, cfg, out)
     try:
         _work(study, base, out, cfg, max_trials, say)
     except SQLAlchemyError as exc:  # e.g. a read-only SQLite file that opened but cannot take a trial
@@ -302,7 +329,8 @@ def report(study, out: Path, warning: str | None = None) -> dict:
                 ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:g}"))
             ax.set_xlabel(k)
             ax.set_ylabel("validation MSE")
-            ax.legend()
+            if ax.get_legend_handles_labels()[0]:  # a hyperparameter not searched has no points (and no legend)
+                ax.legend()
         save(fig, out / "search")
     write_json(out / "best.json", result)
     return result

@@ -49,6 +49,20 @@ def test_tiny_search_embedded_storage_and_resume(synthetic_h5, tmp_path):
     assert sum("-- learned nothing" in line for line in said) == sum(r["state"] == "COMPLETE" for r in rows[1:])
 
 
+def test_a_study_resumed_as_another_search_is_refused(synthetic_h5, tmp_path):
+    """A careless user reran a finished study with --samples 3 instead of 2: the new trials were labelled with the
+    old rounds.  The study records its definition; another one is refused before any trial, naming what differs."""
+    base = {**BASE, "data": str(synthetic_h5)}
+    cfg = SearchConfig(rounds=1, samples=1, ranges={"lr": (1e-3, 1e-1, True)})
+    assert search(base, tmp_path, cfg)["trials"] == 1
+    with pytest.raises(ValueError, match=r"is another search \(samples: 1 there, 2 here\): rerun it as it was"):
+        search(base, tmp_path, SearchConfig(rounds=1, samples=2, ranges={"lr": (1e-3, 1e-1, True)}))
+    with pytest.raises(ValueError, match=r"another search \(settings dropout differ\)"):
+        search({**base, "dropout": 0.2}, tmp_path, cfg)
+    same = search({**base, "device": "cpu", "progress": "none"}, tmp_path, cfg)  # runtime keys may differ
+    assert same["trials"] == 1
+
+
 def test_setup_errors_stop_the_search_before_any_trial(synthetic_h5, tmp_path):
     cfg = SearchConfig(rounds=1, samples=2)
     with pytest.raises(DataError, match="missing prepared dataset"):
