@@ -237,6 +237,9 @@ def search(base: dict, out: Path, cfg: SearchConfig | None = None, max_trials: i
         _work(study, base, out, cfg, max_trials, say)
     except SQLAlchemyError as exc:  # e.g. a read-only SQLite file that opened but cannot take a trial
         raise _storage_error(storage_url(cfg, out), exc) from None
+    except KeyboardInterrupt:  # Ctrl-C / SIGTERM: trials.csv and best.json still say what finished so far
+        report(study, out, warning)
+        raise
     return report(study, out, warning)
 
 

@@ -178,6 +178,8 @@ def test_sigterm_fails_and_requeues_the_running_trial_at_once(synthetic_h5, tmp_
     study = optuna.load_study(study_name="hpe-search", storage=f"sqlite:///{out / 'study.db'}")
     states = {t.number: t.state for t in study.get_trials()}
     assert states == {0: optuna.trial.TrialState.FAIL, 1: optuna.trial.TrialState.WAITING}  # no heartbeat wait
+    rows = (out / "trials.csv").read_text().splitlines()  # written at the interruption too
+    assert len(rows) == 3 and rows[1].startswith("0,1,FAIL") and "re-queued" in rows[1], rows
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)  # rerun right after: the trial again
     assert r.returncode == 0, r.stderr[-2000:]
     assert json.loads(r.stdout)["complete"] == 1
