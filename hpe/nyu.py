@@ -240,6 +240,9 @@ _BINARY = {b"MATLAB": "a MATLAB .mat file", b"\x89HDF": "an HDF5 file", b"PK\x03
 def _open_text(path: Path, role: str):
     """Open a (possibly gzipped) text file, or say in one line what it is instead."""
     path = Path(path)
+    if path.is_dir():
+        raise DataError(f"{role} file {path} is a folder: give the file in it (e.g. {path / 'joint_data.mat'} or a "
+                        f"label .txt)")
     if not path.is_file():
         raise DataError(f"missing {role} file: {path}")
     opener = gzip.open if path.suffix == ".gz" else open
@@ -294,6 +297,8 @@ def read_ground_truth(path: Path, camera: Camera = NYU_CAMERA) -> tuple[np.ndarr
     """Test ground truth as (uvd, xyz) of the 14 evaluation joints, from a test ``joint_data.mat`` or the kit's
     label file (``nyu_test_groundtruth_label.txt[.gz]``)."""
     path = Path(path)
+    if path.is_dir():
+        raise DataError(f"ground-truth file {path} is a folder: give the file in it (e.g. {path / 'joint_data.mat'})")
     if not path.is_file():
         raise DataError(f"missing ground-truth file: {path}")
     if path.suffix == ".mat":

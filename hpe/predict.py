@@ -45,6 +45,9 @@ def expand_inputs(items: list[str], what: str = "depth") -> list[Path]:
         p = Path(item)
         if p.is_dir():
             found = sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
+            named = [f for f in found if f.name.startswith(f"{'rgb' if what == 'colour' else 'depth'}_")]
+            if named and len(named) < len(found):  # NYU's layout keeps depth_* and rgb_* frames side by side
+                found = named
         elif p.is_file():
             found = [p]
         else:

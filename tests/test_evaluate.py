@@ -193,6 +193,8 @@ def test_a_run_folder_is_scored_through_the_run_contract(gt, synthetic_h5, tmp_p
         load_method("o", other, h5_gt)
     with pytest.raises(DataError, match="missing prediction file: "):
         load_method("x", tmp_path / "nope.txt", gt)
+    with pytest.raises(DataError, match=r"ground-truth file .*empty is a folder: give the file in it \(e\.g\."):
+        load_ground_truth(empty)  # it was called "missing"
     with pytest.raises(DataError, match=r"12 frames do not match .*\.h5\)$"):  # no hint: --gt was given
         load_method("s", _run_folder(tmp_path / "short2", h5_gt.uvd[:12], data=str(synthetic_h5), fingerprint=fp),
                     h5_gt)

@@ -255,6 +255,19 @@ def test_a_corner_is_not_a_hand(synthetic_h5):
             assert all(no_hand(c.astype(np.float32)) is None for c in f[f"{split}/depth"][:]), split
 
 
+def test_a_folder_in_nyus_layout_gives_its_depth_frames(tmp_path):
+    """NYU's test folder keeps depth_* and rgb_* frames side by side: given as the depth input it was refused as
+    colour images (a careless user's find); its depth frames are read, and its rgb frames as --rgb."""
+    from hpe.predict import expand_inputs
+    for name in ("depth_1_0000001.png", "depth_1_0000002.png", "rgb_1_0000001.png", "rgb_1_0000002.png"):
+        (tmp_path / name).write_bytes(b"")
+    assert [f.name for f in expand_inputs([str(tmp_path)])] == ["depth_1_0000001.png", "depth_1_0000002.png"]
+    assert [f.name for f in expand_inputs([str(tmp_path)], "colour")] == ["rgb_1_0000001.png", "rgb_1_0000002.png"]
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "a.png").write_bytes(b"")
+    assert [f.name for f in expand_inputs([str(tmp_path / "other")])] == ["a.png"]  # any other folder: every frame
+
+
 def test_child_size_hands_stay_hands(tmp_path):
     """A careless user's find: with the 80th percentile, test frame 26 of seed 11 with a 0.6-size second subject (a
     child's hand) was called two flat surfaces; the 90th percentile keeps every such hand a hand."""
