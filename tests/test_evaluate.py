@@ -1,5 +1,6 @@
 """The one evaluation path, on the bundled NYU ground truth and baselines (nothing skipped for want of data)."""
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -157,6 +158,38 @@ def _run_folder(folder, pred_uvd, data="data/x.h5", fingerprint="f00", status="d
     return folder
 
 
+def test_files_that_are_not_the_test_lists_predictions(gt, tmp_path):
+    """What load_method refuses after the plausibility rules, each with its exact message: rows without a depth
+    (uvd) or z (xyz), two joints exchanged, a block pasted twice (a kit file, with its published mean, is exempt: the
+    kit's files are as published), and a mean error no hand pose method has."""
+    from hpe.evaluate import load_method
+    p = read_joints_txt(bundled("ICCV15_NYU_Feedback.txt"))
+
+    def refused(arr, fmt="uvd", published=None):
+        write_joints_txt(tmp_path / "p.txt", arr)
+        with pytest.raises(DataError) as exc:
+            load_method("p", tmp_path / "p.txt", gt, fmt, published_mm=published)
+        return str(exc.value)
+
+    zero = p.copy()
+    zero[3, 0, 2] = 0.0
+    assert "1 row(s) have zero or negative depth (first: line 4)" in refused(zero)
+    xyz = NYU_CAMERA.uvd_to_xyz(p)
+    xyz[3, 0, 2] = -1.0
+    assert "1 row(s) have zero or negative z (first: line 4)" in refused(xyz, "xyz")
+    swapped = p[:, [0, 1, 2, 3, 5, 4] + list(range(6, 14))]
+    message = refused(swapped)
+    assert re.search(r"joints \S+ and \S+ look exchanged: mean error \d+\.\d mm as given, \d+\.\d mm with the two "
+                     r"swapped", message), message
+    pasted = np.concatenate([p[:100], p[200:300], p[200:]])
+    assert "repeat" in refused(pasted)
+    write_joints_txt(tmp_path / "kit.txt", pasted)
+    assert load_method("kit", tmp_path / "kit.txt", gt, published_mm=16.0).errors.shape == (len(p), 14)
+    far = p + np.array([0.0, 0.0, 200.0])
+    assert refused(far).endswith("is implausible for a hand pose method: another joint order (--joint-order), "
+                                 "another test set or frame order, or the wrong --format?")
+
+
 def test_a_run_folder_is_scored_through_the_run_contract(gt, synthetic_h5, tmp_path):
     """evaluate --pred RUN: its test_predictions_uvd.txt scored as the file itself would be, under the run-folder
     contract (unfinished refused unless allowed, then carried as a warning), with the data check for a prepared
@@ -180,7 +213,8 @@ def test_a_run_folder_is_scored_through_the_run_contract(gt, synthetic_h5, tmp_p
     with pytest.raises(DataError, match=f"no test predictions in run folder {empty} .missing test_predictions_uvd"):
         load_method("e", empty, gt)
     short = _run_folder(tmp_path / "short", feedback[:12], data="data/synthetic.h5")
-    with pytest.raises(DataError, match="12 frames do not match .*: the run was trained on data/synthetic.h5, give --gt"):
+    with pytest.raises(DataError, match="12 frames do not match the ground truth's 8252 .*: the run was trained on "
+                                        "data/synthetic.h5, give --gt"):
         load_method("s", short, gt)
     h5_gt = load_ground_truth(synthetic_h5)
     with pytest.raises(ValueError, match="--subject1-frames 30 .* records each test frame's subject; drop the option"):
