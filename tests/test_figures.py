@@ -1,5 +1,6 @@
 """Figures for a page: each figure at most 6.5 in wide (read from its PDF's media box), fonts 7-9 pt, the
 success-rate definition on the axis, and a leaderboard of 26 curves without overlapping labels or warnings."""
+import json
 import re
 import warnings
 
@@ -133,6 +134,25 @@ def test_figure_command_width_option(tmp_path, capsys):
     with pytest.raises(SystemExit):  # argparse: one usage line naming --width and its choices
         main(["figure", "frame", "--width", "page", "--out", str(tmp_path / "f")])
     assert "--width: invalid choice: 'page'" in capsys.readouterr().err
+
+
+def test_figure_commands_of_the_reproduce_targets(tiny_runs, synthetic_h5, synthetic_root, tmp_path, capsys):
+    """What `make reproduce-fig4.1 / 4.9 / 4.10` run, in-process (the e2e test checks their wiring with make -n):
+    a synthetic frame with its joint_data.mat and the training split's colour statistics, the qualitative figures
+    of a run on its own data, and the comparison with the bundled baselines and a note."""
+    root = synthetic_root / "test"
+    assert main(["figure", "frame", "--depth", str(root / "depth_1_0000001.png"), "--rgb", str(root / "rgb_1_0000001.png"),
+                 "--joints-mat", str(root / "joint_data.mat"), "--frame", "1", "--stats", str(synthetic_h5),
+                 "--out", str(tmp_path / "frame")]) == 0
+    assert (tmp_path / "frame.png").is_file() and (tmp_path / "frame.pdf").is_file()
+    assert main(["figure", "qualitative", "--run", str(tiny_runs / "done"), "--data", str(synthetic_h5),
+                 "--out", str(tmp_path / "q")]) == 0
+    written = [line.split()[-1] for line in capsys.readouterr().out.splitlines() if line.startswith("wrote ")]
+    assert any(w.endswith("fig4.10-subject1.png") for w in written) and any(w.endswith("-subject2.pdf") for w in written)
+    assert main(["figure", "compare", "--bundled", "DeepPrior", "--bundled", "Feedback", "--note", "ours are not shown",
+                 "--out", str(tmp_path / "c")]) == 0
+    doc = json.loads((tmp_path / "c.json").read_text())
+    assert set(doc["methods"]) == {"DeepPrior", "Feedback"} and round(doc["methods"]["Feedback"]["mean_mm"], 3) == 15.973
 
 
 def test_every_success_axis_names_its_definition():
