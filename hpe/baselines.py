@@ -118,6 +118,8 @@ def fetch(dest: Path, mirror: str | None = None, only: list[str] | None = None, 
     its file and nothing partial is kept; a full disk stops the rest.  Returns {file: "ok" | "present" | what went
     wrong}."""
     files = _select(only, include_all)
+    if mirror is not None and "://" not in mirror:  # urllib would fail once per file with "unknown url type"
+        raise ValueError(f"--mirror {mirror}: give a URL (for a local copy of the kit: file://{Path(mirror).resolve()})")
     with own_folder(Path(dest)):
         return _fetch(Path(dest), (mirror or DEFAULT_MIRROR).rstrip("/"), files, progress, timeout)
 

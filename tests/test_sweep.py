@@ -97,6 +97,7 @@ CASES = [
     # baselines
     ("fetch-dest-is-file", "baselines fetch --dest {tmp}/afile", 2, "afile is a file"),
     ("fetch-unknown-only", "baselines fetch --dest {tmp}/kit --only nonsense", 2, "--only nonsense"),
+    ("fetch-mirror-a-path", "baselines fetch --dest {tmp}/kit --mirror {tmp}/kitcopy", 2, "give a URL (for a local"),
     ("fetch-nothing-listening", "baselines fetch --dest {tmp}/kit --mirror http://127.0.0.1:9 --only DeepPrior "
      "--quiet", 1, "cannot download"),
     ("fetch-dest-read-only", "baselines fetch --dest /proc/hpe-kit", 2, "/proc/hpe-kit"),
