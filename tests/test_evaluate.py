@@ -117,6 +117,9 @@ def test_implausible_rules_at_their_bounds():
     deep[:2, :, 2] = 5000.0
     assert _implausible(deep, "uvd", NYU_CAMERA) == ("2.0% of the depths lie outside 100-3000 mm (wrong units or "
                                                      "format?)")
+    half = pred.copy()
+    half[:50, :, 2] = 5000.0
+    assert _implausible(half, "uvd", NYU_CAMERA).startswith("50.0% of the depths lie outside")
     deep[1, :, 2] = 800.0  # exactly 1 %: tolerated
     assert _implausible(deep, "uvd", NYU_CAMERA) is None
 
@@ -207,6 +210,8 @@ def test_a_run_folder_is_scored_through_the_run_contract(gt, synthetic_h5, tmp_p
     assert "is unfinished" in load_method("u", unfinished, gt, allow_unfinished=True).warning
     with pytest.raises(DataError, match=f"--pred {unfinished} is unfinished"):  # its file, named instead: the same
         load_method("u", unfinished / "test_predictions_uvd.txt", gt)
+    write_joints_txt(unfinished / "mine.txt", feedback)  # any other file in the folder is just a file
+    assert load_method("f", unfinished / "mine.txt", gt).warning is None
     with pytest.raises(DataError, match=f"--method {unfinished} is unfinished"):
         load_method("u", unfinished, gt, flag="--method")
     empty = _run_folder(tmp_path / "empty", None)
