@@ -259,6 +259,15 @@ def test_an_early_stopped_run_is_held_to_the_validation_floor(synthetic_h5, tmp_
     assert r["epochs"] == 2 and r["status"] == "not-learned"
     assert r["reason"].startswith(f"validation MSE {r['best_val_mse']:.5g} is not below the mean training pose's "
                                   f"{r['mean_pose_val_mse']:.5g}")
+    # The floor is the mean pose of the frames trained on (the first 16), scored on the validation split -- not the
+    # validation split's own mean (a careless user's mutant that no test caught).
+    from hpe.dataset import load_split
+    from hpe.metrics import normalised_mse
+    train_j = load_split(synthetic_h5, "train", False, 32, limit=16).joints.numpy()
+    val_j = load_split(synthetic_h5, "val", False, 32).joints.numpy()
+    floor = normalised_mse(np.broadcast_to(train_j.mean(0), val_j.shape), val_j)
+    assert r["mean_pose_val_mse"] == pytest.approx(floor, rel=1e-6)
+    assert floor != pytest.approx(normalised_mse(np.broadcast_to(val_j.mean(0), val_j.shape), val_j), rel=1e-3)
 
 
 def _sets(**kv):
