@@ -320,10 +320,12 @@ endif
 coverage: $(INSTALLED)
 	rm -f .coverage .coverage.* coverage.json
 	$(PY) -m coverage run -m pytest $(PYTEST_ARGS)
-	find . -maxdepth 1 -name '.coverage.*' -empty -delete  # left by processes the tests kill with SIGKILL
+	@$(PY) tests/coverage_data.py  # drops the unfinished data files of processes the tests kill with SIGKILL
 	$(PY) -m coverage combine -q
 	$(PY) -m coverage report
 	$(PY) -m coverage json -q -o coverage.json
+	@$(PY) -c "import sys; [float(v) for v in '$(COVERAGE_FLOOR_LINES) $(COVERAGE_FLOOR_BRANCHES)'.split()]" 2>/dev/null || \
+	  { echo "error: COVERAGE_FLOOR_LINES=$(COVERAGE_FLOOR_LINES) COVERAGE_FLOOR_BRANCHES=$(COVERAGE_FLOOR_BRANCHES): give percentages, e.g. 91.5"; exit 2; }
 	@$(PY) -c "import json, sys; t = json.load(open('coverage.json'))['totals']; \
 	  lines, branches = 100 * t['covered_lines'] / t['num_statements'], 100 * t['covered_branches'] / t['num_branches']; \
 	  print(f'coverage: lines {lines:.1f}% (floor $(COVERAGE_FLOOR_LINES)%), branches {branches:.1f}% (floor $(COVERAGE_FLOOR_BRANCHES)%)'); \
