@@ -298,8 +298,8 @@ rehearsal: | $(INSTALLED)
 # `make test` runs the tests under coverage.py (`make coverage`) and fails below the floors; COVERAGE=0 runs plain
 # pytest.  Coverage counts every Python process the tests start (pyproject.toml [tool.coverage.run]).  The floors
 # are the measured coverage of the suite when they were set: raise them when coverage rises, never lower them.
-# Measured 2026-12-03, clean clone, session 6 (509 tests): lines 92.0 %, branches 85.0 %; the floors sit half a
-# point and a point below for the run-to-run noise of data files from killed processes (hpe/scale.py, the
+# Measured 2026-12-03, clean clone, 2 idle cores, two xdist workers (523 tests, 8 min 15 s): lines 92.1 %, branches
+# 85.6 %; the floors sit half a point below for the run-to-run noise of processes the tests kill (hpe/scale.py, the
 # NYU-size rehearsal tool, is 42 % covered: its measuring children run only in `make rehearsal`).
 COVERAGE ?= 1
 # Test files are spread over PYTEST_WORKERS processes (pytest-xdist, one file per worker at a time: a file's
@@ -309,7 +309,7 @@ COVERAGE ?= 1
 PYTEST_WORKERS ?= 2
 PYTEST_ARGS := -q -m "not slow" $(if $(filter-out 1,$(PYTEST_WORKERS)),-n $(PYTEST_WORKERS) --dist loadfile)
 COVERAGE_FLOOR_LINES ?= 91.5
-COVERAGE_FLOOR_BRANCHES ?= 84
+COVERAGE_FLOOR_BRANCHES ?= 85
 ifeq ($(COVERAGE),1)
 test: coverage
 else
