@@ -150,8 +150,7 @@ def load_joint_data(path: Path, kinect: int = 1, xyz_tolerance_mm: float | None 
     from scipy.io import loadmat
 
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"missing joint annotation file: {path}")
+    _require_file(path, "joint annotation")
     try:
         mat = loadmat(path)
     except Exception as exc:
@@ -237,14 +236,19 @@ _BINARY = {b"MATLAB": "a MATLAB .mat file", b"\x89HDF": "an HDF5 file", b"PK\x03
            b"\x93NUMPY": "a NumPy .npy file", b"\x89PNG": "a PNG image"}
 
 
-def _open_text(path: Path, role: str):
-    """Open a (possibly gzipped) text file, or say in one line what it is instead."""
-    path = Path(path)
+def _require_file(path: Path, role: str) -> None:
+    """One line when ``path`` is not a file: a folder (name the file to give) or nothing there."""
     if path.is_dir():
         raise DataError(f"{role} file {path} is a folder: give the file in it (e.g. {path / 'joint_data.mat'} or a "
                         f"label .txt)")
     if not path.is_file():
         raise DataError(f"missing {role} file: {path}")
+
+
+def _open_text(path: Path, role: str):
+    """Open a (possibly gzipped) text file, or say in one line what it is instead."""
+    path = Path(path)
+    _require_file(path, role)
     opener = gzip.open if path.suffix == ".gz" else open
     try:
         with opener(path, "rb") as fh:
@@ -297,10 +301,7 @@ def read_ground_truth(path: Path, camera: Camera = NYU_CAMERA) -> tuple[np.ndarr
     """Test ground truth as (uvd, xyz) of the 14 evaluation joints, from a test ``joint_data.mat`` or the kit's
     label file (``nyu_test_groundtruth_label.txt[.gz]``)."""
     path = Path(path)
-    if path.is_dir():
-        raise DataError(f"ground-truth file {path} is a folder: give the file in it (e.g. {path / 'joint_data.mat'})")
-    if not path.is_file():
-        raise DataError(f"missing ground-truth file: {path}")
+    _require_file(path, "ground-truth")
     if path.suffix == ".mat":
         jd = load_joint_data(path, camera=camera)
         return jd.uvd[:, EVAL_JOINTS], jd.xyz[:, EVAL_JOINTS]
