@@ -169,16 +169,15 @@ def _check_same_search(study, base: dict, cfg: SearchConfig, out: Path) -> None:
     if recorded is None:
         study.set_user_attr("search", here)
         return
-    differ = [k for k in here if here[k] != recorded.get(k)]
+    differ = [f"{k}: {recorded.get(k)} there, {here[k]} here" for k in here
+              if k != "settings" and here[k] != recorded.get(k)]
+    mine, theirs = here["settings"], recorded.get("settings", {})
+    keys = sorted(k for k in mine.keys() | theirs.keys() if mine.get(k) != theirs.get(k))
+    if keys:
+        differ.append(f"settings {', '.join(keys)} differ")
     if differ:
-        detail = "; ".join(f"{k}: {recorded.get(k)} there, {here[k]} here" for k in differ
-                           if k != "settings")
-        keys = sorted(k for k in set(here["settings"]) | set(recorded.get("settings", {}))
-                      if here["settings"].get(k) != recorded.get("settings", {}).get(k))
-        if keys:
-            detail = "; ".join(filter(None, [detail, f"settings {', '.join(keys)} differ"]))
-        raise ValueError(f"study '{cfg.study}' at {storage_url(cfg, out)} is another search ({detail}): rerun it "
-                         f"as it was started, or give a new --out / --study")
+        raise ValueError(f"study '{cfg.study}' at {storage_url(cfg, out)} is another search ({'; '.join(differ)}): "
+                         f"rerun it as it was started, or give a new --out / --study")
 
 
 def check_search_config(cfg: SearchConfig, max_trials: int | None) -> None:
@@ -286,14 +285,15 @@ def _work(study, base: dict, out: Path, cfg: SearchConfig, max_trials: int | Non
             study.tell(trial, state=optuna.trial.TrialState.FAIL)
             say(f"trial {trial.number} (round {r + 1}): failed, {res['status']}: {res.get('reason', '')} ({shown})")
         else:  # a re-queued copy carries the interrupted trial's reason: say what happened instead
-            reason = "" if origin == trial.number else f"continued trial {origin}'s run after its worker was interrupted"
             floor = res.get("mean_pose_val_mse")
-            if floor is not None and not res["best_val_mse"] < floor:  # possible only with require_learning = false
-                reason = "; ".join(filter(None, [reason, f"learned nothing: not below the mean pose's {floor:.6g}"]))
-            trial.set_user_attr("reason", reason)
+            nothing = (f"learned nothing: not below the mean pose's {floor:.6g}"  # only with require_learning = false
+                       if floor is not None and not res["best_val_mse"] < floor else "")
+            continued = ("" if origin == trial.number else
+                         f"continued trial {origin}'s run after its worker was interrupted")
+            trial.set_user_attr("reason", "; ".join(filter(None, [continued, nothing])))
             study.tell(trial, res["best_val_mse"])
             say(f"trial {trial.number} (round {r + 1}): val_mse {res['best_val_mse']:.6g} ({shown})"
-                + (f" -- {reason}" if "learned nothing" in reason else ""))
+                + (f" -- {nothing}" if nothing else ""))
         ran += 1
 
 
@@ -305,7 +305,8 @@ def report(study, out: Path, warning: str | None = None) -> dict:
     trials = study.get_trials(deepcopy=False)
     # Rounds counted from 1, as the terminal lines and the plot's legend say ("trial 3 (round 2)"); trial numbers are
     # optuna's own, from 0, everywhere (they name trials in the study's storage).
-    rows = [[t.number, t.user_attrs["round"] + 1 if "round" in t.user_attrs else "", t.state.name, "" if t.value is None else f"{t.value:.6g}",
+    rows = [[t.number, t.user_attrs["round"] + 1 if "round" in t.user_attrs else "", t.state.name,
+             "" if t.value is None else f"{t.value:.6g}",
              *(f"{t.params.get(k, float('nan')):.6g}" for k in THESIS_RANGES), t.user_attrs.get("reason", "")]
             for t in trials]
     write_csv(out / "trials.csv", ["trial", "round", "state", "val_mse", *THESIS_RANGES, "reason"], rows)
