@@ -27,6 +27,7 @@ import statistics
 import tempfile
 import time
 import typing
+from typing import NamedTuple
 from pathlib import Path
 
 import h5py
@@ -78,8 +79,9 @@ def _warm_median(values: list[float]) -> float:
 
 
 def _measure(profile: str, dev: torch.device, size: int, width: float, batch: int, steps: int, fast: bool,
-             compile_mode: str = "default", profile_steps: int = 0) -> dict:
-    """One mode: the reference (fp32, eager, contiguous) or the fast path."""
+             compile_mode: str = "default", profile_steps: int = 0, repeats: int = 3, onnx: bool = True) -> dict:
+    """One mode: the reference (fp32, eager, contiguous) or the fast path; each timing the median of ``repeats``
+    (the inference latency of ``repeats`` x 16 calls)."""
     prof = profile_section(profile, "train")
     torch.manual_seed(0)
     set_backend_switches(tf32=fast, cudnn_benchmark=fast)
@@ -116,9 +118,9 @@ def _measure(profile: str, dev: torch.device, size: int, width: float, batch: in
     model.train()
     warm = 2 if compiled else 1  # compilation happens in the warm-up
     # Bare, loop, bare again: the better bare timing, so warm-up order cannot flatter the loop.
-    t_bare = _timed(bare, dev, 3, warm)
-    t_loop = _timed(loop, dev, 3, 1)
-    t_bare = min(t_bare, _timed(bare, dev, 3, 0))
+    t_bare = _timed(bare, dev, repeats, warm)
+    t_loop = _timed(loop, dev, repeats, 1)
+    t_bare = min(t_bare, _timed(bare, dev, repeats, 0))
     train_ips = n / t_loop
     out = {"train_images_per_s": round(train_ips, 1), "bare_step_images_per_s": round(n / t_bare, 1),
            "loop_over_bare": round(t_bare / t_loop, 3),
@@ -128,11 +130,11 @@ def _measure(profile: str, dev: torch.device, size: int, width: float, batch: in
     model.eval()
     with torch.no_grad():
         one = x32[:1].clone()
-        t1 = _timed(lambda: accel.forward(net, (one,)), dev, 50, 5 if compiled else 2)
+        t1 = _timed(lambda: accel.forward(net, (one,)), dev, 16 * repeats + 2, 5 if compiled else 2)
         big = torch.rand(128, 1, size, size, device=dev)
-        t128 = _timed(lambda: accel.forward(net, (big,)), dev, 10, 3 if compiled else 1)
+        t128 = _timed(lambda: accel.forward(net, (big,)), dev, 3 * repeats + 1, 3 if compiled else 1)
     out.update({"infer_latency_ms_batch1": round(1000 * t1, 3), "infer_images_per_s_batch128": round(128 / t128, 1)})
-    if not fast:
+    if onnx and not fast:
         out.update(_onnx_inference(model, size))
     return out
 
@@ -174,10 +176,10 @@ def _profile(fn, dev: torch.device, steps: int, top: int = 12) -> list[dict]:
 
 
 def bench_net(profile: str, dev: torch.device, size: int, width: float, batch: int, steps: int,
-              compile_mode: str = "default", profile_steps: int = 0) -> dict:
-    ref = _measure(profile, dev, size, width, batch, steps, fast=False)
+              compile_mode: str = "default", profile_steps: int = 0, repeats: int = 3, onnx: bool = True) -> dict:
+    ref = _measure(profile, dev, size, width, batch, steps, fast=False, repeats=repeats, onnx=onnx)
     fast = _measure(profile, dev, size, width, batch, steps, fast=True, compile_mode=compile_mode,
-                    profile_steps=profile_steps)
+                    profile_steps=profile_steps, repeats=repeats)
     return {"reference": ref, "fast": fast,
             "fast_over_reference": {"train": round(fast["train_images_per_s"] / ref["train_images_per_s"], 3),
                                     "infer_batch128": round(fast["infer_images_per_s_batch128"]
@@ -287,10 +289,23 @@ def bench_evaluate() -> dict:
     return {"frames": len(gt.uvd), "read_s": round(read_s, 3), "checks_s": round(total - read_s, 3)}
 
 
-# (input size, width, timed steps, training batches of the train() run, its epochs, frames prepared).  On a CPU
-# the full-size nets would take seconds per step: ``quick`` measures the same topology at reduced size; ``tiny``
-# only exercises every part (the tests).
-SIZES = {"full": (128, 1.0, 30, 64, 4, 600), "quick": (64, 0.25, 4, 4, 3, 600), "tiny": (32, 0.125, 2, 1, 2, 48)}
+class BenchSize(NamedTuple):
+    input_size: int
+    width: float
+    steps: int         # timed training steps per measurement
+    run_batches: int   # training batches of the train() run
+    epochs: int        # its epochs
+    prep_frames: int
+    batch: int = 0     # 0: the profile's batch size
+    repeats: int = 3   # timings per median
+    onnx: bool = True  # onnxruntime inference of the reference net
+
+
+# On a CPU the full-size nets would take seconds per step: ``quick`` measures the same topology at reduced size;
+# ``tiny`` only runs the parts (make gpu-check's test): batch 8, medians of two timings, no ONNX export (its 8 s are
+# test_nets.py's, which checks the onnxruntime figures).
+SIZES = {"full": BenchSize(128, 1.0, 30, 64, 4, 600), "quick": BenchSize(64, 0.25, 4, 4, 3, 600),
+         "tiny": BenchSize(32, 0.125, 2, 1, 2, 48, batch=8, repeats=2, onnx=False)}
 
 
 def run(device: str = "auto", scale: str | None = None, compile_mode: str = "default",
@@ -304,7 +319,7 @@ def run(device: str = "auto", scale: str | None = None, compile_mode: str = "def
     scale = scale or ("quick" if dev.type == "cpu" else "full")
     if scale not in SIZES:
         raise ValueError(f"benchmark size must be one of {', '.join(SIZES)}, got '{scale}'")
-    size, width, steps, run_batches, epochs, prep_frames = SIZES[scale]
+    size, width, steps, run_batches, epochs, prep_frames, fixed_batch, repeats, onnx = SIZES[scale]
     out = {"device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
            "torch": torch.__version__, "threads": torch.get_num_threads(), "compile_mode": compile_mode}
     t0 = time.perf_counter()
@@ -315,9 +330,9 @@ def run(device: str = "auto", scale: str | None = None, compile_mode: str = "def
             write_text(Path(keep), json.dumps(out) + "\n")
 
     for profile in ("thesis", "icip2018"):
-        batch = profile_section(profile, "train")["batch_size"]
+        batch = fixed_batch or profile_section(profile, "train")["batch_size"]
         out[f"depthnet_{profile}"] = bench_net(profile, dev, size, width, batch, steps, compile_mode,
-                                               profile_ops and profile == "thesis")
+                                               profile_ops and profile == "thesis", repeats, onnx)
         save()
     out["evaluate"] = bench_evaluate()
     save()
