@@ -82,3 +82,21 @@ def other_h5(synthetic_root, tmp_path_factory):
     """A prepared file of the same frames with another crop size: other data, another fingerprint."""
     return _prepared(synthetic_root, tmp_path_factory, "other.h5", 48)
 
+
+
+@pytest.fixture
+def hpe_cli(capsys):
+    """``hpe ARGS`` run in this process: (exit status, stdout, stderr).  For refusals and messages: a subprocess
+    would pay an interpreter start and a torch import (~3 s under coverage) to test the same code; the tests that
+    need a real process (signals, pipes, locks, disk full, the entry point) start one."""
+    from hpe.cli import main
+
+    def run(*argv) -> tuple[int, str, str]:
+        capsys.readouterr()
+        try:
+            code = main([str(a) for a in argv])
+        except SystemExit as exc:  # argparse's usage errors and --help
+            code = exc.code
+        out, err = capsys.readouterr()
+        return code, out, err
+    return run

@@ -33,15 +33,13 @@ def test_every_option_has_help_and_enumerations_have_choices():
                 assert action.choices, f"hpe {name} {action.option_strings} should list its choices"
 
 
-def test_help_shows_defaults_and_figure_kinds_have_only_their_options():
-    out = subprocess.run([sys.executable, "-m", "hpe", "synth", "--help"], capture_output=True, text=True).stdout
-    assert "(default: 1800)" in out
-    table = subprocess.run([sys.executable, "-m", "hpe", "figure", "table4.3", "--help"], capture_output=True,
-                           text=True).stdout
+def test_help_shows_defaults_and_figure_kinds_have_only_their_options(hpe_cli):
+    code, out, _ = hpe_cli("synth", "--help")
+    assert code == 0 and "(default: 1800)" in out
+    _, table, _ = hpe_cli("figure", "table4.3", "--help")
     assert "--method" in table and "--depth" not in table and "--tompson" not in table
-    r = subprocess.run([sys.executable, "-m", "hpe", "figure", "frame", "--out", "x", "--run", "y"],
-                       capture_output=True, text=True)
-    assert r.returncode == 2 and "unrecognized arguments: --run" in r.stderr
+    code, _, err = hpe_cli("figure", "frame", "--out", "x", "--run", "y")
+    assert code == 2 and "unrecognized arguments: --run" in err
 
 
 def test_version_flags_after_the_subcommand_and_pipes():
@@ -86,9 +84,9 @@ def test_installed_package_finds_its_bundled_files(tmp_path):
     (["prep", "root", "o.h5", "--size", "0"], "command line: size = 0: must be >= 8"),
     (["predict", "--run", "r", "--out", "o", "f.png", "--batch-size", "0"], "--batch-size 0: must be at least 1"),
 ])
-def test_careless_arguments_are_one_line(args, message):
-    r = subprocess.run([sys.executable, "-m", "hpe", *args], capture_output=True, text=True)
-    assert r.returncode == 2 and message in r.stderr and "Traceback" not in r.stderr, r.stderr
+def test_careless_arguments_are_one_line(args, message, hpe_cli):
+    code, _, err = hpe_cli(*args)
+    assert code == 2 and message in err and "Traceback" not in err, err
 
 
 def test_repeated_list_options_add_up():

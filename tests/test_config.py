@@ -1,6 +1,4 @@
 """One config chain, validated by type and range whichever layer a value comes from."""
-import subprocess
-import sys
 
 import pytest
 
@@ -88,10 +86,9 @@ def test_saved_configs_round_trip_and_foreign_ones_are_refused(synthetic_h5):
         config_from_dict({**cfg.to_dict(), "old_key": 1})
 
 
-def test_cli_prints_one_line(synthetic_h5, tmp_path):
-    r = subprocess.run([sys.executable, "-m", "hpe", "train", "--data", str(synthetic_h5), "--out", str(tmp_path / "r"),
-                        "--set", "batch_size=0"], capture_output=True, text=True)
-    assert r.returncode == 2 and r.stderr.strip() == "hpe train: error: --set: batch_size = 0: must be >= 1"
+def test_cli_prints_one_line(synthetic_h5, tmp_path, hpe_cli):
+    code, _, err = hpe_cli("train", "--data", synthetic_h5, "--out", tmp_path / "r", "--set", "batch_size=0")
+    assert code == 2 and err.strip() == "hpe train: error: --set: batch_size = 0: must be >= 1"
 
 
 def test_a_binary_or_a_folder_given_as_the_experiment_is_one_line(tmp_path):

@@ -1,7 +1,5 @@
 """`hpe predict` on unlabelled frames and `hpe export`, with tiny trained runs."""
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -38,7 +36,7 @@ def test_a_centre_net_regresses_the_palm_and_refines_the_centre(runs, sample_fra
     assert len(rec[0]["joints_xyz"]) == 14
 
 
-def test_centre_runs_refine_coarse_to_fine_each_on_its_own_cube(runs, sample_frame, monkeypatch, tmp_path):
+def test_centre_runs_refine_coarse_to_fine_each_on_its_own_cube(runs, sample_frame, monkeypatch, tmp_path, hpe_cli):
     """A coarse centre net (trained on a 600 mm context file) runs before the fine one whatever the order given,
     each crops with its own cube, and ``--cube`` scales them alike; the CLI takes --centre-run twice."""
     import dataclasses
@@ -62,14 +60,12 @@ def test_centre_runs_refine_coarse_to_fine_each_on_its_own_cube(runs, sample_fra
                          torch.device("cpu"), refine_steps=2, centre_runs=[fine, coarse])
         assert seen == [("coarse", 600 * scale)] * 2 + [("fine", 300 * scale)] * 2 + [("pose", cube)]
     monkeypatch.undo()
-    r = subprocess.run([sys.executable, "-m", "hpe", "predict", "--run", str(runs[0]), "--out", str(tmp_path / "o"),
-                        "--centre-run", str(runs[2]), "--centre-run", str(runs[2]), "--quiet", str(sample_frame[0])],
-                       capture_output=True, text=True)
-    assert r.returncode == 0 and "note:" not in r.stderr, r.stderr
+    code, _, err = hpe_cli("predict", "--run", runs[0], "--out", tmp_path / "o", "--centre-run", runs[2],
+                           "--centre-run", runs[2], "--quiet", sample_frame[0])
+    assert code == 0 and "note:" not in err, err
     assert len(json.loads((tmp_path / "o" / "predictions.json").read_text())) == 1
-    r = subprocess.run([sys.executable, "-m", "hpe", "predict", "--run", str(runs[0]), "--out", str(tmp_path / "p"),
-                        str(sample_frame[0])], capture_output=True, text=True)
-    assert r.returncode == 0 and "note: no --centre-run" in r.stderr, r.stderr  # says the centre will be poor
+    code, _, err = hpe_cli("predict", "--run", runs[0], "--out", tmp_path / "p", sample_frame[0])
+    assert code == 0 and "note: no --centre-run" in err, err  # says the centre will be poor
 
 
 def test_labelled_frame_with_its_centre_gives_the_training_prediction(runs, synthetic_root, synthetic_h5, tmp_path):
@@ -131,13 +127,12 @@ def test_rgb_nets_need_and_pair_colour_frames(runs, synthetic_root, tmp_path):
      .save(p), "bad.png: no object found to centre the crop on"),
     (lambda p: Image.new("L", (640, 480)).save(p), "bad.png: a L image is not a depth frame"),
 ])
-def test_bad_frames_are_one_line_naming_the_file(runs, tmp_path, make, message):
+def test_bad_frames_are_one_line_naming_the_file(runs, tmp_path, make, message, hpe_cli):
     make(tmp_path / "bad.png")
-    r = subprocess.run([sys.executable, "-m", "hpe", "predict", "--run", str(runs[0]), "--out", str(tmp_path / "o"),
-                        str(tmp_path / "bad.png")], capture_output=True, text=True)
-    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    code, _, err = hpe_cli("predict", "--run", runs[0], "--out", tmp_path / "o", tmp_path / "bad.png")
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
     import re
-    assert re.search(message, r.stderr), r.stderr
+    assert re.search(message, err), err
 
 
 def test_a_run_without_weights_is_named(runs, tmp_path, sample_frame):
@@ -186,13 +181,12 @@ def test_onnx_and_torchscript_match_pytorch(runs, tmp_path, which):
     assert json.loads(files["hpe.json"])["joint_names"][-1] == "C"
 
 
-def test_prep_points_unlabelled_folders_to_predict(tmp_path):
+def test_prep_points_unlabelled_folders_to_predict(tmp_path, hpe_cli):
     (tmp_path / "mine" / "train").mkdir(parents=True)
     (tmp_path / "mine" / "test").mkdir()
-    r = subprocess.run([sys.executable, "-m", "hpe", "prep", str(tmp_path / "mine"), str(tmp_path / "o.h5")],
-                       capture_output=True, text=True)
-    assert r.returncode == 2 and len(r.stderr.splitlines()) == 1 and "use `hpe predict`" in r.stderr
-    assert f"{tmp_path / 'mine' / 'train'} has no joint_data.mat" in r.stderr and not (tmp_path / "o.h5").exists()
+    code, _, err = hpe_cli("prep", tmp_path / "mine", tmp_path / "o.h5")
+    assert code == 2 and len(err.splitlines()) == 1 and "use `hpe predict`" in err
+    assert f"{tmp_path / 'mine' / 'train'} has no joint_data.mat" in err and not (tmp_path / "o.h5").exists()
 
 
 def test_centre_study_table(runs, synthetic_root, tmp_path):

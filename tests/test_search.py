@@ -63,7 +63,7 @@ def test_a_study_resumed_as_another_search_is_refused(synthetic_h5, tmp_path):
     assert same["trials"] == 1
 
 
-def test_setup_errors_stop_the_search_before_any_trial(synthetic_h5, tmp_path):
+def test_setup_errors_stop_the_search_before_any_trial(synthetic_h5, tmp_path, hpe_cli):
     cfg = SearchConfig(rounds=1, samples=2)
     with pytest.raises(DataError, match="missing prepared dataset"):
         search({**BASE, "data": str(tmp_path / "nope.h5")}, tmp_path / "a", cfg)
@@ -72,9 +72,8 @@ def test_setup_errors_stop_the_search_before_any_trial(synthetic_h5, tmp_path):
     with pytest.raises(ValueError, match="--range lrate: not a numeric hyperparameter"):
         search({**BASE, "data": str(synthetic_h5)}, tmp_path / "c", SearchConfig(ranges={"lrate": (0.1, 1, True)}))
     assert not (tmp_path / "a" / "study.db").exists()
-    r = subprocess.run([sys.executable, "-m", "hpe", "search", "--data", str(tmp_path / "nope.h5"), "--out",
-                        str(tmp_path / "d"), "--quiet"], capture_output=True, text=True)
-    assert r.returncode == 2 and r.stderr.startswith("hpe search: error: ") and len(r.stderr.splitlines()) == 1
+    code, _, err = hpe_cli("search", "--data", tmp_path / "nope.h5", "--out", tmp_path / "d", "--quiet")
+    assert code == 2 and err.startswith("hpe search: error: ") and len(err.splitlines()) == 1
 
 
 def test_a_setup_failure_mid_search_stops_it_and_does_not_fill_the_round(synthetic_h5, tmp_path, monkeypatch):
