@@ -42,12 +42,12 @@ def test_help_shows_defaults_and_figure_kinds_have_only_their_options(hpe_cli):
     assert code == 2 and "unrecognized arguments: --run" in err
 
 
-def test_version_flags_after_the_subcommand_and_pipes():
+def test_version_flags_after_the_subcommand_and_pipes(hpe_cli):
     r = subprocess.run([sys.executable, "-m", "hpe", "--version"], capture_output=True, text=True)
     assert r.stdout.strip() == f"hpe {__version__}"
     small = ["--input-size", "32"]
-    r = subprocess.run([sys.executable, "-m", "hpe", "nets", "-v", "--quiet"] + small, capture_output=True, text=True)
-    assert r.returncode == 0 and "Depth-Net" in r.stdout
+    code, out, _ = hpe_cli("nets", "-v", "--quiet", *small)
+    assert code == 0 and "Depth-Net" in out
     # `hpe nets | head`: the reader has left before hpe writes a byte (closed here at once, so the write surely
     # meets a broken pipe); hpe's own exit status is checked, not the reader's.
     p = subprocess.Popen([sys.executable, "-m", "hpe", "nets"] + small, stdout=subprocess.PIPE,

@@ -102,7 +102,7 @@ def test_make_reproduce_all_tiny(project):
         assert (table / f"table4.3.{ext}").is_file()
 
 
-def test_cli_dry_run_and_nets(synthetic_h5, tmp_path):
+def test_cli_dry_run_and_nets(synthetic_h5, tmp_path, hpe_cli):
     r = subprocess.run([sys.executable, "-m", "hpe", "train", "experiments/fig4.8/fusenet-cat.toml", "--dry-run",
                         "--data", str(synthetic_h5), "--out", str(tmp_path / "dry"), "--quiet"],
                        cwd=REPO, capture_output=True, text=True)
@@ -110,13 +110,12 @@ def test_cli_dry_run_and_nets(synthetic_h5, tmp_path):
     assert json.loads(r.stdout)["status"] == "done"
     # The full-size nets (built on the meta device: counted, not initialised): each count is the table formula's.
     from hpe.nets import list_nets, table_parameter_count
-    r = subprocess.run([sys.executable, "-m", "hpe", "nets"], capture_output=True, text=True)
-    assert r.returncode == 0 and "151,904,394   Depth-Net" in r.stdout
-    counts = {line.split()[0]: line.split()[3] for line in r.stdout.splitlines()[1:]}
+    code, out, _ = hpe_cli("nets")
+    assert code == 0 and "151,904,394   Depth-Net" in out
+    counts = {line.split()[0]: line.split()[3] for line in out.splitlines()[1:]}
     assert counts == {n: f"{table_parameter_count(n):,}" for n in list_nets()}
-    r = subprocess.run([sys.executable, "-m", "hpe", "train", "--data", str(tmp_path / "missing.h5"),
-                        "--out", str(tmp_path / "x")], capture_output=True, text=True)
-    assert r.returncode == 2 and "missing prepared dataset" in r.stderr and len(r.stderr.splitlines()) == 1
+    code, _, err = hpe_cli("train", "--data", tmp_path / "missing.h5", "--out", tmp_path / "x")
+    assert code == 2 and "missing prepared dataset" in err and len(err.splitlines()) == 1
 
 
 def test_make_gpu_check_without_a_venv(project):

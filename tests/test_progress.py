@@ -38,17 +38,17 @@ def test_synth_and_prep_report_progress_when_piped(tmp_path):
     assert q.returncode == 0 and "frames (" not in q.stderr
 
 
-def test_train_prints_the_resolved_config_unless_quiet(synthetic_h5, tmp_path):
-    args = [sys.executable, "-m", "hpe", "train", "experiments/fig4.7/depthnet.toml", "--dry-run", "--data",
-            str(synthetic_h5), "--progress", "epochs", "--set", "lr=0.005"]
-    r = subprocess.run(args + ["--out", str(tmp_path / "a")], cwd=REPO, capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr
-    block = r.stdout[:r.stdout.index("epoch 1/2")]
+def test_train_prints_the_resolved_config_unless_quiet(synthetic_h5, tmp_path, hpe_cli):
+    args = ["train", REPO / "experiments/fig4.7/depthnet.toml", "--dry-run", "--data", synthetic_h5, "--progress",
+            "epochs", "--set", "lr=0.005"]
+    code, out, err = hpe_cli(*args, "--out", tmp_path / "a")
+    assert code == 0, err
+    block = out[:out.index("epoch 1/2")]
     for want in ("net6 (width 0.125", "inputs depth", "profile  thesis", "lr 0.005", "momentum 0.98", "batch 16",
                  "epochs <= 2", f"data     {synthetic_h5}", f"out      {tmp_path / 'a'}"):
         assert want in block, (want, block)
-    q = subprocess.run(args + ["--out", str(tmp_path / "b"), "--quiet"], cwd=REPO, capture_output=True, text=True)
-    assert q.returncode == 0 and "optim" not in q.stdout
+    code, out, _ = hpe_cli(*args, "--out", tmp_path / "b", "--quiet")
+    assert code == 0 and "optim" not in out
 
 
 def test_a_slow_epoch_prints_lines_in_epochs_mode(synthetic_h5, tmp_path, monkeypatch, capsys):
