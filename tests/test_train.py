@@ -317,8 +317,14 @@ sys.exit(main(sys.argv[2:]))
 """
 
 
-def test_kill9_and_resume_matches_uninterrupted(synthetic_h5, tmp_path):
-    subprocess.run(_cmd(synthetic_h5, tmp_path / "ref"), check=True, capture_output=True)
+def test_kill9_and_resume_matches_uninterrupted(synthetic_h5, tmp_path, hpe_cli):
+    # The uninterrupted reference and the settings checks run in this process (the same code without an interpreter
+    # start each); the run that is killed and the one that resumes it are real processes.
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    try:
+        assert hpe_cli(*_cmd(synthetic_h5, tmp_path / "ref")[3:])[0] == 0
+    finally:
+        torch.use_deterministic_algorithms(deterministic)
     ckpt = tmp_path / "cut" / "checkpoint.pt"
     cmd = _cmd(synthetic_h5, tmp_path / "cut")
     assert cmd[1:3] == ["-m", "hpe"]
@@ -335,20 +341,22 @@ def test_kill9_and_resume_matches_uninterrupted(synthetic_h5, tmp_path):
     assert a["state"]["epoch"] == b["state"]["epoch"] == 4
     for k in a["model"]:
         assert torch.equal(a["model"][k], b["model"][k]), k
-    r = subprocess.run(_cmd(synthetic_h5, tmp_path / "cut", lr=0.5), capture_output=True, text=True)
-    assert r.returncode == 2 and "trained with other settings (lr)" in r.stderr
-    r = subprocess.run(_cmd(synthetic_h5, tmp_path / "cut", lr=0.5) + ["--restart-if-changed"], capture_output=True,
-                       text=True)
-    assert r.returncode == 0 and "starting" in r.stdout
+    try:
+        code, _, err = hpe_cli(*_cmd(synthetic_h5, tmp_path / "cut", lr=0.5)[3:])
+        assert code == 2 and "trained with other settings (lr)" in err
+        code, out, _ = hpe_cli(*_cmd(synthetic_h5, tmp_path / "cut", lr=0.5)[3:], "--restart-if-changed")
+        assert code == 0 and "starting" in out
+    finally:
+        torch.use_deterministic_algorithms(deterministic)
 
 
-def test_a_second_writer_is_refused_at_once(synthetic_h5, tmp_path):
+def test_a_second_writer_is_refused_at_once(synthetic_h5, tmp_path, hpe_cli):
     out = tmp_path / "busy"
     p = _start_and_wait_for_checkpoint(_cmd(synthetic_h5, out, max_epochs=400), out / "checkpoint.pt")
     try:
         t = time.time()
-        r = subprocess.run(_cmd(synthetic_h5, out), capture_output=True, text=True, timeout=120)
-        assert r.returncode == 2 and f"another hpe process (pid {p.pid}) is writing {out}" in r.stderr
+        code, _, err = hpe_cli(*_cmd(synthetic_h5, out)[3:])  # the second writer: this process
+        assert code == 2 and f"another hpe process (pid {p.pid}) is writing {out}" in err
         assert time.time() - t < 60
     finally:
         p.send_signal(signal.SIGTERM)
@@ -357,16 +365,20 @@ def test_a_second_writer_is_refused_at_once(synthetic_h5, tmp_path):
     assert not [f for f in out.iterdir() if ".tmp-" in f.name]  # SIGTERM cleaned up like Ctrl-C
 
 
-def test_resume_refuses_other_data(synthetic_h5, synthetic_root, tmp_path):
+def test_resume_refuses_other_data(synthetic_h5, synthetic_root, tmp_path, hpe_cli):
     from hpe.prep import prep, prep_config
-    subprocess.run(_cmd(synthetic_h5, tmp_path / "r", max_epochs=1), check=True, capture_output=True)
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    try:
+        assert hpe_cli(*_cmd(synthetic_h5, tmp_path / "r", max_epochs=1)[3:])[0] == 0
+    finally:
+        torch.use_deterministic_algorithms(deterministic)
     other = tmp_path / "other.h5"
     prep(synthetic_root, other, prep_config(size=64, workers=1, val_seed=5), progress=False)  # same path shape
     os.replace(synthetic_h5, tmp_path / "orig.h5")
     try:
         os.replace(other, synthetic_h5)
-        r = subprocess.run(_cmd(synthetic_h5, tmp_path / "r", max_epochs=1), capture_output=True, text=True)
-        assert r.returncode == 2 and "holds different data (fingerprint" in r.stderr and str(synthetic_h5) in r.stderr
+        code, _, err = hpe_cli(*_cmd(synthetic_h5, tmp_path / "r", max_epochs=1)[3:])
+        assert code == 2 and "holds different data (fingerprint" in err and str(synthetic_h5) in err
     finally:
         os.replace(tmp_path / "orig.h5", synthetic_h5)
 
