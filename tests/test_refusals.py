@@ -153,16 +153,15 @@ def test_a_read_only_storage_is_one_line(synthetic_h5, tmp_path, capsys):
     assert f"--storage {url}: cannot use the study database" in err and len(err.strip().splitlines()) == 1, err
 
 
-def test_search_that_learned_nothing_fails_with_a_line_per_trial(synthetic_h5, tmp_path):
-    r = subprocess.run(_search_cmd(synthetic_h5, tmp_path / "s", "--rounds", "1", "--samples", "2"),
-                       capture_output=True, text=True, timeout=600)
-    assert r.returncode == 3, r.stderr[-2000:]
-    assert r.stderr.count("): failed, not-learned:") == 2 and "no trial completed (2 failed" in r.stderr
-    doc = json.loads(r.stdout)
+def test_search_that_learned_nothing_fails_with_a_line_per_trial(synthetic_h5, tmp_path, hpe_cli):
+    code, out, err = hpe_cli(*_search_cmd(synthetic_h5, tmp_path / "s", "--rounds", "1", "--samples", "2")[3:])
+    assert code == 3, err[-2000:]
+    assert err.count("): failed, not-learned:") == 2 and "no trial completed (2 failed" in err
+    doc = json.loads(out)
     assert doc["complete"] == 0 and "best_params" not in doc
 
 
-def test_sigterm_fails_and_requeues_the_running_trial_at_once(synthetic_h5, tmp_path):
+def test_sigterm_fails_and_requeues_the_running_trial_at_once(synthetic_h5, tmp_path, hpe_cli):
     out = tmp_path / "s"
     cmd = _search_cmd(synthetic_h5, out, "--rounds", "1", "--samples", "1", "--quiet", max_epochs=60,
                       checkpoint_interval_s=0, require_learning="false")
@@ -180,9 +179,9 @@ def test_sigterm_fails_and_requeues_the_running_trial_at_once(synthetic_h5, tmp_
     assert states == {0: optuna.trial.TrialState.FAIL, 1: optuna.trial.TrialState.WAITING}  # no heartbeat wait
     rows = (out / "trials.csv").read_text().splitlines()  # written at the interruption too
     assert len(rows) == 3 and rows[1].startswith("0,1,FAIL") and "re-queued" in rows[1], rows
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)  # rerun right after: the trial again
-    assert r.returncode == 0, r.stderr[-2000:]
-    assert json.loads(r.stdout)["complete"] == 1
+    code, out_, err = hpe_cli(*cmd[3:])  # rerun right after (in this process): the trial again
+    assert code == 0, err[-2000:]
+    assert json.loads(out_)["complete"] == 1
     assert (out / "trial-0000" / "result.json").is_file()  # it continued the interrupted trial's run
 
 

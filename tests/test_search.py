@@ -170,7 +170,7 @@ def test_two_workers_share_a_postgres_study(synthetic_h5, tmp_path, postgres):
     assert sorted(p.name for p in out.glob("trial-*")) == sorted(f"trial-{t.number:04d}" for t in trials)
 
 
-def test_killed_worker_trial_is_failed_and_requeued(synthetic_h5, tmp_path):
+def test_killed_worker_trial_is_failed_and_requeued(synthetic_h5, tmp_path, hpe_cli):
     out = tmp_path / "search"
     cmd = [sys.executable, "-m", "hpe", "search", "--data", str(synthetic_h5), "--out", str(out), "--rounds", "1",
            "--samples", "2", "--heartbeat", "1", "--quiet"] + sum(
@@ -185,8 +185,8 @@ def test_killed_worker_trial_is_failed_and_requeued(synthetic_h5, tmp_path):
     p.wait()
     assert ckpt.exists()
     time.sleep(2.5)  # past the grace period (2 heartbeats)
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-    assert r.returncode == 0, r.stderr[-2000:]
+    code, _, err = hpe_cli(*cmd[3:])  # the rerun, in this process
+    assert code == 0, err[-2000:]
     import optuna
     study = optuna.load_study(study_name="hpe-search", storage=f"sqlite:///{out / 'study.db'}")
     trials = {t.number: t for t in study.get_trials()}
