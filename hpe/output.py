@@ -21,6 +21,8 @@ import contextlib
 import errno
 import json
 import os
+import signal
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -91,18 +93,48 @@ def _size(n: int) -> str:
     return f"{n} bytes"
 
 
+@contextlib.contextmanager
+def _signals_held() -> Iterator[None]:
+    """Ctrl-C and SIGTERM wait until the block ends: making a folder or a lock file and noting it for the clean-up
+    is one step.  (A SIGTERM between the two left an empty --out folder or a stray lock file.)  The caller enters
+    the clean-up's try before this block, so a signal handled at its end is raised where the clean-up runs.
+
+    The handlers are swapped, not the signal mask: a process-directed signal may land on any of torch's threads,
+    and Python then runs the main thread's handler whatever that thread's mask says."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # handlers run in the main thread only; a worker thread's steps are its caller's to undo
+        return
+    pending: list[tuple[int, object]] = []
+    held = (signal.SIGINT, signal.SIGTERM)
+    previous = {s: signal.signal(s, lambda signum, frame: pending.append((signum, frame))) for s in held}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        if pending:
+            signum, frame = pending[0]
+            handler = previous[signum]
+            if callable(handler):
+                handler(signum, frame)  # hpe's handlers raise: the clean-up of the enclosing try runs
+            elif handler == signal.SIG_DFL:
+                signal.raise_signal(signum)
+
+
 def _make_parents(path: Path, created: list[Path], itself: bool = False) -> None:
-    """Create the missing parent folders of ``path`` (and ``path`` itself: ``itself``), noting them in ``created``."""
+    """Create the missing parent folders of ``path`` (and ``path`` itself: ``itself``), noting them in ``created``
+    (the caller's clean-up already holds the list)."""
     missing = [p for p in [*([path] if itself else []), path.parent, *path.parent.parents] if not p.exists()]
     for p in reversed(missing):
-        try:
-            p.mkdir()
-        except FileExistsError:
-            continue
-        except OSError as exc:
-            raise DataError(f"cannot create the folder {p}" + ("" if p == path else f" for {path}")
-                            + f": {exc.strerror} (choose a writable location)") from None
-        created.append(p)
+        with _signals_held():
+            try:
+                p.mkdir()
+            except FileExistsError:
+                continue
+            except OSError as exc:
+                raise DataError(f"cannot create the folder {p}" + ("" if p == path else f" for {path}")
+                                + f": {exc.strerror} (choose a writable location)") from None
+            created.append(p)
 
 
 def _probe(folder: Path, path: Path) -> None:
@@ -124,11 +156,28 @@ def locked(lock: Path, what: Path, remove: bool = False) -> Iterator[None]:
     """Hold ``lock`` (``flock``) while writing ``what``: a second process is refused at once, naming the holder's
     pid.  ``remove``: delete the lock file afterwards (a lock beside a file output), checking that the locked
     file is still the one at that name, so a process that opened it just before the removal cannot also win."""
-    import fcntl
     key = str(lock.resolve())
     if key in _held:
         yield
         return
+    fh = None
+    try:
+        with _signals_held():  # a signal between creating the lock file and holding it would leave the file
+            fh = _lock_file(lock, what)
+            _held[key] = fh
+        yield
+    finally:
+        if fh is not None:
+            _held.pop(key, None)
+            if remove:
+                with contextlib.suppress(OSError):
+                    lock.unlink()
+            fh.close()
+
+
+def _lock_file(lock: Path, what: Path):
+    """Open and ``flock`` ``lock`` and write this process's pid into it; refused at once if another holds it."""
+    import fcntl
     while True:
         try:
             fh = open(lock, "a+")
@@ -157,15 +206,7 @@ def locked(lock: Path, what: Path, remove: bool = False) -> Iterator[None]:
     except OSError:
         with contextlib.suppress(OSError):
             fh.truncate(0)
-    _held[key] = fh
-    try:
-        yield
-    finally:
-        del _held[key]
-        if remove:
-            with contextlib.suppress(OSError):
-                lock.unlink()
-        fh.close()
+    return fh
 
 
 def beside_lock(path: Path) -> Path:
@@ -179,8 +220,8 @@ def own_folder(folder: Path) -> Iterator[Path]:
     folder = Path(folder)
     check(folder, "folder")
     created: list[Path] = []
-    _make_parents(folder, created, itself=True)
     try:
+        _make_parents(folder, created, itself=True)
         with locked(folder / LOCK, folder, remove=True):
             sweep_stale(folder)
             yield folder
@@ -232,8 +273,8 @@ def claim(targets: list[tuple[Path, str]], command: str = "") -> Iterator[None]:
                     take_folder(path, command)
                 continue
             created: list[Path] = []
-            _make_parents(path, created)
             stack.push(_undo_on_error(created))  # runs after the lock below is released
+            _make_parents(path, created)
             _probe(path.parent, path)
             if kind == "shared":
                 try:  # workers sharing a search folder start together: only the one that made it notes it
@@ -271,8 +312,8 @@ def replacing(folder: Path, command: str) -> Iterator[Path]:
         _, listed = _manifest_of(folder)
         stage = temp_path(folder / "stage")
         remove_path(stage)
-        stage.mkdir()
         try:
+            stage.mkdir()  # inside the try: a signal right after it still removes the staging folder
             yield stage
             new = sorted(p.name for p in stage.iterdir())
             for name in listed:

@@ -92,11 +92,15 @@ def hpe_cli(capsys):
     from hpe.cli import main
 
     def run(*argv) -> tuple[int, str, str]:
+        import torch
+        deterministic = torch.are_deterministic_algorithms_enabled()  # `--set deterministic=true` sets it for good
         capsys.readouterr()
         try:
             code = main([str(a) for a in argv])
         except SystemExit as exc:  # argparse's usage errors and --help
             code = exc.code
+        finally:
+            torch.use_deterministic_algorithms(deterministic)
         out, err = capsys.readouterr()
         return code, out, err
     return run

@@ -288,3 +288,43 @@ def test_a_refused_writer_leaves_the_winners_folder_alone(tmp_path):
         assert out.is_dir() and (out / ".lock").exists()
         (out / "config.json").write_text("{}")  # the winner can still write
     assert (out / "config.json").exists()
+
+
+def test_a_signal_while_a_folder_or_lock_file_is_made_waits_until_it_is_noted(tmp_path):
+    """SIGTERM between making --out (or its lock file) and noting it for the clean-up left an empty --out or a stray
+    .lock behind (test_sigterm_during_a_command_is_one_line, 1 run in 25 under load): the signal is held until the
+    step is complete, then raised where the clean-up runs."""
+    import signal
+    import time
+
+    from hpe.output import _signals_held, own_folder
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    steps = []
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            with _signals_held():
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(0.05)  # the handler would run here without the hold
+                steps.append("completed")
+        assert steps == ["completed"]
+        import hpe.output
+        real = hpe.output._lock_file
+
+        def signalled(lock, what):  # the signal arrives the instant the lock file exists
+            fh = real(lock, what)
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.05)
+            return fh
+        hpe.output._lock_file = signalled
+        try:
+            with pytest.raises(KeyboardInterrupt):
+                with own_folder(tmp_path / "out"):
+                    steps.append("worked")
+        finally:
+            hpe.output._lock_file = real
+        assert steps == ["completed"] and not (tmp_path / "out").exists()
+    finally:
+        signal.signal(signal.SIGTERM, previous)

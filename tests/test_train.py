@@ -320,11 +320,7 @@ sys.exit(main(sys.argv[2:]))
 def test_kill9_and_resume_matches_uninterrupted(synthetic_h5, tmp_path, hpe_cli):
     # The uninterrupted reference and the settings checks run in this process (the same code without an interpreter
     # start each); the run that is killed and the one that resumes it are real processes.
-    deterministic = torch.are_deterministic_algorithms_enabled()
-    try:
-        assert hpe_cli(*_cmd(synthetic_h5, tmp_path / "ref")[3:])[0] == 0
-    finally:
-        torch.use_deterministic_algorithms(deterministic)
+    assert hpe_cli(*_cmd(synthetic_h5, tmp_path / "ref")[3:])[0] == 0
     ckpt = tmp_path / "cut" / "checkpoint.pt"
     cmd = _cmd(synthetic_h5, tmp_path / "cut")
     assert cmd[1:3] == ["-m", "hpe"]
@@ -341,13 +337,10 @@ def test_kill9_and_resume_matches_uninterrupted(synthetic_h5, tmp_path, hpe_cli)
     assert a["state"]["epoch"] == b["state"]["epoch"] == 4
     for k in a["model"]:
         assert torch.equal(a["model"][k], b["model"][k]), k
-    try:
-        code, _, err = hpe_cli(*_cmd(synthetic_h5, tmp_path / "cut", lr=0.5)[3:])
-        assert code == 2 and "trained with other settings (lr)" in err
-        code, out, _ = hpe_cli(*_cmd(synthetic_h5, tmp_path / "cut", lr=0.5)[3:], "--restart-if-changed")
-        assert code == 0 and "starting" in out
-    finally:
-        torch.use_deterministic_algorithms(deterministic)
+    code, _, err = hpe_cli(*_cmd(synthetic_h5, tmp_path / "cut", lr=0.5)[3:])
+    assert code == 2 and "trained with other settings (lr)" in err
+    code, out, _ = hpe_cli(*_cmd(synthetic_h5, tmp_path / "cut", lr=0.5)[3:], "--restart-if-changed")
+    assert code == 0 and "starting" in out
 
 
 def test_a_second_writer_is_refused_at_once(synthetic_h5, tmp_path, hpe_cli):
@@ -367,11 +360,7 @@ def test_a_second_writer_is_refused_at_once(synthetic_h5, tmp_path, hpe_cli):
 
 def test_resume_refuses_other_data(synthetic_h5, synthetic_root, tmp_path, hpe_cli):
     from hpe.prep import prep, prep_config
-    deterministic = torch.are_deterministic_algorithms_enabled()
-    try:
-        assert hpe_cli(*_cmd(synthetic_h5, tmp_path / "r", max_epochs=1)[3:])[0] == 0
-    finally:
-        torch.use_deterministic_algorithms(deterministic)
+    assert hpe_cli(*_cmd(synthetic_h5, tmp_path / "r", max_epochs=1)[3:])[0] == 0
     other = tmp_path / "other.h5"
     prep(synthetic_root, other, prep_config(size=64, workers=1, val_seed=5), progress=False)  # same path shape
     os.replace(synthetic_h5, tmp_path / "orig.h5")
@@ -450,9 +439,9 @@ def _train_args(h5, out, **over):
         [["--set", f"{k}={v}"] for k, v in sets.items()], [])
 
 
-def test_ddp_two_processes_match_one(synthetic_h5, tmp_path):
-    """torchrun, 2 CPU processes (gloo), global batch 8 = 2 x 4, against one process with batch 8."""
-    subprocess.run([sys.executable] + _train_args(synthetic_h5, tmp_path / "one"), check=True, capture_output=True)
+def test_ddp_two_processes_match_one(synthetic_h5, tmp_path, hpe_cli):
+    """torchrun, 2 CPU processes (gloo), global batch 8 = 2 x 4, against one process (this one) with batch 8."""
+    assert hpe_cli(*_train_args(synthetic_h5, tmp_path / "one")[2:])[0] == 0
     r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
                        + _train_args(synthetic_h5, tmp_path / "two"), capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
