@@ -167,7 +167,7 @@ def _sphere_boxes(s: Spheres, cam) -> dict:
     u0, u1 = np.maximum(np.floor(u - rp), 0), np.minimum(np.ceil(u + rp) + 1, cam.width)
     v0, v1 = np.maximum(np.floor(v - rp), 0), np.minimum(np.ceil(v + rp) + 1, cam.height)
     ok = (u1 > u0) & (v1 > v0)
-    box = {"index": keep, "z": z, "radius": radius, "u": u, "v": v, "rp": rp,
+    box = {"index": keep, "part": s.parts[keep], "z": z, "radius": radius, "u": u, "v": v, "rp": rp,
            "u0": u0, "u1": u1, "v0": v0, "v1": v1}
     return {k: (a[ok].astype(np.int64) if k in ("u0", "u1", "v0", "v1") else a[ok]) for k, a in box.items()}
 
@@ -176,36 +176,52 @@ def _sphere_pixels(b: dict, canvas: _Canvas, cam):
     """Every (pixel, sphere) pair inside a sphere: canvas pixel index, sphere index, depth (float64), normal z.
 
     Spheres of similar box size are padded to one box and done at once; padding beyond a sphere's box is outside
-    its disc anyway (|du| >= 1), except past the frame's edge, which gets du = inf."""
-    H, W = canvas.z.shape
-    side = np.maximum(b["u1"] - b["u0"], b["v1"] - b["v0"])
-    size_class = np.floor(2 * np.log2(side)).astype(np.int64)  # groups within a factor sqrt(2) in side
+    its disc anyway (|du| >= 1), except past the frame's edge, which gets du = inf.  Inside is q = 1 - s > 0,
+    which is exactly s < 1."""
+    W = canvas.z.shape[1]
+    nu, nv = b["u1"] - b["u0"], b["v1"] - b["v0"]
+    size_class = np.floor(2 * np.log2(np.maximum(nu, nv))).astype(np.int64)  # sides within a factor sqrt(2)
     pix, sid, q = [], [], []
     for c in np.unique(size_class):
         g = np.flatnonzero(size_class == c)
-        m = int(side[g].max())
-        cols = b["u0"][g, None] + np.arange(m)
-        rows = b["v0"][g, None] + np.arange(m)
+        cols = b["u0"][g, None] + np.arange(nu[g].max())
+        rows = b["v0"][g, None] + np.arange(nv[g].max())
         du2 = ((cols - b["u"][g, None]) / b["rp"][g, None]) ** 2
         dv2 = ((rows - b["v"][g, None]) / b["rp"][g, None]) ** 2
         du2[cols >= cam.width] = np.inf
         dv2[rows >= cam.height] = np.inf
-        qg = 1.0 - (du2[:, None, :] + dv2[:, :, None])
-        inside = qg > 0
-        q.append(qg[inside])
-        flat = (rows - canvas.v0)[:, :, None] * W + (cols - canvas.u0)[:, None, :]
+        s = du2[:, None, :] + dv2[:, :, None]
+        inside = s < 1.0
+        q.append(1.0 - s[inside])
+        flat = ((rows - canvas.v0) * W).astype(np.int32)[:, :, None] + (cols - canvas.u0).astype(np.int32)[:, None, :]
         pix.append(flat[inside])
-        sid.append(np.broadcast_to(g[:, None, None], inside.shape)[inside])
+        sid.append(np.repeat(g.astype(np.int32), np.count_nonzero(inside, axis=(1, 2))))  # the mask is sphere-major
     pix, sid, q = np.concatenate(pix), np.concatenate(sid), np.concatenate(q)
     nz = np.sqrt(q)
     return pix, sid, b["z"][sid] - b["radius"][sid] * nz, nz
 
 
-def _splat(canvas: _Canvas, spheres: Spheres, b: dict, cam) -> None:
-    """Z-buffer all spheres at once with the result of drawing them one at a time, in order, where a sphere's
-    depth d (float64) replaces the stored float32 depth s only if d < s (so the earlier sphere wins a tie).
+def _splat_one(canvas: _Canvas, b: dict, i: int) -> None:
+    """Z-buffer sphere i of the boxes alone (the head: one big sphere, densely over its box)."""
+    u0, u1, v0, v1 = b["u0"][i], b["u1"][i], b["v0"][i], b["v1"][i]
+    du = (np.arange(u0, u1) - b["u"][i]) / b["rp"][i]
+    dv = (np.arange(v0, v1) - b["v"][i]) / b["rp"][i]
+    q = 1.0 - (du[None, :] ** 2 + dv[:, None] ** 2)
+    inside = q > 0
+    nz = np.sqrt(np.maximum(q, 0.0))  # only read where inside
+    d = b["z"][i] - b["radius"][i] * nz
+    at = np.s_[v0 - canvas.v0:v1 - canvas.v0, u0 - canvas.u0:u1 - canvas.u0]
+    hit = inside & (d < canvas.z[at])
+    np.copyto(canvas.z[at], d, where=hit)
+    np.copyto(canvas.n[at], nz, where=hit)  # the normal's z: Lambert shading, light at the camera
+    np.copyto(canvas.p[at], b["part"][i], where=hit)
 
-    In that sequence the stored depth only falls, and ends at S = min(s0, float32(min d)) (s0: what the torso left).
+
+def _splat(canvas: _Canvas, b: dict, cam) -> None:
+    """Z-buffer all spheres of the boxes at once with the result of drawing them one at a time, in order, where a
+    sphere's depth d (float64) replaces the stored float32 depth s only if d < s (the earlier sphere wins a tie).
+
+    In that sequence the stored depth only falls, and ends at S = min(s0, float32(min d)) (s0: what was there before).
     The pixel's last writer is the last sphere with d < S, if any; otherwise, if s0 > S, the first sphere whose d
     rounds to S (it is written, and no later one passes d < S); otherwise nothing replaces s0."""
     if len(b["index"]) == 0:
@@ -217,16 +233,16 @@ def _splat(canvas: _Canvas, spheres: Spheres, b: dict, cam) -> None:
     s0 = z0[pix]
     s = np.minimum(s0, low[pix].astype(np.float32))
     below = d < s
+    writer = np.flatnonzero((d.astype(np.float32) == s) & (below | (s0 > s)))
     n = len(b["index"])
-    writer = (d.astype(np.float32) == s) & (below | (s0 > s))
-    key = np.where(below, n + sid, n - 1 - sid)  # the last sphere below S beats the first one rounding to S
-    best = np.full(z0.shape, -1, np.int64)
-    np.maximum.at(best, pix[writer], key[writer])
-    last = writer & (key == best[pix])  # one pair per written pixel
+    key = np.where(below[writer], n + sid[writer], n - 1 - sid[writer])  # the last below S beats the first at S
+    best = np.full(z0.shape, -1, np.int32)
+    np.maximum.at(best, pix[writer], key)
+    last = writer[key == best[pix[writer]]]  # one pair per written pixel
     at = pix[last]
     z0[at] = d[last]
     canvas.n.reshape(-1)[at] = nz[last]
-    canvas.p.reshape(-1)[at] = spheres.parts[b["index"][sid[last]]]
+    canvas.p.reshape(-1)[at] = b["part"][sid[last]]
 
 
 def _torso_box(rng: np.random.Generator, hand_z: float, cam) -> dict:
@@ -239,10 +255,10 @@ def _torso_box(rng: np.random.Generator, hand_z: float, cam) -> dict:
             "v0": int(max(tv - ay, 0)), "v1": int(min(tv + ay + 1, cam.height))}
 
 
-def _new_canvas(t: dict, b: dict) -> _Canvas:
+def _new_canvas(t: dict, *boxes: dict) -> _Canvas:
     """Buffers covering the torso's box and every sphere's: the rest of the frame stays background."""
-    v0, v1 = min([t["v0"], *b["v0"]]), max([t["v1"], *b["v1"]])
-    u0, u1 = min([t["u0"], *b["u0"]]), max([t["u1"], *b["u1"]])
+    v0, v1 = min([t["v0"], *(v for b in boxes for v in b["v0"])]), max([t["v1"], *(v for b in boxes for v in b["v1"])])
+    u0, u1 = min([t["u0"], *(u for b in boxes for u in b["u0"])]), max([t["u1"], *(u for b in boxes for u in b["u1"])])
     shape = (max(v1 - v0, 0), max(u1 - u0, 0))
     return _Canvas(np.full(shape, np.inf, np.float32), np.zeros(shape, np.float32), np.zeros(shape, np.uint8),
                    int(v0), int(u0))
@@ -258,26 +274,25 @@ def _draw_torso(c: _Canvas, t: dict) -> None:
     np.copyto(c.p[at], 3, where=torso)
 
 
-def render(joints_spheres, rng: np.random.Generator, subject: int, cam=NYU_CAMERA) -> tuple[np.ndarray, np.ndarray]:
-    """Depth (uint16 mm) and registered RGB (uint8) of the hand in front of a torso, head and empty room."""
-    joints, hand = joints_spheres
-    H, W = cam.height, cam.width
-    # Torso: a shallow ellipsoid behind the hand; head: a sphere above it, drawn before the hand.
+def _draw(joints: np.ndarray, hand: Spheres, rng: np.random.Generator, cam) -> _Canvas:
+    """Torso (a shallow ellipsoid behind the hand), head (a sphere above it) and hand, z-buffered in that order."""
     t = _torso_box(rng, float(joints[32, 2]), cam)
     head_x = (t["tu"] - cam.cx) * t["tz"] / cam.fx
     head_y = (cam.cy - (t["tv"] - t["ay"] * 1.25)) * t["tz"] / cam.fy
-    spheres = Spheres(np.concatenate([[[head_x, head_y, t["tz"] - 30]], hand.centres]),
-                      np.concatenate([[95.0], hand.radii]), np.concatenate([[4], hand.parts]).astype(np.uint8))
-    boxes = _sphere_boxes(spheres, cam)
-    c = _new_canvas(t, boxes)
+    head = _sphere_boxes(Spheres(np.array([[head_x, head_y, t["tz"] - 30]]), np.array([95.0]), np.array([4], np.uint8)),
+                         cam)
+    hand_boxes = _sphere_boxes(hand, cam)
+    c = _new_canvas(t, head, hand_boxes)
     _draw_torso(c, t)
-    _splat(c, spheres, boxes, cam)
+    if len(head["index"]):
+        _splat_one(c, head, 0)
+    _splat(c, hand_boxes, cam)
+    return c
 
-    # Post-process only the bounding box of what was drawn: the rest of the frame is background.
-    drawn = c.p > 0
-    rows, cols = np.nonzero(drawn.any(axis=1))[0], np.nonzero(drawn.any(axis=0))[0]
-    depth = np.full((H, W), BACKGROUND_MM, np.uint16)
-    # A dark room: a random vertical colour gradient (cheap, and it compresses well).
+
+def _room(rng: np.random.Generator, cam) -> np.ndarray:
+    """A dark room: a random vertical colour gradient (cheap, and it compresses well)."""
+    H, W = cam.height, cam.width
     ramp = np.linspace(0, 1, H)[:, None, None] * rng.uniform(-30, 30, 3) + rng.uniform(15, 45, 3)
     rgb = np.empty((H, W, 3), np.uint8)
     rgb[:, 0] = np.clip(ramp[:, 0], 0, 255).astype(np.uint8)
@@ -286,18 +301,17 @@ def render(joints_spheres, rng: np.random.Generator, subject: int, cam=NYU_CAMER
         m = min(filled, W - filled)
         rgb[:, filled:filled + m] = rgb[:, :m]
         filled += m
-    if len(rows) == 0:
-        return depth, rgb
-    inner = np.s_[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
-    box = np.s_[c.v0 + rows[0]:c.v0 + rows[-1] + 1, c.u0 + cols[0]:c.u0 + cols[-1] + 1]
-    pb, zb, nb = c.p[inner], c.z[inner], c.n[inner]
+    return rgb
+
+
+def _sensor_depth(rng: np.random.Generator, pb: np.ndarray, zb: np.ndarray) -> np.ndarray:
+    """The drawn box's depth as the sensor gives it: rounded mm with noise, background beyond 1.5 m, holes."""
     obj = pb > 0
     z = zb[obj]
     # Sensor noise grows with z^2.  standard_normal: the same draws as normal(0, 1.0), without its 0 + 1.0 * x.
     noise = rng.standard_normal(z.shape)
     noise *= (z / 1000.0) ** 2
-    z = z + noise
-    z = np.round(z)
+    z = np.round(z + noise)
     z[z > 1500] = BACKGROUND_MM
     dbox = np.full(pb.shape, BACKGROUND_MM, np.uint16)
     dbox[obj] = z
@@ -310,26 +324,45 @@ def render(joints_spheres, rng: np.random.Generator, subject: int, cam=NYU_CAMER
     jump = np.abs(np.diff(d16, axis=0)) > 25
     edge[1:, :] |= jump
     edge[:-1, :] |= jump
-    ev, eu = np.nonzero(edge & obj)
-    drop = rng.random(len(ev)) < 0.55
-    dbox[ev[drop], eu[drop]] = 0
-    depth[box] = dbox
+    at = np.flatnonzero(edge & obj)  # row-major, as np.nonzero's (row, column) pairs
+    drop = rng.random(len(at)) < 0.55
+    dbox.reshape(-1)[at[drop]] = 0
+    return dbox
 
-    # Colour: shaded skin on the hand, forearm and head, a coloured shirt on the torso, noise on the hand.
+
+def _colour(rng: np.random.Generator, subject: int, pb: np.ndarray, nb: np.ndarray, out: np.ndarray) -> None:
+    """Shaded skin on the hand, forearm and head, a coloured shirt on the torso, noise on the hand: into ``out``
+    (the drawn box of the RGB frame) where something was drawn."""
     palette = np.zeros((5, 3))
     skin = SKIN[subject] * rng.uniform(0.9, 1.1)
     palette[1:] = skin, skin * 0.97, rng.uniform(20, 120, 3), skin * 0.95
-    # Channel by channel on (h, w) planes: numpy is slow on arrays whose innermost axis is the 3 channels.
     noise = rng.integers(-5, 6, size=pb.shape + (3,), dtype=np.int8)  # drawn as (h, w, 3): the same draws
-    noisy = pb <= 2
+    noisy, obj = pb <= 2, pb > 0
     shade = 0.3 + 0.7 * np.clip(nb, 0, 1)
-    out = rgb[box]
+    # Channel by channel on (h, w) planes: numpy is slow on arrays whose innermost axis is the 3 channels.
     for k in range(3):
         colour = np.take(palette[:, k].astype(np.float32), pb)
         colour *= shade
         colour += noise[..., k] * noisy
         np.clip(colour, 0, 255, out=colour)
         np.copyto(out[..., k], colour, casting="unsafe", where=obj)
+
+
+def render(joints_spheres, rng: np.random.Generator, subject: int, cam=NYU_CAMERA) -> tuple[np.ndarray, np.ndarray]:
+    """Depth (uint16 mm) and registered RGB (uint8) of the hand in front of a torso, head and empty room."""
+    joints, hand = joints_spheres
+    c = _draw(joints, hand, rng, cam)
+    rgb = _room(rng, cam)
+    depth = np.full((cam.height, cam.width), BACKGROUND_MM, np.uint16)
+    # Post-process only the bounding box of what was drawn: the rest of the frame is background.
+    drawn = c.p > 0
+    rows, cols = np.flatnonzero(drawn.any(axis=1)), np.flatnonzero(drawn.any(axis=0))
+    if len(rows) == 0:
+        return depth, rgb
+    inner = np.s_[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
+    box = np.s_[c.v0 + rows[0]:c.v0 + rows[-1] + 1, c.u0 + cols[0]:c.u0 + cols[-1] + 1]
+    depth[box] = _sensor_depth(rng, c.p[inner], c.z[inner])
+    _colour(rng, subject, c.p[inner], c.n[inner], rgb[box])
     return depth, rgb
 
 
