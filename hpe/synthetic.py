@@ -91,6 +91,14 @@ def sample_pose(rng: np.random.Generator) -> dict:
     }
 
 
+class Spheres(NamedTuple):
+    """Spheres in drawing order (an earlier sphere wins a tie): camera-xyz centres (n, 3) mm, radii (n,) mm, and
+    parts (n,) uint8 (1 hand, 2 forearm, 4 head)."""
+    centres: np.ndarray
+    radii: np.ndarray
+    parts: np.ndarray
+
+
 def hand_model(pose: dict, scale: float) -> tuple[np.ndarray, Spheres]:
     """36 NYU joints (camera xyz, mm, y up) and the hand as spheres (centres, radii, parts)."""
     joints = np.zeros((36, 3))
@@ -136,14 +144,6 @@ def hand_model(pose: dict, scale: float) -> tuple[np.ndarray, Spheres]:
     # product the published data was made with; one (n, 3) matrix product does not (a different BLAS kernel).
     centres = (np.concatenate(centres)[:, None, :] @ R.T)[:, 0] + t
     return joints, Spheres(centres, np.concatenate(radii), np.concatenate(parts))
-
-
-class Spheres(NamedTuple):
-    """Spheres in drawing order (an earlier sphere wins a tie): camera-xyz centres (n, 3) mm, radii (n,) mm, and
-    parts (n,) uint8 (1 hand, 2 forearm, 4 head)."""
-    centres: np.ndarray
-    radii: np.ndarray
-    parts: np.ndarray
 
 
 class _Canvas(NamedTuple):
