@@ -178,23 +178,24 @@ def _sphere_pixels(b: dict, canvas: _Canvas, cam):
     Spheres of similar box size are padded to one box and done at once; padding beyond a sphere's box is outside
     its disc anyway (|du| >= 1), except past the frame's edge, which gets du = inf.  Inside is q = 1 - s > 0,
     which is exactly s < 1."""
-    W = canvas.z.shape[1]
     nu, nv = b["u1"] - b["u0"], b["v1"] - b["v0"]
+    cols = b["u0"][:, None] + np.arange(nu.max())  # every sphere's columns and rows, padded to the widest box
+    rows = b["v0"][:, None] + np.arange(nv.max())
+    du2 = ((cols - b["u"][:, None]) / b["rp"][:, None]) ** 2
+    dv2 = ((rows - b["v"][:, None]) / b["rp"][:, None]) ** 2
+    du2[cols >= cam.width] = np.inf
+    dv2[rows >= cam.height] = np.inf
+    col_at = (cols - canvas.u0).astype(np.int32)  # canvas pixel index = row_at + col_at
+    row_at = ((rows - canvas.v0) * canvas.z.shape[1]).astype(np.int32)
     size_class = np.floor(2 * np.log2(np.maximum(nu, nv))).astype(np.int64)  # sides within a factor sqrt(2)
     pix, sid, q = [], [], []
     for c in np.unique(size_class):
         g = np.flatnonzero(size_class == c)
-        cols = b["u0"][g, None] + np.arange(nu[g].max())
-        rows = b["v0"][g, None] + np.arange(nv[g].max())
-        du2 = ((cols - b["u"][g, None]) / b["rp"][g, None]) ** 2
-        dv2 = ((rows - b["v"][g, None]) / b["rp"][g, None]) ** 2
-        du2[cols >= cam.width] = np.inf
-        dv2[rows >= cam.height] = np.inf
-        s = du2[:, None, :] + dv2[:, :, None]
+        w, h = nu[g].max(), nv[g].max()
+        s = du2[g, None, :w] + dv2[g, :h, None]
         inside = s < 1.0
         q.append(1.0 - s[inside])
-        flat = ((rows - canvas.v0) * W).astype(np.int32)[:, :, None] + (cols - canvas.u0).astype(np.int32)[:, None, :]
-        pix.append(flat[inside])
+        pix.append((row_at[g, :h, None] + col_at[g, None, :w])[inside])
         sid.append(np.repeat(g.astype(np.int32), np.count_nonzero(inside, axis=(1, 2))))  # the mask is sphere-major
     pix, sid, q = np.concatenate(pix), np.concatenate(sid), np.concatenate(q)
     nz = np.sqrt(q)
