@@ -5,7 +5,9 @@ and a forearm) is posed with plausible finger flexion and a random global rotati
 spheres with a z-buffer into a 640x480 depth image (mm, (G << 8) | B encoding, background 2001, holes along
 silhouettes as structured light leaves them) and a registered RGB image with Lambert-shaded skin.  A torso
 and a head stand behind the hand as in NYU.  Layout, PNG encodings and ``joint_data.mat`` keys/shapes match
-the real dataset so :mod:`hpe.nyu` reads it unchanged.  Deterministic for a seed.
+the real dataset so :mod:`hpe.nyu` reads it unchanged.  Deterministic for a seed, and pixel for pixel the data
+every published synthetic figure was measured on (``tests/test_synthetic.py`` pins it): the renderer is
+batched for speed, but every draw, expression and dtype is that of drawing one sphere at a time.
 
     hpe synth OUT_ROOT --train 1800 --test 600 --seed 0     (or data_prep/synthetic_nyu.py, which Make calls)
 
@@ -344,7 +346,7 @@ def _colour(rng: np.random.Generator, subject: int, pb: np.ndarray, nb: np.ndarr
     for k in range(3):
         colour = np.take(palette[:, k].astype(np.float32), pb)
         colour *= shade
-        colour += noise[..., k] * noisy
+        np.add(colour, noise[..., k], out=colour, where=noisy)  # + 0 elsewhere, as the whole-frame version did
         np.clip(colour, 0, 255, out=colour)
         np.copyto(out[..., k], colour, casting="unsafe", where=obj)
 
