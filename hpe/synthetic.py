@@ -17,6 +17,7 @@ is never touched unless ``force`` is given and the root's sidecar says hpe gener
 from __future__ import annotations
 
 import ctypes
+import functools
 import json
 import os
 import signal
@@ -101,16 +102,23 @@ class Spheres(NamedTuple):
     parts: np.ndarray
 
 
+@functools.lru_cache(maxsize=None)
+def _unit_steps(n: int) -> np.ndarray:
+    """np.linspace(0, 1, n), made once per n (hand_model asks for it 16 times a frame)."""
+    steps = np.linspace(0, 1, n)
+    steps.flags.writeable = False
+    return steps
+
+
 def hand_model(pose: dict, scale: float) -> tuple[np.ndarray, Spheres]:
     """36 NYU joints (camera xyz, mm, y up) and the hand as spheres (centres, radii, parts)."""
     joints = np.zeros((36, 3))
-    centres, radii, parts = [], [], []
+    centres, counts, radii, parts = [], [], [], []  # per capsule and the palm slab: centres, how many, radius, part
 
     def capsule(a, b, r, part):
         n = max(2, int(np.linalg.norm(b - a) / (0.45 * r)) + 1)
-        centres.append(a + np.linspace(0, 1, n)[:, None] * (b - a))
-        radii.append(np.full(n, r))
-        parts.append(np.full(n, part, np.uint8))
+        centres.append(a + _unit_steps(n)[:, None] * (b - a))
+        counts.append(n), radii.append(r), parts.append(part)
 
     for i, f in enumerate(FINGERS):
         ab, flex1, flex2, flex3 = pose["fingers"][f]
@@ -131,8 +139,7 @@ def hand_model(pose: dict, scale: float) -> tuple[np.ndarray, Spheres]:
         joints[6 * i:6 * i + 6] = [tip, k2 + 0.15 * (tip - k2), k2, k1 + 0.15 * (k2 - k1), k1, base_pt]
     joints[30:36] = _PALM * scale
     centres.append(_PALM_SLAB * scale)  # palm slab: 5 x 5 spheres
-    radii.append(np.full(len(_PALM_SLAB), 15.0 * scale))
-    parts.append(np.full(len(_PALM_SLAB), 1, np.uint8))
+    counts.append(len(_PALM_SLAB)), radii.append(15.0 * scale), parts.append(1)
     fa_yaw, fa_pitch = pose["forearm"]
     fdir = _rot("z", fa_yaw) @ _rot("x", fa_pitch) @ np.array([0.0, -1.0, 0.0])
     wrist = np.array([0.0, -48.0, 2.0]) * scale
@@ -145,7 +152,7 @@ def hand_model(pose: dict, scale: float) -> tuple[np.ndarray, Spheres]:
     # Each centre as a (1, 3) row: a stack of vector-matrix products rounds exactly as the one-sphere-at-a-time
     # product the published data was made with; one (n, 3) matrix product does not (a different BLAS kernel).
     centres = (np.concatenate(centres)[:, None, :] @ R.T)[:, 0] + t
-    return joints, Spheres(centres, np.concatenate(radii), np.concatenate(parts))
+    return joints, Spheres(centres, np.repeat(radii, counts), np.repeat(np.array(parts, np.uint8), counts))
 
 
 class _Canvas(NamedTuple):
