@@ -156,7 +156,8 @@ def hand_model(pose: dict, scale: float) -> tuple[np.ndarray, Spheres]:
 
 
 class _Canvas(NamedTuple):
-    """Z-buffer, normal z and part of the pixels [v0:v0+h, u0:u0+w]: only the region anything is drawn in."""
+    """Z-buffer (float32 mm), normal z (float32) and part (0 background, 1 hand, 2 forearm, 3 torso, 4 head) of the
+    frame's pixels [v0:v0+h, u0:u0+w]: only the region anything is drawn in."""
     z: np.ndarray
     n: np.ndarray
     p: np.ndarray
@@ -267,16 +268,19 @@ def _torso_box(rng: np.random.Generator, hand_z: float, cam) -> dict:
 
 def _new_canvas(t: dict, *boxes: dict) -> _Canvas:
     """Buffers covering the torso's box and every sphere's: the rest of the frame stays background."""
-    v0, v1 = min([t["v0"], *(v for b in boxes for v in b["v0"])]), max([t["v1"], *(v for b in boxes for v in b["v1"])])
-    u0, u1 = min([t["u0"], *(u for b in boxes for u in b["u0"])]), max([t["u1"], *(u for b in boxes for u in b["u1"])])
+    def ends(key: str) -> list[int]:
+        return [t[key], *(int(x) for b in boxes for x in b[key])]
+    v0, v1, u0, u1 = min(ends("v0")), max(ends("v1")), min(ends("u0")), max(ends("u1"))
     shape = (max(v1 - v0, 0), max(u1 - u0, 0))
     return _Canvas(np.full(shape, np.inf, np.float32), np.zeros(shape, np.float32), np.zeros(shape, np.uint8),
                    int(v0), int(u0))
 
 
 def _draw_torso(c: _Canvas, t: dict) -> None:
+    """The torso into an empty canvas: depth tz + 60 e and normal z 0.5 + 0.5 sqrt(1 - e) where e < 1."""
     u0, u1, v0, v1 = t["u0"], t["u1"], t["v0"], t["v1"]
-    e = ((np.arange(u0, u1)[None, :] - t["tu"]) / t["ax"]) ** 2 + ((np.arange(v0, v1)[:, None] - t["tv"]) / t["ay"]) ** 2
+    e = (((np.arange(u0, u1)[None, :] - t["tu"]) / t["ax"]) ** 2
+         + ((np.arange(v0, v1)[:, None] - t["tv"]) / t["ay"]) ** 2)
     torso = e < 1  # dense arithmetic over the box and masked copies: cheaper than boolean indexing
     at = np.s_[v0 - c.v0:v1 - c.v0, u0 - c.u0:u1 - c.u0]
     np.copyto(c.z[at], t["tz"] + 60 * e, where=torso)
@@ -449,7 +453,7 @@ def _keep_freed_memory() -> None:
     at a few tens of MB."""
     try:
         mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError):
+    except (OSError, AttributeError, TypeError):  # no C library by that name, or no mallopt in it
         return
     mallopt(_M_TRIM_THRESHOLD, 256 << 20)
     mallopt(_M_MMAP_THRESHOLD, 32 << 20)  # glibc's largest allowed value
