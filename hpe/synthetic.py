@@ -414,17 +414,20 @@ def write_split(root: Path, split: str, n: int, seed: int, subject1_frames: int,
     folder.mkdir(parents=True, exist_ok=True)
     split_id = {"train": 0, "test": 1}[split]
     rng = np.random.default_rng([seed, split_id])
-    tasks, xyz = [], np.zeros((n, 36, 3))
+    xyz = np.zeros((n, 36, 3))
     subjects = subjects_of(np.arange(1, n + 1), subject1_frames if split == "test" else n)
-    for i in range(n):
-        frame, subject = i + 1, int(subjects[i])
-        scale = subject2_scale if subject == 2 else 1.0
-        tasks.append((folder, frame, sample_pose(rng), scale, subject, [seed, split_id, frame]))
+
+    def tasks():
+        for i in range(n):
+            frame, subject = i + 1, int(subjects[i])
+            scale = subject2_scale if subject == 2 else 1.0
+            yield folder, frame, sample_pose(rng), scale, subject, [seed, split_id, frame]
     # The workers pose the hand anyway: their joints come back in order, so the parent's serial part is only the
-    # pose sampling (it posed every hand itself once, ~10 % of the work, on one core).
+    # pose sampling (it posed every hand itself once, ~10 % of the work, on one core), and that is drawn lazily,
+    # in order, by the pool's task thread while the workers render (not all of it before the first frame).
     with get_context("fork" if hasattr(os, "fork") else "spawn").Pool(workers, _quiet_worker) as pool:
         with progress_bar(n, f"synth {split}", "frame", progress) as bar:
-            for i, joints in enumerate(pool.imap(_render_frame, tasks, chunksize=16)):
+            for i, joints in enumerate(pool.imap(_render_frame, tasks(), chunksize=16)):
                 xyz[i] = joints
                 bar.update(1)
         pool.close()  # workers exit on their own (the with-block terminates them: coverage.py loses their data)
