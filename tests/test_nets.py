@@ -116,7 +116,7 @@ def test_forward_macs_match_the_layers_run(name, pool):
 
 def test_bench_reports_ratio():
     from hpe.bench import bench_net
-    r = bench_net("thesis", torch.device("cpu"), 32, 0.125, 8, 2)["reference"]
+    r = bench_net("thesis", torch.device("cpu"), 32, 0.125, 8, 2, repeats=1)["reference"]
     assert r["train_images_per_s"] > 0 and 0 < r["loop_over_bare"] < 10 and r["infer_latency_ms_batch1"] > 0
     assert r["onnxruntime_cpu_latency_ms_batch1"] > 0 and r["onnxruntime_cpu_images_per_s_batch128"] > 0
 

@@ -1,7 +1,5 @@
 """Long steps say what they are doing: progress lines off a terminal, the resolved config before training."""
 import io
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -23,19 +21,17 @@ def test_lines_print_at_most_every_interval_and_at_the_end():
     assert lines[-1].startswith("prep train: 5/10 frames")
 
 
-def test_synth_and_prep_report_progress_when_piped(tmp_path):
-    """Under Make stderr is a pipe: tqdm would stay silent, hpe prints lines instead (at least the final one)."""
-    r = subprocess.run([sys.executable, "-m", "hpe", "synth", str(tmp_path / "s"), "--train", "6", "--test", "3",
-                        "--workers", "1"], cwd=REPO, capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr
-    assert "synth train: 6/6 frames (100 %" in r.stderr and "synth test: 3/3 frames" in r.stderr
-    r = subprocess.run([sys.executable, "-m", "hpe", "prep", str(tmp_path / "s"), str(tmp_path / "s.h5"), "--size",
-                        "32", "--workers", "1"], cwd=REPO, capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr
-    assert "prep test: 3/3 frames (100 %" in r.stderr
-    q = subprocess.run([sys.executable, "-m", "hpe", "synth", str(tmp_path / "q"), "--train", "2", "--test", "1",
-                        "--workers", "1", "--quiet"], cwd=REPO, capture_output=True, text=True)
-    assert q.returncode == 0 and "frames (" not in q.stderr
+def test_synth_and_prep_report_progress_when_piped(tmp_path, hpe_cli):
+    """Under Make stderr is a pipe: tqdm would stay silent, hpe prints lines instead (at least the final one).
+    Here stderr is pytest's capture, not a terminal either."""
+    code, _, err = hpe_cli("synth", tmp_path / "s", "--train", "6", "--test", "3", "--workers", "1")
+    assert code == 0, err
+    assert "synth train: 6/6 frames (100 %" in err and "synth test: 3/3 frames" in err
+    code, _, err = hpe_cli("prep", tmp_path / "s", tmp_path / "s.h5", "--size", "32", "--workers", "1")
+    assert code == 0, err
+    assert "prep test: 3/3 frames (100 %" in err
+    code, _, err = hpe_cli("synth", tmp_path / "q", "--train", "2", "--test", "1", "--workers", "1", "--quiet")
+    assert code == 0 and "frames (" not in err
 
 
 def test_train_prints_the_resolved_config_unless_quiet(synthetic_h5, tmp_path, hpe_cli):
