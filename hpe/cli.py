@@ -18,7 +18,7 @@ from pathlib import Path
 
 from hpe import DataError, __version__
 from hpe.nyu import TEST_SUBJECT1_FRAMES
-from hpe.output import Out, check_apart, claim, io_error_line
+from hpe.output import Out, as_prefix, check_apart, claim, io_error_line
 
 
 class _Terminated(KeyboardInterrupt):
@@ -707,6 +707,12 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     name = " ".join(filter(None, [a.cmd, getattr(a, "kind", None), getattr(a, "action", None)]))
+    for o in getattr(a, "outputs", ()):
+        given = getattr(a, o.arg, None)
+        if o.kind == "prefix" and given and as_prefix(given) != Path(given):
+            setattr(a, o.arg, type(given)(as_prefix(given)))
+            print(f"note: --{o.arg} {given} names the outputs' prefix: writing {as_prefix(given)}.* instead of "
+                  f"{given}.*", file=sys.stderr)
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
     outputs = [(Path(getattr(a, o.arg)), o.kind) for o in getattr(a, "outputs", ()) if getattr(a, o.arg, None)]
     try:

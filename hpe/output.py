@@ -50,6 +50,17 @@ class Out:
         assert self.kind in KINDS, self.kind
 
 
+# What the prefix commands append (figures: .png .pdf .csv .json; tables also .md .tex).
+PREFIX_SUFFIXES = (".png", ".pdf", ".csv", ".json", ".md", ".tex")
+
+
+def as_prefix(path: Path) -> Path:
+    """A prefix output given as one of its own files (``--out fig.png``): the prefix (``fig``), so the outputs are
+    fig.png, fig.pdf, ... rather than fig.png.png, fig.png.pdf."""
+    path = Path(path)
+    return path.with_suffix("") if path.suffix.lower() in PREFIX_SUFFIXES else path
+
+
 def _parents_ok(path: Path) -> None:
     for p in [path.parent, *path.parent.parents]:
         if p.exists():

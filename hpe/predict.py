@@ -202,7 +202,8 @@ def no_hand(depth_crop: np.ndarray) -> str | None:
     if flat:  # a plane, facing the camera or tilted (a wall, a ramp, a table)
         return "the object in the crop is a flat surface: not a hand"
     if _two_plane_spread(inside, depth_crop) < TWO_PLANE_SPREAD:
-        return "the object in the crop is two flat surfaces meeting (a corner or an edge): not a hand"
+        return ("the object in the crop is two flat surfaces meeting, or one gently bent (a corner, an edge, the side of "
+                "a cylinder): not a hand")
     return None
 
 

@@ -80,6 +80,9 @@ def storage_url(cfg: SearchConfig, out: Path) -> str:
 
 
 def _storage_error(url: str, exc: Exception) -> DataError:
+    if isinstance(exc, ImportError):  # the URL is fine, its database driver is not installed (psycopg2 for postgresql)
+        return DataError(f"--storage {url}: its database driver is not installed ({exc}): pip install "
+                         f"'hpe[postgres]' for PostgreSQL (psycopg2-binary), or the driver the URL names")
     first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     return DataError(f"--storage {url}: cannot use the study database ({first}): give a writable database URL, e.g. "
                      f"sqlite:///path/study.db or postgresql://user@host/db")
@@ -99,7 +102,7 @@ def _storage(cfg: SearchConfig, out: Path):
                 url, heartbeat_interval=cfg.heartbeat_s, grace_period=2 * cfg.heartbeat_s,
                 heartbeat_stale_trial_callback=_retry(_Retry, max_retry=1))
         except Exception as exc:  # workers starting together race to create the schema: the loser retries
-            if attempt == 4:
+            if attempt == 4 or isinstance(exc, ImportError):  # a missing driver stays missing
                 raise _storage_error(url, exc) from None
             time.sleep(0.5 + attempt)
 

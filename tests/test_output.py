@@ -328,3 +328,11 @@ def test_a_signal_while_a_folder_or_lock_file_is_made_waits_until_it_is_noted(tm
         assert steps == ["completed"] and not (tmp_path / "out").exists()
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def test_a_prefix_given_as_one_of_its_files_is_the_prefix(tmp_path, hpe_cli):
+    """Found by a careless user: `figure ... --out q.png` wrote q.png.png and q.png.pdf."""
+    code, _, err = hpe_cli("figure", "frame", "--out", tmp_path / "f.png")
+    assert code == 0, err
+    assert "note: --out" in err and "writing" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f.csv", "f.pdf", "f.png"]

@@ -135,7 +135,9 @@ def _search_cmd(h5, out, *extra, **sets):
                                             (["--rounds", "0"], "--rounds 0: must be at least 1"),
                                             (["--max-trials", "0"], "--max-trials 0"),
                                             (["--shrink", "0"], "--shrink 0.0: must lie in (0, 1]"),
-                                            (["--storage", "not a url"], "--storage not a url: cannot use")])
+                                            (["--storage", "not a url"], "--storage not a url: cannot use"),
+                                            (["--storage", "mysql+mysqldb://u@localhost/db"],
+                                             "its database driver is not installed")])  # no MySQL driver is a dependency
 def test_search_refuses_settings_that_are_no_search(synthetic_h5, tmp_path, capsys, extra, message):
     argv = _search_cmd(synthetic_h5, tmp_path / "s", *extra)[3:]
     assert main(argv) == 2

@@ -57,6 +57,8 @@ CASES = [
     ("search-zero-samples", "search --data {h5} --out {tmp}/s --samples 0", 2, "--samples 0: must be at least 1"),
     ("search-zero-rounds", "search --data {h5} --out {tmp}/s --rounds 0", 2, "--rounds 0: must be at least 1"),
     ("search-bad-storage", "search --data {h5} --out {tmp}/s --storage nonsense", 2, "--storage nonsense"),
+    ("search-storage-without-driver", "search --data {h5} --out {tmp}/s --storage mysql+mysqldb://u@localhost/db", 2,
+     "its database driver is not installed"),
     ("search-range-reversed", "search --data {h5} --out {tmp}/s --range lr:1:0:log", 2, "needs low < high"),
     ("search-range-unknown", "search --data {h5} --out {tmp}/s --range lrate:0.1:1:log", 2, "lrate"),
     ("search-range-garbled", "search --data {h5} --out {tmp}/s --range lr:a:b:log", 2, "--range lr:a:b:log"),
@@ -179,6 +181,7 @@ CASES = [
     ("compare-nothing", "figure compare --out {tmp}/c", 2, "give --method NAME=PATH"),
     # right, with what the user should know
     ("ok-eval-json-new-folders", "evaluate --pred {fb} --json {tmp}/new/sub/t.json", 0, ""),
+    ("ok-figure-out-with-suffix", "figure compare --bundled DeepPrior --out {tmp}/c.png", 0, ""),
     ("ok-predict-wall-flagged", "predict --run {run} --out {tmp}/p {tmp}/wall.png --centre com --quiet", 0,
      "hold no hand-like object"),
     ("ok-predict-allow-unfinished", "predict --run {unf} --out {tmp}/p {sample} --allow-unfinished --quiet", 0,
