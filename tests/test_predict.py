@@ -275,6 +275,14 @@ def test_child_size_hands_stay_hands(tmp_path):
     with h5py.File(tmp_path / "child.h5") as f:
         flags = [no_hand(c.astype(np.float32)) for c in f["test/depth"][:]]
     assert len(flags) == 30 and not any(flags), flags
+    # In a 32 px crop such a hand covers ~100 pixels: two planes fitted to every other one of them called 6 of 200
+    # test frames of seed 21 a corner (frames 82, 102, 110, 142, 175, 180); all pixels keep them hands.
+    generate(tmp_path / "nyu32", 1, 180, seed=21, workers=2, subject2_scale=0.6)
+    prep(tmp_path / "nyu32", tmp_path / "child32.h5", prep_config(size=32, workers=2), progress=False)
+    with h5py.File(tmp_path / "child32.h5") as f:
+        frames, crops = f["test/frame"][:], f["test/depth"][:]
+    flags = [no_hand(c.astype(np.float32)) for c in crops[np.isin(frames, [82, 102, 110, 142, 175, 180])]]
+    assert len(flags) == 6 and not any(flags), flags
 
 
 def test_a_tilted_plane_is_not_a_hand(sample_frame):
