@@ -285,6 +285,24 @@ def test_child_size_hands_stay_hands(tmp_path):
     assert len(flags) == 6 and not any(flags), flags
 
 
+def test_a_ball_and_a_cylinder_are_not_hands(sample_frame):
+    """A careless user's find: a ball or a cylinder in the crop got a hand pose with hand_like true.  One smooth
+    rounded surface (90 % within 4.5 mm of a quadric) is flagged; the real hand is not."""
+    from hpe.predict import no_hand
+    uu, vv = np.meshgrid(np.arange(640.0), np.arange(480.0))
+    for radius, z0, across in ((60.0, 700.0, None), (45.0, 800.0, 0.3), (70.0, 650.0, 1.2)):
+        mm = (np.hypot(uu - 320, vv - 240) if across is None  # a ball, or a cylinder whose axis runs at `across`
+              else np.abs((uu - 320) * np.sin(across) - (vv - 240) * np.cos(across))) * z0 / NYU_CAMERA.fx
+        depth = np.where(mm < radius, np.round(z0 - np.sqrt(np.maximum(radius ** 2 - mm ** 2, 0))), 0.0)
+        for size in (32, 128):
+            crop = crop_frame(depth, None, np.array([330.0, 245.0, depth[245, 330]]), 300.0, size)["depth"]
+            assert "smooth rounded surface" in (no_hand(crop) or ""), (radius, across, size, no_hand(crop))
+    from hpe.baselines import bundled
+    palm = read_joints_txt(bundled("nyu_test_groundtruth_label.txt"))[0, PALM_SLOT]
+    for size in (32, 64, 128):
+        assert no_hand(crop_frame(read_depth(sample_frame[0]).astype(float), None, palm, 300.0, size)["depth"]) is None
+
+
 def test_a_tilted_plane_is_not_a_hand(sample_frame):
     """A wall facing the camera was flagged, a ramp (a wall seen at an angle, a table) was given a hand pose: the
     flatness test fits a plane, whatever its tilt.  The real hand stays a hand."""
