@@ -38,6 +38,11 @@ def main(argv=None) -> int:
     for meta in sorted((ROOT / "mutants").rglob("*.meta")):
         codes.update(json.loads(meta.read_text())["exit_code_by_key"])
     names = sorted(n for n in codes if any(fnmatch.fnmatchcase(n, p) for p in a.patterns))
+    empty = [p for p in a.patterns if not any(fnmatch.fnmatchcase(n, p) for n in codes)]
+    if codes and empty:  # a renamed function: its mutants were never run, and a report would not say so
+        print(f"no mutants match {', '.join(empty)}: a function renamed? fix the pattern (Makefile MUTANTS)",
+              file=sys.stderr)
+        return 2
     if not names:
         print(f"no mutants match {a.patterns} in {ROOT / 'mutants'}: run mutmut first", file=sys.stderr)
         return 2

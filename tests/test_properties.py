@@ -4,9 +4,14 @@ against the author's loop over random validation curves."""
 import math
 
 import numpy as np
-from hypothesis import example, given, settings
-from hypothesis import strategies as st
-from hypothesis.extra.numpy import arrays
+import pytest
+
+try:
+    from hypothesis import example, given, settings
+    from hypothesis import strategies as st
+    from hypothesis.extra.numpy import arrays
+except ModuleNotFoundError:  # a test dependency: fail, saying how to install it (never skip)
+    pytest.fail("hypothesis is not installed: pip install -e '.[test]' (or make venv)", pytrace=False)
 
 from hpe.camera import Camera
 from hpe.crop import paste_geometry, crop_box, crop_hand, denormalise_joints, normalise_joints
