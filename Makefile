@@ -324,8 +324,8 @@ endif
 coverage: $(INSTALLED)
 	@$(PY) -c "import coverage, pytest, xdist" 2>/dev/null || \
 	  { echo "error: make test needs coverage, pytest and pytest-xdist: $(PY) -m pip install -e '.[test]'"; exit 2; }
-	@$(PY) -c "import sys; [float(v) for v in '$(COVERAGE_FLOOR_LINES)|$(COVERAGE_FLOOR_BRANCHES)'.split('|')]" 2>/dev/null || \
-	  { echo "error: COVERAGE_FLOOR_LINES=$(COVERAGE_FLOOR_LINES) COVERAGE_FLOOR_BRANCHES=$(COVERAGE_FLOOR_BRANCHES): give percentages, e.g. 91.5"; exit 2; }
+	@$(PY) -c "import sys; sys.exit(not all(0 <= float(v) <= 100 for v in '$(COVERAGE_FLOOR_LINES)|$(COVERAGE_FLOOR_BRANCHES)'.split('|')))" 2>/dev/null || \
+	  { echo "error: COVERAGE_FLOOR_LINES=$(COVERAGE_FLOOR_LINES) COVERAGE_FLOOR_BRANCHES=$(COVERAGE_FLOOR_BRANCHES): give numbers from 0 to 100 (percent, without the % sign), e.g. 91.5"; exit 2; }
 	rm -f .coverage .coverage.* coverage.json
 	$(PY) -m coverage run -m pytest $(PYTEST_ARGS)
 	@$(PY) tests/coverage_data.py  # drops the unfinished data files of processes the tests kill with SIGKILL

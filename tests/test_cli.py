@@ -59,8 +59,12 @@ def test_version_flags_after_the_subcommand_and_pipes(hpe_cli):
 
 def test_installed_package_finds_its_bundled_files(tmp_path):
     """`pip install .` (not an editable checkout): the labels, profiles and sample frame are package data."""
+    import shutil  # built from a copy: setuptools leaves build/ and hpe.egg-info/ in the tree it builds from
+    src = tmp_path / "src"
+    shutil.copytree(REPO, src, ignore=shutil.ignore_patterns(".git", ".venv", "data", "results", "mutants", "build",
+                                                             "*.egg-info", "__pycache__", ".coverage*", "*.h5"))
     r = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--target",
-                        str(tmp_path / "site"), str(REPO)], capture_output=True, text=True, timeout=300)
+                        str(tmp_path / "site"), str(src)], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     assert sorted(p.name for p in (tmp_path / "site").iterdir() if not p.name.endswith(".dist-info")) == ["bin", "hpe"]
     site, env = tmp_path / "site", {"PYTHONPATH": str(tmp_path / "site"), "PATH": "/usr/bin:/bin"}
