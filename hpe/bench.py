@@ -27,7 +27,6 @@ import statistics
 import tempfile
 import time
 import typing
-from typing import NamedTuple
 from pathlib import Path
 
 import h5py
@@ -289,7 +288,7 @@ def bench_evaluate() -> dict:
     return {"frames": len(gt.uvd), "read_s": round(read_s, 3), "checks_s": round(total - read_s, 3)}
 
 
-class BenchSize(NamedTuple):
+class BenchSize(typing.NamedTuple):
     input_size: int
     width: float
     steps: int         # timed training steps per measurement

@@ -709,10 +709,11 @@ def main(argv: list[str] | None = None) -> int:
     name = " ".join(filter(None, [a.cmd, getattr(a, "kind", None), getattr(a, "action", None)]))
     for o in getattr(a, "outputs", ()):
         given = getattr(a, o.arg, None)
-        if o.kind == "prefix" and given and as_prefix(given) != Path(given):
-            setattr(a, o.arg, type(given)(as_prefix(given)))
-            print(f"note: --{o.arg} {given} names the outputs' prefix: writing {as_prefix(given)}.* instead of "
-                  f"{given}.*", file=sys.stderr)
+        prefix = as_prefix(given) if o.kind == "prefix" and given else None
+        if prefix is not None and prefix != Path(given):
+            setattr(a, o.arg, type(given)(prefix))
+            print(f"note: --{o.arg} {given} names the outputs' prefix: writing {prefix}.* instead of {given}.*",
+                  file=sys.stderr)
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
     outputs = [(Path(getattr(a, o.arg)), o.kind) for o in getattr(a, "outputs", ()) if getattr(a, o.arg, None)]
     try:

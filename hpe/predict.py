@@ -156,11 +156,20 @@ TWO_PLANE_SPREAD = 0.02
 ROUND_SPREAD = 0.03
 
 
+def _object_points(inside: np.ndarray, depth_crop: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """The object's pixels (u, v on the sampled grid) and depths for the surface fits, and the grid's step: every
+    other pixel in each direction (a quarter of the work, the same answers within 0.001 on the crops measured) when
+    the object covers 400 pixels or more; a smaller one (a child-size hand in a 32 px crop, ~100 pixels) keeps them
+    all, or two planes fit its few points too well (6 of 240 such hands were called a corner; with all pixels 0)."""
+    step = 2 if inside.sum() >= 400 else 1
+    inside = inside[::step, ::step]
+    v, u = np.nonzero(inside)
+    return u, v, depth_crop[::step, ::step][inside].astype(np.float64), step
+
+
 def _quadric_spread(inside: np.ndarray, depth_crop: np.ndarray, quantile: float = 90.0) -> float:
     """The ``quantile`` of the object's distance (in depth) to its least-squares quadric z = f(u, v)."""
-    step = 2 if inside.sum() >= 400 else 1
-    v, u = np.nonzero(inside[::step, ::step])
-    d = depth_crop[::step, ::step][inside[::step, ::step]].astype(np.float64)
+    u, v, d, step = _object_points(inside, depth_crop)
     if len(d) < 12:
         return np.inf
     u, v = u * step / depth_crop.shape[1], v * step / depth_crop.shape[0]
@@ -171,14 +180,9 @@ def _quadric_spread(inside: np.ndarray, depth_crop: np.ndarray, quantile: float 
 
 def _two_plane_spread(inside: np.ndarray, depth_crop: np.ndarray, quantile: float = 90.0) -> float:
     """How far the object lies from the best pair of planes: the ``quantile`` of each pixel's distance to the nearer
-    plane, minimised over k-planes fits (k = 2) started from straight seams at 6 angles and 3 offsets.  Every other
-    pixel in each direction (a quarter of the work, the same answer within 0.001 on the crops above) when the object
-    covers 400 pixels or more: a smaller one (a child-size hand in a 32 px crop, ~100 pixels) keeps them all, or
-    two planes fit its few points too well (6 of 240 such hands were called a corner; with all pixels 0)."""
-    step = 2 if inside.sum() >= 400 else 1
-    inside = inside[::step, ::step]
-    v, u = np.nonzero(inside)
-    d = depth_crop[::step, ::step][inside].astype(np.float64)
+    plane, minimised over k-planes fits (k = 2) started from straight seams at 6 angles and 3 offsets
+    (:func:`_object_points` samples the pixels)."""
+    u, v, d, _ = _object_points(inside, depth_crop)
     if len(d) < 12:  # too few pixels to tell two planes from anything else
         return np.inf
     points = np.c_[u, v, np.ones(len(u))]

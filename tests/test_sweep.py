@@ -14,7 +14,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hpe.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
 REF = REPO / "hpe" / "reference" / "nyu"
@@ -241,15 +240,6 @@ def _leftovers(*folders: Path) -> list[str]:
     return found
 
 
-def _run(argv: list[str], capsys) -> tuple[int, str, str]:
-    try:
-        code = main(argv)
-    except SystemExit as exc:  # argparse's usage errors
-        code = exc.code
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
 def _generic(text: str, places: dict, tmp: Path) -> str:
     """Paths replaced by their placeholders, so that the record does not depend on where the test ran."""
     for key, value in sorted(places.items(), key=lambda kv: -len(str(kv[1]))):
@@ -262,12 +252,12 @@ _RECORD: list[str] = []
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
-def test_sweep(case, places, careless_files, tmp_path, capsys):
+def test_sweep(case, places, careless_files, tmp_path, hpe_cli):
     name, template, status, message = case
     shutil.copytree(careless_files, tmp_path, dirs_exist_ok=True)
     before = sorted(str(p) for p in tmp_path.rglob("*"))
     argv = template.format(tmp=tmp_path, **places).split()
-    code, out, err = _run(argv, capsys)
+    code, out, err = hpe_cli(*argv)
     assert "Traceback" not in err and "Traceback" not in out, err
     assert code == status, (argv, code, err[-2000:])
     assert message in err, (message, err)
