@@ -18,7 +18,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from multiprocessing import get_context
 from pathlib import Path
 
 import h5py
@@ -28,6 +27,7 @@ from hpe import DataError
 from hpe.atomic import write_json
 from hpe.dataset import SCHEMA, SPLITS, open_prepared
 from hpe.nyu import TEST_FRAMES, TEST_SUBJECT1_FRAMES, TRAIN_FRAMES
+from hpe.workers import worker_pool
 
 GIB = 2 ** 30
 # The input kinds whose loading is measured, by the experiment that trains each (README "Scale").
@@ -151,8 +151,7 @@ def decode_bound(root: Path, workers: int, frames: int | None = None) -> dict:
     """Frames/s of only decoding the PNGs (depth + RGB) with ``workers`` processes: what prep cannot beat."""
     files = sorted((Path(root) / "train").glob("depth_1_*.png"))[:frames]
     pairs = [(str(f), str(f).replace("depth_1_", "rgb_1_")) for f in files]
-    ctx = get_context("fork") if hasattr(os, "fork") else get_context()
-    with ctx.Pool(workers) as pool:
+    with worker_pool(workers) as pool:  # workers as prep's: the same memory behaviour, so the bound is fair
         cpu, t = _cpu_seconds(), time.perf_counter()
         for _ in pool.imap_unordered(_decode, pairs, chunksize=32):
             pass

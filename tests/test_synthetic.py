@@ -42,6 +42,28 @@ def test_same_pixels_and_joints_as_the_published_generator(tmp_path):
     assert [k for k in want if got[k] != want[k]] == []
 
 
+@pytest.mark.parametrize("shape", [(480, 640, 3), (1, 1, 3), (7, 5, 3)])
+def test_png_writer_decodes_to_the_same_pixels(shape):
+    """Our PNG container (zlib-ng's deflate inside) read back by Pillow (what hpe reads with) and by libpng, which
+    both check every chunk's CRC; any byte flipped inside the image data is refused."""
+    import io
+
+    from PIL import Image
+
+    from hpe.synthetic import png_bytes
+    image = np.random.default_rng(sum(shape)).integers(0, 256, shape, dtype=np.uint8)
+    image[0] = 255  # the Up filter's wrap-around (0 - 255 mod 256) on the second row
+    data = png_bytes(image)
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(data))), image)
+    assert np.array_equal(imagecodecs.png_decode(data), image)
+    broken = bytearray(data)
+    broken[len(data) // 2] ^= 0xFF
+    with pytest.raises(Exception):
+        imagecodecs.png_decode(bytes(broken))
+    with pytest.raises(ValueError, match="uint8"):
+        png_bytes(image[..., 0])
+
+
 def test_layout_subjects_and_determinism(synthetic_root, tmp_path):
     info = json.loads((synthetic_root / "hpe_synthetic.json").read_text())
     assert info["test_subject1_frames"] == 5  # NYU's 2440/8252 proportion of 16 frames
