@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from multiprocessing import get_context
 from pathlib import Path
 from typing import Literal
 
@@ -38,6 +36,7 @@ from hpe.nyu import (
 )
 from hpe.progress import progress as progress_bar
 from hpe.synthetic import subject1_frames
+from hpe.workers import worker_pool
 
 log = logging.getLogger("hpe.prep")
 
@@ -103,8 +102,6 @@ _W: dict = {}
 
 def _init_worker(cfg: PrepConfig, joint_idx: tuple[int, ...]) -> None:
     _W["cfg"], _W["idx"] = cfg, np.asarray(joint_idx)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)     # the parent handles Ctrl-C and SIGTERM and cleans up
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def process_frame(depth_file: Path, rgb_file: Path, frame: int, subject: int, uvd36: np.ndarray,
@@ -138,9 +135,13 @@ def _work(task):
         return None, errors
     batch = {name: np.stack([r[name] for r in good]) for name in SCHEMA}
     mask = hand_mask(batch["depth"].astype(np.float32))
-    masked = batch["rgb"].astype(np.float64) * mask[:, None]
-    batch["rgb_sum"] = masked.sum(axis=(2, 3))
-    batch["rgb_sq"] = (masked ** 2).sum(axis=(2, 3))
+    # Sums of the masked values and their squares from a histogram of each frame's hand pixels per channel: the
+    # same integers as summing the float64 products (exact below 2**53), a twentieth of the time (numpy's
+    # integer-accumulating sums were a tenth of prep's CPU).
+    hist = np.array([[np.bincount(channel[m], minlength=256) for channel in rgb]
+                     for rgb, m in zip(batch["rgb"], mask)], np.float64)
+    levels = np.arange(256.0)
+    batch["rgb_sum"], batch["rgb_sq"] = hist @ levels, hist @ levels ** 2
     batch["rgb_hand"] = mask.sum(axis=(1, 2))
     return batch, errors
 
@@ -185,6 +186,7 @@ def _fill_split(h5: h5py.File, pool, tasks: list[tuple], targets: dict[str, int]
                 cfg: PrepConfig, stats: dict, rgb: _RgbStats, desc: str, progress: bool) -> None:
     """Stream one folder's frames through the pool into the groups of ``targets``, then trim them."""
     filled = dict.fromkeys(targets, 0)
+    datasets = {g: {name: h5[g][name] for name in SCHEMA} for g in targets}  # looked up once: h5py's lookups are slow
     chunks = iter([tasks[i:i + cfg.chunk] for i in range(0, len(tasks), cfg.chunk)])
     bar = progress_bar(len(tasks), desc, "frame", progress)
     # A sliding window of outstanding chunks keeps memory bounded even if writing falls behind.
@@ -206,16 +208,16 @@ def _fill_split(h5: h5py.File, pool, tasks: list[tuple], targets: dict[str, int]
                 m, k = int(rows.sum()), filled[g]
                 if m:
                     ensure_space(h5.filename, sum(batch[name][rows].nbytes for name in SCHEMA))
-                    for name in SCHEMA:
-                        h5[g][name][k:k + m] = batch[name][rows]
+                    for name, ds in datasets[g].items():
+                        ds[k:k + m] = batch[name][rows]
                     filled[g] = k + m
                     if g == "train":
                         rgb.add(batch, rows)
         bar.update(len(errors) + (0 if batch is None else len(batch["frame"])))
     bar.close()
     for g, k in filled.items():
-        for name in SCHEMA:
-            h5[g][name].resize(k, axis=0)
+        for ds in datasets[g].values():
+            ds.resize(k, axis=0)
         stats[f"{g}_frames"] = k
         stats["frames"] += k
 
@@ -244,10 +246,9 @@ def prep(root: Path, out: Path, config: PrepConfig | None = None, progress: bool
     check_writable(out, need_bytes=int(1.1 * n_frames * (BYTES_PER_PIXEL * cfg.size ** 2 + 400)))
     stats = {"frames": 0, "skipped": 0, "seconds": 0.0}
     t0 = time.perf_counter()
-    ctx = get_context("fork") if hasattr(os, "fork") else get_context()
     rgb = _RgbStats(cfg.size, cfg.rgb_stats)
     with atomic_h5(out) as h5:
-        with ctx.Pool(cfg.workers, _init_worker, (cfg, joint_idx)) as pool:
+        with worker_pool(cfg.workers, _init_worker, (cfg, joint_idx)) as pool:
             h5.attrs.update(_attrs(cfg, root, joint_idx, split_s1))
             for name, split_tasks in tasks.items():
                 if name == "train":
