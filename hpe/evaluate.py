@@ -199,7 +199,11 @@ def load_method(name: str, src: Path, gt: GroundTruth, fmt: str = "uvd", joint_o
         warning = info.warning
         path = src / "test_predictions_uvd.txt"
         if not path.is_file():
-            raise DataError(f"no test predictions in run folder {src} (missing {path.name}); train the run first")
+            raise DataError(f"no test predictions in run folder {src} (missing {path.name}): " + (
+                "it was trained with predict_test = false, as `hpe search` trains its trials; train its settings "
+                "with `hpe train` to score them" if info.config.get("predict_test") is False
+                else "finish the run first" if not info.finished
+                else "the run finished without writing them (the file was removed?); train it again"))
         if info.config.get("data") and not str(gt.source).endswith(".h5"):
             hint = f": the run was trained on {info.config['data']}, give --gt with that file"
         src, fmt, joint_order = path, "uvd", EVAL_JOINTS
@@ -223,12 +227,14 @@ def load_method(name: str, src: Path, gt: GroundTruth, fmt: str = "uvd", joint_o
                 raise DataError(f"{src}: mean error {declared:.1f} mm in the declared joint order, but {alt:.1f} mm "
                                 f"read in the '{other}' order: pass --joint-order {other}")
     problem = _swapped(m.xyz, gt, declared) or _misordered(m.xyz, gt, declared)
+    # A run scored against a file that is not its data: that is the likely cause, so the message names the data.
     if problem:
-        raise DataError(f"{src} is not a prediction file of {gt.source} as given: {problem}")
+        raise DataError(f"{src} does not fit {gt.source} ({problem}){hint}" if hint
+                        else f"{src} is not a prediction file of {gt.source} as given: {problem}")
     if declared > MAX_PLAUSIBLE_MEAN_MM:
-        raise DataError(f"{src}: mean error {m.errors.mean():.1f} mm against {gt.source} is implausible for a hand "
-                        f"pose method: another joint order (--joint-order), another test set or frame order, or the "
-                        f"wrong --format?")
+        raise DataError(f"{src}: mean error {declared:.1f} mm against {gt.source}" + (hint or (
+            " is implausible for a hand pose method: another joint order (--joint-order), another test set or "
+            "frame order, or the wrong --format?")))
     return m
 
 

@@ -149,11 +149,12 @@ def test_other_joint_orders(gt, tmp_path):
     assert f"{m.errors.mean():.3f}" == "15.973"
 
 
-def _run_folder(folder, pred_uvd, data="data/x.h5", fingerprint="f00", status="done"):
+def _run_folder(folder, pred_uvd, data="data/x.h5", fingerprint="f00", status="done", **config):
     """A run folder as `hpe train` leaves it, as far as evaluate reads it."""
     import json as _json
     folder.mkdir()
-    (folder / "config.json").write_text(_json.dumps({"config": {"data": data}, "data": {"fingerprint": fingerprint}}))
+    (folder / "config.json").write_text(_json.dumps({"config": {"data": data, **config},
+                                                     "data": {"fingerprint": fingerprint}}))
     if status:
         (folder / "result.json").write_text(_json.dumps({"status": status, "reason": "reached max_epochs"}))
     if pred_uvd is not None:
@@ -215,8 +216,24 @@ def test_a_run_folder_is_scored_through_the_run_contract(gt, synthetic_h5, tmp_p
     with pytest.raises(DataError, match=f"--method {unfinished} is unfinished"):
         load_method("u", unfinished, gt, flag="--method")
     empty = _run_folder(tmp_path / "empty", None)
-    with pytest.raises(DataError, match=f"no test predictions in run folder {empty} .missing test_predictions_uvd"):
+    with pytest.raises(DataError, match=f"no test predictions in run folder {empty} .missing test_predictions_uvd"
+                                        r"\.txt\): the run finished without writing them"):
         load_method("e", empty, gt)
+    trial = _run_folder(tmp_path / "trial", None, predict_test=False)  # how `hpe search` trains its trials
+    with pytest.raises(DataError, match="trained with predict_test = false, as `hpe search` trains its trials; "
+                                        "train its settings with `hpe train`"):
+        load_method("t", trial, gt)
+    with pytest.raises(DataError, match="missing test_predictions_uvd.txt.: finish the run first"):
+        load_method("u", _run_folder(tmp_path / "unf2", None, status=None), gt, allow_unfinished=True)
+    # Scored against a file that is not its data: the run's own data is named, not "shuffled" or "implausible".
+    shuffled = _run_folder(tmp_path / "shuffled", feedback[np.random.default_rng(0).permutation(len(feedback))],
+                           data="data/synthetic.h5")
+    with pytest.raises(DataError, match=f"{shuffled}/test_predictions_uvd.txt does not fit .*shuffled.*: the run "
+                                        "was trained on data/synthetic.h5, give --gt with that file"):
+        load_method("s", shuffled, gt)
+    far = _run_folder(tmp_path / "far", feedback + [0.0, 0.0, 400.0], data="data/synthetic.h5")
+    with pytest.raises(DataError, match=r"mean error \d+\.\d mm against .*: the run was trained on data/synthetic"):
+        load_method("f", far, gt)
     short = _run_folder(tmp_path / "short", feedback[:12], data="data/synthetic.h5")
     with pytest.raises(DataError, match="12 frames do not match the ground truth's 8252 .*: the run was trained on "
                                         "data/synthetic.h5, give --gt"):
