@@ -207,9 +207,10 @@ def _fill_split(h5: h5py.File, pool, tasks: list[tuple], targets: dict[str, int]
                 rows = in_val if g == "val" else ~in_val
                 m, k = int(rows.sum()), filled[g]
                 if m:
-                    ensure_space(h5.filename, sum(batch[name][rows].nbytes for name in SCHEMA))
+                    part = {name: batch[name] if m == len(rows) else batch[name][rows] for name in SCHEMA}
+                    ensure_space(h5.filename, sum(a.nbytes for a in part.values()))
                     for name, ds in datasets[g].items():
-                        ds[k:k + m] = batch[name][rows]
+                        ds[k:k + m] = part[name]
                     filled[g] = k + m
                     if g == "train":
                         rgb.add(batch, rows)
