@@ -144,6 +144,17 @@ def write_text(path: Path, text: str) -> None:
         tmp.write_text(text)
 
 
+def replace_marked(path: Path, begin: str, end: str, body: str) -> None:
+    """Rewrite what lies between the ``begin`` and ``end`` marker lines of a text file (a README's generated
+    table) with ``body``, atomically; the rest of the file is kept as it is."""
+    text = Path(path).read_text()
+    if begin not in text or end not in text:
+        raise DataError(f"{path} lacks the '{begin}' / '{end}' markers around its generated table")
+    head, rest = text.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    write_text(Path(path), f"{head}{begin}\n\n{body}\n\n{end}{tail}")
+
+
 def write_json(path: Path, obj) -> None:
     write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
 

@@ -33,7 +33,7 @@ import h5py
 import numpy as np
 import torch
 
-from hpe.atomic import torch_save, write_text
+from hpe.atomic import replace_marked, torch_save, write_text
 from hpe.config import CompileMode, TrainConfig, profile_section
 from hpe.dataset import InputAssembler, SplitData
 from hpe.nets import NetConfig, PoseNet, forward_macs
@@ -421,6 +421,90 @@ def _report(folder: Path, b: dict) -> str:
         ref, fst = res["reference"]["test_mean_mm"], res["fast"]["test_mean_mm"]
         lines.append(f"fast vs reference test error: {100 * (fst - ref) / ref:+.1f}%")
     return "\n".join(lines)
+
+
+# --- the README "Speed" table --------------------------------------------------------------------------------
+SPEED_BEGIN, SPEED_END = ".. speed-table-begin", ".. speed-table-end"
+_COLUMNS = [(prof, mode) for prof in ("thesis", "icip2018") for mode in ("reference", "fast")]
+
+
+def _result(folder: Path, mode: str) -> dict | None:
+    path = folder / f"{mode}-result.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def speed_table(folders: list[Path]) -> str:
+    """README's "Speed" table (reStructuredText) from benchmark folders (``make gpu-check``'s CHECK_OUT, or a
+    folder holding a ``bench.json``): a block of rows per folder for Depth-Net in both profiles, reference and
+    fast, then per folder the projected NYU run, the targets and the training runs' test error."""
+    docs = []
+    for folder in map(Path, folders):
+        path = folder / "bench.json"
+        if not path.is_file():
+            raise FileNotFoundError(f"missing {path}: run `hpe bench --json {path}` first")
+        try:
+            b = json.loads(path.read_text())
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{path} is not valid JSON: {exc}") from None
+        if not b.get("complete") or any(f"depthnet_{p}" not in b for p in ("thesis", "icip2018")):
+            raise ValueError(f"{path} is an incomplete benchmark: run it again before tabulating it")
+        docs.append((folder, b))
+    try:
+        return _speed_table(docs)
+    except KeyError as exc:
+        raise ValueError(f"a benchmark folder among {', '.join(map(str, folders))} lacks {exc}: written by another "
+                         f"hpe version? run the benchmark again") from None
+
+
+def _speed_table(docs: list[tuple[Path, dict]]) -> str:
+    cells = {"training images/s (TFLOP/s)": lambda m: f"{m['train_images_per_s']:,.0f} ({m['train_tflops']:.1f})",
+             "loop / bare step": lambda m: f"{m['loop_over_bare']:.2f}",
+             "batch-1 latency, ms": lambda m: f"{m['infer_latency_ms_batch1']:.3f}",
+             "batch-128 inference, images/s": lambda m: f"{m['infer_images_per_s_batch128']:,.0f}"}
+    header = ["Depth-Net 128x128", *(f"{p} {'fp32' if m == 'reference' else 'fast'}" for p, m in _COLUMNS)]
+    rows = []
+    for folder, b in docs:
+        for what, cell in cells.items():
+            rows.append([f"{folder.name}: {what}", *(cell(b[f"depthnet_{p}"][m]) for p, m in _COLUMNS)])
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    line = "  ".join("=" * w for w in widths)
+    fmt = lambda r: "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip()  # noqa: E731
+    out = [line, fmt(header), line, *map(fmt, rows), line, ""]
+    devices = sorted({f"{b['device']}, torch {b['torch']}" for _, b in docs})
+    out.append(f"Measured on {'; '.join(devices)}; batch {docs[0][1]['depthnet_thesis']['batch_size']} (thesis) "
+               f"and {docs[0][1]['depthnet_icip2018']['batch_size']} (icip2018); fast = bf16 autocast, channels_last, "
+               f"TF32, cuDNN autotuning and torch.compile in the folder's compile mode.")
+    out.append("")
+    for folder, b in docs:
+        fast, run = b["depthnet_thesis"]["fast"], b["run_thesis_fast"]
+        targets = ", ".join(f"{k} {fast[k]} ({'met' if (fast[k] <= v if op == '<=' else fast[k] >= v) else 'missed'})"
+                            for k, (v, op) in TARGETS.items())
+        text = (f"- ``{folder.name}`` (compile mode {b['compile_mode']}): ``train()`` of the fast thesis Depth-Net "
+                f"{run['loop_images_per_s']:,.0f} images/s in the loop, validation {run['val_images_per_s']:,.0f} "
+                f"images/s, a checkpoint {run['checkpoint_s']:.1f} s: 100 NYU epochs ~ "
+                f"{run['projected_nyu_100_epochs_min']} min ({100 * run['bookkeeping_share']:.0f} % outside the "
+                f"training loop). Targets: {targets}.")
+        res = {m: r for m in ("reference", "fast") if (r := _result(folder, m))}
+        if res:
+            runs = "; ".join(f"{'fp32' if m == 'reference' else 'fast'} {r['test_mean_mm']:.2f} mm in "
+                             f"{r['seconds']:.0f} s ({_warm_images_per_s(folder / f'{m}-log.csv'):,.0f} images/s "
+                             f"after the first epoch)" for m, r in res.items())
+            any_r = next(iter(res.values()))
+            text += (f" Figure 4.7's Depth-Net, {any_r['epochs']} epochs on the same synthetic data (fingerprint "
+                     f"{any_r['data_fingerprint']}), mean error on its test frames: {runs}")
+            if len(res) == 2:
+                ref, fst = res["reference"]["test_mean_mm"], res["fast"]["test_mean_mm"]
+                text += f"; fast vs fp32 {100 * (fst - ref) / ref:+.1f} %"
+            text += "."
+        out.append(text)
+    return "\n".join(out)
+
+
+def update_readme(folders: list[Path], readme: Path) -> str:
+    """Replace the table between README's speed-table markers with :func:`speed_table` of ``folders``."""
+    body = speed_table(folders)
+    replace_marked(Path(readme), SPEED_BEGIN, SPEED_END, body)
+    return body
 
 
 def main(device: str = "auto", scale: str | None = None, compile_mode: str = "default",

@@ -268,6 +268,11 @@ def _cmd_bench(a) -> int:
     if a.report:
         print(bench.report(a.report))
         return 0
+    if a.table:
+        print(bench.update_readme(a.table, a.readme) if a.readme else bench.speed_table(a.table))
+        return 0
+    if a.readme:
+        raise ValueError("--readme goes with --table DIR [DIR ...] (the folders whose numbers it tabulates)")
     bench.main(a.device, a.size, a.compile_mode, a.profile_ops, a.json)
     return 0
 
@@ -616,7 +621,11 @@ def _tool_commands(add, common) -> None:
     s.add_argument("--profile-ops", action="store_true", help="add the fast thesis loop's top operators")
     s.add_argument("--json", type=Path, help="also write the JSON object to this file")
     s.add_argument("--report", type=Path, metavar="DIR", help="summarise DIR (as `make gpu-check` leaves it)")
-    s.set_defaults(func=_cmd_bench, outputs=[Out("json", "file")])
+    s.add_argument("--table", type=Path, nargs="+", metavar="DIR",
+                   help="README's Speed table of these benchmark folders (each holding a bench.json)")
+    s.add_argument("--readme", type=Path, help="with --table: rewrite the table between this file's speed-table "
+                                               "markers")
+    s.set_defaults(func=_cmd_bench, outputs=[Out("json", "file"), Out("readme", "file")])
 
     s = add("predict", "run a trained model on depth frames without labels")
     s.add_argument("inputs", nargs="+", metavar="FILE|DIR|GLOB", help="depth frames: NYU PNG, 16-bit PNG or .npy")

@@ -24,7 +24,7 @@ import h5py
 import numpy as np
 
 from hpe import DataError
-from hpe.atomic import write_json
+from hpe.atomic import replace_marked, write_json
 from hpe.dataset import SCHEMA, SPLITS, open_prepared
 from hpe.nyu import TEST_FRAMES, TEST_SUBJECT1_FRAMES, TRAIN_FRAMES
 from hpe.workers import worker_pool
@@ -427,13 +427,6 @@ def table(doc: dict) -> str:
 
 def update_readme(results: Path, readme: Path) -> str:
     """Replace the table between README's scale-table markers with the one ``results`` gives."""
-    doc = json.loads(Path(results).read_text())
-    text = Path(readme).read_text()
-    if BEGIN not in text or END not in text:
-        raise DataError(f"{readme} lacks the '{BEGIN}' / '{END}' markers around the Scale table")
-    head, rest = text.split(BEGIN, 1)
-    _, tail = rest.split(END, 1)
-    new = f"{head}{BEGIN}\n\n{table(doc)}\n\n{END}{tail}"
-    from hpe.atomic import write_text
-    write_text(Path(readme), new)
-    return table(doc)
+    body = table(json.loads(Path(results).read_text()))
+    replace_marked(Path(readme), BEGIN, END, body)
+    return body

@@ -1,3 +1,6 @@
+import json
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -145,3 +148,48 @@ def test_bench_report_rejects_a_foreign_file(tmp_path):
     (tmp_path / "bench.json").write_text("{")
     with pytest.raises(ValueError, match="not valid JSON"):
         report(tmp_path)
+
+
+GPU_RESULTS = Path(__file__).resolve().parent.parent / "results" / "gpu" / "h200"
+GPU_FOLDERS = [GPU_RESULTS / name for name in ("check", "repeat", "reduce-overhead")]
+
+
+def test_readme_speed_table_is_the_committed_gpu_measurements():
+    """README's Speed table is generated from results/gpu/ (`hpe bench --table ... --readme README.rst`): a number
+    edited by hand in either place, or a measurement added without regenerating, fails here."""
+    from hpe.bench import SPEED_BEGIN, SPEED_END, speed_table
+    readme = (GPU_RESULTS.parents[2] / "README.rst").read_text()
+    between = readme.split(SPEED_BEGIN, 1)[1].split(SPEED_END, 1)[0].strip()
+    assert between == speed_table(GPU_FOLDERS)
+    assert "21,366 (126.5)" in between and "NVIDIA H200" in between  # the first GPU check's thesis fast training
+
+
+def test_speed_table_refuses_what_it_cannot_tabulate(tmp_path, hpe_cli):
+    from hpe.bench import update_readme
+    import shutil
+    good = tmp_path / "check"
+    shutil.copytree(GPU_FOLDERS[0], good)
+    readme = tmp_path / "README.rst"
+    readme.write_text("Speed\n-----\n.. speed-table-begin\n\nold\n\n.. speed-table-end\n\nafter\n")
+    body = update_readme([good], readme)
+    written = f"Speed\n-----\n.. speed-table-begin\n\n{body}\n\n.. speed-table-end\n\nafter\n"
+    assert readme.read_text() == written
+    bench = json.loads((good / "bench.json").read_text())
+    cases = {"incomplete benchmark": dict(bench, complete=False),
+             "lacks 'run_thesis_fast'": {k: v for k, v in bench.items() if k != "run_thesis_fast"}}
+    for message, doc in cases.items():
+        (good / "bench.json").write_text(json.dumps(doc))
+        with pytest.raises(ValueError, match=message):
+            update_readme([good], readme)
+    (good / "bench.json").write_text("{")
+    code, _, err = hpe_cli("bench", "--table", good, "--readme", readme)
+    assert code == 2 and "is not valid JSON" in err and len(err.splitlines()) == 1
+    code, _, err = hpe_cli("bench", "--table", tmp_path / "nope")
+    assert code == 2 and "missing" in err and "nope" in err
+    code, _, err = hpe_cli("bench", "--readme", readme)
+    assert code == 2 and "--readme goes with --table" in err
+    (tmp_path / "plain.rst").write_text("no markers\n")
+    code, _, err = hpe_cli("bench", "--table", GPU_FOLDERS[0], "--readme", tmp_path / "plain.rst")
+    assert code == 2 and "lacks the '.. speed-table-begin'" in err
+    assert (tmp_path / "plain.rst").read_text() == "no markers\n"
+    assert readme.read_text() == written  # the refusals left the last good table alone
