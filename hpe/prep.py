@@ -21,11 +21,13 @@ import numpy as np
 from hpe import DataError
 from hpe.atomic import atomic_h5, ensure_space
 from hpe.output import check_writable
-from hpe.camera import NYU_CAMERA
+from hpe.camera import NYU_CAMERA, NYU_HEIGHT, NYU_WIDTH
 from hpe.config import merge, profile_section
-from hpe.crop import CropRules, crop_frame, find_centre, hand_mask, normalise_joints
+from hpe.crop import CropRules, crop_box, crop_frame, find_centre, hand_mask, normalise_joints
 from hpe.dataset import BYTES_PER_PIXEL, FORMAT_VERSION, SCHEMA
 from hpe.nyu import (
+    DEPTH_MAX_MM,
+    DEPTH_MIN_MM,
     EVAL_JOINTS,
     EVAL_NAMES,
     PALM_JOINT,
@@ -107,8 +109,15 @@ def _init_worker(cfg: PrepConfig, joint_idx: tuple[int, ...]) -> None:
 def process_frame(depth_file: Path, rgb_file: Path, frame: int, subject: int, uvd36: np.ndarray,
                   xyz36: np.ndarray, cube: float, cfg: PrepConfig, joint_idx: np.ndarray) -> dict:
     """Crop one frame; raises DataError naming the file and frame."""
-    depth = read_depth(depth_file, frame)
-    rgb = read_rgb(rgb_file, frame)
+    # Centred on the palm label with its own depth, the crop's box is known before the frame is read: only the
+    # box's pixels are converted (the crop reads no other; tests/test_prep.py checks the file is the same).
+    palm = uvd36[PALM_JOINT]
+    box = None
+    if (cfg.centre == "palm" and cfg.centre_depth == "label" and DEPTH_MIN_MM <= palm[2] <= DEPTH_MAX_MM + cube
+            and 0 <= palm[0] < NYU_WIDTH and 0 <= palm[1] < NYU_HEIGHT):  # else the crop's own refusal, as before
+        box = crop_box(palm, cube)
+    depth = read_depth(depth_file, frame, box=box)
+    rgb = read_rgb(rgb_file, frame, box=box)
     try:
         centre_uvd = find_centre(depth, cfg.centre, cube, uvd36[PALM_JOINT])
         row = crop_frame(depth, rgb, centre_uvd, cube, cfg.size, rules=cfg.rules)

@@ -113,3 +113,46 @@ def test_stale_temp_files_of_dead_processes_are_swept(synthetic_root, tmp_path):
     live.write_text("")
     prep(synthetic_root, tmp_path / "out.h5", prep_config(size=32, workers=1, limit=2), progress=False)
     assert not stale.exists() and live.exists()
+
+
+def test_reading_only_the_crop_box_gives_the_same_rows(synthetic_root, tmp_path, monkeypatch):
+    """Prep converts only the crop box's pixels of each PNG (the box is known from the palm label before reading):
+    every stored array equals the one made from whole frames, for boxes inside the image and boxes cut by its
+    edges (frames shifted so the hand sits at a corner), in both profiles."""
+    from PIL import Image
+
+    import hpe.prep as P
+    from hpe.nyu import EVAL_JOINTS, PALM_JOINT, NYUSplit, encode_depth, read_depth, read_rgb
+    split = NYUSplit(synthetic_root, "test")
+    reads = []
+
+    def whole(read):
+        def call(path, frame=None, box=None):
+            reads.append(box)
+            return read(path, frame)
+        return call
+
+    tasks = P._split_tasks(split, prep_config(), 10 ** 9)[:6]
+    for k, (u, v) in enumerate([(25.0, 30.0), (615.0, 455.0), (20.0, 460.0)]):  # the hand moved to a corner
+        depth_file, rgb_file, frame, subject, uvd, xyz, cube = tasks[k]
+        du, dv = int(u - uvd[PALM_JOINT, 0]), int(v - uvd[PALM_JOINT, 1])
+        moved = [tmp_path / f"depth_1_{k:07d}.png", tmp_path / f"rgb_1_{k:07d}.png"]
+        Image.fromarray(encode_depth(np.roll(read_depth(depth_file), (dv, du), (0, 1)))).save(moved[0])
+        Image.fromarray(np.roll(read_rgb(rgb_file), (dv, du), (0, 1))).save(moved[1])
+        tasks.append((*moved, frame, subject, uvd + [du, dv, 0], xyz, cube))
+    for profile in ("thesis", "icip2018"):
+        cfg = prep_config(profile)
+        for task in tasks:
+            boxed = P.process_frame(*task, cfg=cfg, joint_idx=np.array(EVAL_JOINTS))
+            with monkeypatch.context() as m:
+                m.setattr(P, "read_depth", whole(read_depth))
+                m.setattr(P, "read_rgb", whole(read_rgb))
+                full = P.process_frame(*task, cfg=cfg, joint_idx=np.array(EVAL_JOINTS))
+            assert boxed.keys() == full.keys()
+            for name in boxed:
+                assert np.array_equal(boxed[name], full[name]), (profile, task[0], name)
+    assert len(reads) == 2 * 2 * 9 and all(b is not None for b in reads)  # the box path was the one compared
+    assert sum(b[0] < 0 or b[1] < 0 or b[2] > 640 or b[3] > 480 for b in reads) >= 6  # boxes cut by the edges
+    depth = read_depth(split.depth_path(1), box=(600, 440, 700, 560))  # clipped to the image, zero elsewhere
+    assert depth[:440].max() == 0 and depth[:, :600].max() == 0
+    assert np.array_equal(depth[440:, 600:], read_depth(split.depth_path(1))[440:, 600:])
