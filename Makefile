@@ -263,8 +263,8 @@ gpu-check: $(H5) | $(INSTALLED)
 # --- the NYU-size dress rehearsal (README "Scale"): synthetic data of NYU's sizes, prepped in both profiles at
 # the preset's input size, then loading and full-size CPU training steps measured into REHEARSAL_OUT and the README
 # table.  With fewer REHEARSAL_TRAIN frames than NYU's 72,757 the prepared files are tiled up to NYU's split
-# sizes for the loading and step measurements (the JSON says so).  REHEARSAL_BASELINE_COMMIT=dd9735c also times
-# generation against that commit's generator.  The data (~12 GB of PNGs, 6.7 GB per HDF5 file at NYU size) is
+# sizes for the loading and step measurements (the JSON says so).  REHEARSAL_BASELINE_COMMIT=0edfcca also times
+# generation against that commit's generator.  The data (~16 GB of PNGs, 6.7 GB per HDF5 file at NYU size) is
 # deleted at the end unless REHEARSAL_KEEP=1.
 REHEARSAL_TRAIN ?= 72757
 REHEARSAL_TEST ?= 8252
