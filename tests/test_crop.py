@@ -157,3 +157,22 @@ def test_crop_output_types_and_the_rgb_resampling():
     region[:, -u0:] = rgb[v0:v1, :u1]  # the box starts left of the image
     want = np.asarray(Image.fromarray(region).resize((32, 32), Image.BILINEAR))
     np.testing.assert_array_equal(c.rgb, want)
+
+
+def test_a_box_over_the_images_last_row_and_column_reads_them():
+    """A crop whose box runs past the bottom-right corner samples the image's last row and column themselves (and
+    background beyond): depths that differ from row to row and column to column, at one source pixel per crop pixel."""
+    vv, uu = np.mgrid[0:480, 0:640]
+    depth = (690 + vv % 20 + 0 * uu).astype(np.uint16)  # 690..709 mm: every row inside the cube, 478 and 479 differ
+    cube = 2 * 64 * 700 / NYU_CAMERA.fx  # a 128-pixel box across at 700 mm: one source pixel per crop pixel
+    crop = crop_hand(depth, np.array([600.5, 440.5, 700.0]), cube, 128)
+    box = crop.box
+    assert box[2] - box[0] == 128 and box[2] > 640 and box[3] > 480
+    inside = crop.depth[:, :, None] < 1
+    last_row = max(j for j in range(128) if inside[j].any())
+    assert np.allclose(crop.depth[last_row][inside[last_row, :, 0]], (709 - 700) / (cube / 2))  # row 479 itself
+    depth_cols = (690 + uu % 20 + 0 * vv).astype(np.uint16)
+    crop = crop_hand(depth_cols, np.array([600.5, 440.5, 700.0]), cube, 128)
+    inside = crop.depth < 1
+    last_col = max(i for i in range(128) if inside[:, i].any())
+    assert np.allclose(crop.depth[:, last_col][inside[:, last_col]], (639 % 20 + 690 - 700) / (cube / 2))  # column 639

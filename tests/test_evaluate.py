@@ -183,8 +183,8 @@ def test_files_that_are_not_the_test_lists_predictions(gt, tmp_path):
     assert "1 row(s) have zero or negative z (first: line 4)" in refused(xyz, "xyz")
     swapped = p[:, [0, 1, 2, 3, 5, 4] + list(range(6, 14))]
     message = refused(swapped)
-    assert re.search(r"joints \S+ and \S+ look exchanged: mean error \d+\.\d mm as given, \d+\.\d mm with the two "
-                     r"swapped", message), message
+    assert re.search(r"p\.txt is not a prediction file of \S+ as given: joints \S+ and \S+ look exchanged: mean "
+                     r"error \d+\.\d mm as given, \d+\.\d mm with the two swapped", message), message
     pasted = np.concatenate([p[:100], p[200:300], p[200:]])
     assert "repeat" in refused(pasted)
     write_joints_txt(tmp_path / "kit.txt", pasted)
