@@ -148,6 +148,14 @@ FLAT_SPREAD = 0.02
 TWO_PLANE_SPREAD = 0.02
 
 
+# Three planes (a box seen on its corner): 90 % of the object within 0.013 x cube/2 = 2 mm of the nearest of its three
+# best-fitting planes.  Measured on normalised crops at 32 / 64 / 128 px: boxes of 40-140 mm edges at 450-1100 mm,
+# turned to show three faces, ray-cast with the synthetic sensor's noise and holes (seeds 1, 2; 360 crops) 0.007-0.020
+# (median 0.013); hands 0.026 at least, child-size hands (0.6 x) 0.015 at least.  The threshold sits below every
+# hand, so it catches about half of such boxes, not all (README); the two-plane rule's pair of faces is the rest.
+THREE_PLANE_SPREAD = 0.013
+
+
 # One smooth rounded surface: 90 % of the object within 0.03 x cube/2 = 4.5 mm of its best quadric depth
 # z = f(u, v) (a ball, a cylinder, a bowl).  Measured on normalised crops at 32 / 64 / 128 px (seeds 1, 2): balls
 # 0.008-0.042 (median 0.028), cylinders 0.008-0.047 (median 0.021); hands 0.049 at least, child-size hands (0.6 x)
@@ -178,6 +186,13 @@ def _quadric_spread(inside: np.ndarray, depth_crop: np.ndarray, quantile: float 
     return float(np.percentile(np.abs(residual), quantile))
 
 
+def _plane_terms(u: np.ndarray, v: np.ndarray, d: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Rows (u, v, 1) and each pixel's terms of the normal equations: the least-squares plane of any subset of the
+    pixels solves the sums of its rows' ``outer`` (3x3) and ``rhs`` (3), so a refit is one mat-vec."""
+    points = np.c_[u, v, np.ones(len(u))]
+    return points, (points[:, :, None] * points[:, None, :]).reshape(len(d), 9), points * d[:, None]
+
+
 def _two_plane_spread(inside: np.ndarray, depth_crop: np.ndarray, quantile: float = 90.0) -> float:
     """How far the object lies from the best pair of planes: the ``quantile`` of each pixel's distance to the nearer
     plane, minimised over k-planes fits (k = 2) started from straight seams at 6 angles and 3 offsets
@@ -185,10 +200,7 @@ def _two_plane_spread(inside: np.ndarray, depth_crop: np.ndarray, quantile: floa
     u, v, d, _ = _object_points(inside, depth_crop)
     if len(d) < 12:  # too few pixels to tell two planes from anything else
         return np.inf
-    points = np.c_[u, v, np.ones(len(u))]
-    # The least-squares plane of any subset solves sums of these rows (normal equations): one mat-vec per fit.
-    outer = (points[:, :, None] * points[:, None, :]).reshape(len(d), 9)
-    rhs = points * d[:, None]
+    points, outer, rhs = _plane_terms(u, v, d)
     all_outer, all_rhs = outer.sum(0), rhs.sum(0)
     best = np.inf
     for angle in np.deg2rad(np.arange(0, 180, 30)):
@@ -212,6 +224,37 @@ def _two_plane_spread(inside: np.ndarray, depth_crop: np.ndarray, quantile: floa
     return best
 
 
+def _three_plane_spread(inside: np.ndarray, depth_crop: np.ndarray, quantile: float = 90.0) -> float:
+    """How far the object lies from the best three planes (a box seen on its corner): the ``quantile`` of each
+    pixel's distance to the nearest plane, minimised over k-planes fits (k = 3) started from Y-shaped seams, three
+    120-degree sectors around 9 candidate corners (the 25/50/75th percentiles of the pixels' u and v) at 3 turns."""
+    u, v, d, _ = _object_points(inside, depth_crop)
+    if len(d) < 18:  # too few pixels to tell three planes from anything else
+        return np.inf
+    points, outer, rhs = _plane_terms(u, v, d)
+    best, rows = np.inf, np.arange(len(d))
+    for cu in np.percentile(u, [25, 50, 75]):
+        for cv in np.percentile(v, [25, 50, 75]):
+            angle = np.arctan2(v - cv, u - cu)
+            for turn in np.deg2rad([0, 40, 80]):
+                label, dist = ((angle - turn) % (2 * np.pi) // (2 * np.pi / 3)).astype(np.int64), None
+                for _ in range(10):  # assign each pixel to its nearest plane, refit; converges in a few rounds
+                    member = label[None, :] == np.arange(3)[:, None]
+                    try:
+                        planes = np.linalg.solve((member @ outer).reshape(3, 3, 3), (member @ rhs)[:, :, None])[:, :, 0]
+                    except np.linalg.LinAlgError:  # a sector with its points on one line: no plane
+                        break
+                    residual = np.abs(d[:, None] - points @ planes.T)
+                    nearest = residual.argmin(axis=1)
+                    dist = residual[rows, nearest]
+                    if np.array_equal(nearest, label):
+                        break
+                    label = nearest
+                if dist is not None:
+                    best = min(best, float(np.percentile(dist, quantile)))
+    return best
+
+
 def no_hand(depth_crop: np.ndarray) -> str | None:
     """Why a normalised depth crop (eq. 4.6) holds no hand-like object, or None."""
     fg = depth_crop < 1
@@ -232,6 +275,8 @@ def no_hand(depth_crop: np.ndarray) -> str | None:
     if _two_plane_spread(inside, depth_crop) < TWO_PLANE_SPREAD:
         return ("the object in the crop is two flat surfaces meeting, or one gently bent (a corner, an edge, the side of "
                 "a cylinder): not a hand")
+    if _three_plane_spread(inside, depth_crop) < THREE_PLANE_SPREAD:
+        return "the object in the crop is three flat faces meeting (a box seen on its corner): not a hand"
     if _quadric_spread(inside, depth_crop) < ROUND_SPREAD:
         return "the object in the crop is one smooth rounded surface (a ball, a cylinder, a bowl): not a hand"
     return None

@@ -314,3 +314,25 @@ def test_a_tilted_plane_is_not_a_hand(sample_frame):
     from hpe.baselines import bundled
     palm = read_joints_txt(bundled("nyu_test_groundtruth_label.txt"))[0, PALM_SLOT]
     assert no_hand(crop_frame(read_depth(sample_frame[0]).astype(float), None, palm, 300.0, 128)["depth"]) is None
+
+
+def test_a_box_on_its_corner_is_not_a_hand(sample_frame):
+    """A careless user's find: a box showing three faces got a hand pose with hand_like true (no two planes fit
+    it).  Three planes fit it within 1.5 mm (0.010 x cube/2 at most here, against 0.013); hands stay hands (the real
+    frame and the synthetic hands of the tests above, the child-size ones included)."""
+    from hpe.predict import no_hand
+    cx, sx, cy, sy = np.cos(0.6), np.sin(0.6), np.cos(0.8), np.sin(0.8)
+    turn = np.array([[1, 0, 0], [0, cx, -sx], [0, sx, cx]]) @ np.array([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]])
+    half, centre = np.array([45.0, 35.0, 55.0]), np.array([10.0, -5.0, 750.0])
+    vv, uu = np.mgrid[0:480, 0:640].astype(float)
+    rays = np.stack([(uu - NYU_CAMERA.cx) / NYU_CAMERA.fx, (vv - NYU_CAMERA.cy) / NYU_CAMERA.fy, np.ones_like(uu)], -1)
+    local, origin = rays @ turn, -centre @ turn  # in the box's frame: origin + t * local, t = depth in mm
+    with np.errstate(divide="ignore", invalid="ignore"):
+        near = np.nanmax(np.minimum((-half - origin) / local, (half - origin) / local), -1)
+        far = np.nanmin(np.maximum((-half - origin) / local, (half - origin) / local), -1)
+    depth = np.where((far >= near) & (near > 0), np.round(near), 0.0)  # in whole mm, as the sensor gives it
+    assert np.all(np.abs(turn[2]) > 0.4)  # each of the box's axes points well towards the camera: three faces seen
+    v, u = np.nonzero(depth)
+    for size in (32, 64, 128):
+        crop = crop_frame(depth, None, np.array([u.mean(), v.mean(), np.median(depth[v, u])]), 300.0, size)["depth"]
+        assert "three flat faces" in (no_hand(crop) or ""), (size, no_hand(crop))
