@@ -193,66 +193,63 @@ def _plane_terms(u: np.ndarray, v: np.ndarray, d: np.ndarray) -> tuple[np.ndarra
     return points, (points[:, :, None] * points[:, None, :]).reshape(len(d), 9), points * d[:, None]
 
 
+def _k_planes_spread(u: np.ndarray, v: np.ndarray, d: np.ndarray, starts, k: int, quantile: float,
+                     rounds: int) -> float:
+    """The ``quantile`` of each pixel's distance (in depth) to the nearest of ``k`` planes, minimised over k-planes
+    fits, one from each starting assignment of the pixels to planes in ``starts`` (labels 0..k-1): assign each
+    pixel to its nearest plane and refit until nothing moves, at most ``rounds`` times (2-4 usually do)."""
+    points, outer, rhs = _plane_terms(u, v, d)
+    member_of = np.arange(k)[:, None]
+    best, rows = np.inf, np.arange(len(d))
+    for label in starts:
+        dist = None
+        for _ in range(rounds):
+            member = label[None, :] == member_of
+            try:
+                planes = np.linalg.solve((member @ outer).reshape(k, 3, 3), (member @ rhs)[:, :, None])[:, :, 0]
+            except np.linalg.LinAlgError:  # a group with its points on one line: no plane
+                break
+            residual = np.abs(d[:, None] - points @ planes.T)
+            nearest = residual.argmin(axis=1)
+            dist = residual[rows, nearest]
+            if np.array_equal(nearest, label):
+                break
+            label = nearest
+        if dist is not None:
+            best = min(best, float(np.percentile(dist, quantile)))
+    return best
+
+
 def _two_plane_spread(inside: np.ndarray, depth_crop: np.ndarray, quantile: float = 90.0) -> float:
-    """How far the object lies from the best pair of planes: the ``quantile`` of each pixel's distance to the nearer
-    plane, minimised over k-planes fits (k = 2) started from straight seams at 6 angles and 3 offsets
-    (:func:`_object_points` samples the pixels)."""
+    """How far the object lies from the best pair of planes (a corner, an edge): k-planes fits (k = 2) started from
+    straight seams at 6 angles and 3 offsets (:func:`_object_points` samples the pixels)."""
     u, v, d, _ = _object_points(inside, depth_crop)
     if len(d) < 12:  # too few pixels to tell two planes from anything else
         return np.inf
-    points, outer, rhs = _plane_terms(u, v, d)
-    all_outer, all_rhs = outer.sum(0), rhs.sum(0)
-    best = np.inf
-    for angle in np.deg2rad(np.arange(0, 180, 30)):
-        across = (u - u.mean()) * np.cos(angle) + (v - v.mean()) * np.sin(angle)
-        for offset in np.percentile(across, [25, 50, 75]):
-            side, dist = across > offset, None
-            for _ in range(8):  # assign each pixel to its nearer plane, refit; converges in 2-4 rounds
-                o, r = side @ outer, side @ rhs
-                try:
-                    p1 = np.linalg.solve(o.reshape(3, 3), r)
-                    p2 = np.linalg.solve((all_outer - o).reshape(3, 3), all_rhs - r)
-                except np.linalg.LinAlgError:  # a side with its points on one line: no plane
-                    break
-                r1, r2 = np.abs(d - points @ p1), np.abs(d - points @ p2)
-                dist, nearer = np.minimum(r1, r2), r1 < r2
-                if np.array_equal(nearer, side):
-                    break
-                side = nearer
-            if dist is not None:
-                best = min(best, float(np.percentile(dist, quantile)))
-    return best
+
+    def seams():
+        for angle in np.deg2rad(np.arange(0, 180, 30)):
+            across = (u - u.mean()) * np.cos(angle) + (v - v.mean()) * np.sin(angle)
+            for offset in np.percentile(across, [25, 50, 75]):
+                yield (across > offset).astype(np.int64)
+    return _k_planes_spread(u, v, d, seams(), 2, quantile, rounds=8)
 
 
 def _three_plane_spread(inside: np.ndarray, depth_crop: np.ndarray, quantile: float = 90.0) -> float:
-    """How far the object lies from the best three planes (a box seen on its corner): the ``quantile`` of each
-    pixel's distance to the nearest plane, minimised over k-planes fits (k = 3) started from Y-shaped seams, three
-    120-degree sectors around 9 candidate corners (the 25/50/75th percentiles of the pixels' u and v) at 3 turns."""
+    """How far the object lies from the best three planes (a box seen on its corner): k-planes fits (k = 3) started
+    from Y-shaped seams, three 120-degree sectors around 9 candidate corners (the 25/50/75th percentiles of the
+    pixels' u and v) at 3 turns."""
     u, v, d, _ = _object_points(inside, depth_crop)
     if len(d) < 18:  # too few pixels to tell three planes from anything else
         return np.inf
-    points, outer, rhs = _plane_terms(u, v, d)
-    best, rows = np.inf, np.arange(len(d))
-    for cu in np.percentile(u, [25, 50, 75]):
-        for cv in np.percentile(v, [25, 50, 75]):
-            angle = np.arctan2(v - cv, u - cu)
-            for turn in np.deg2rad([0, 40, 80]):
-                label, dist = ((angle - turn) % (2 * np.pi) // (2 * np.pi / 3)).astype(np.int64), None
-                for _ in range(10):  # assign each pixel to its nearest plane, refit; converges in a few rounds
-                    member = label[None, :] == np.arange(3)[:, None]
-                    try:
-                        planes = np.linalg.solve((member @ outer).reshape(3, 3, 3), (member @ rhs)[:, :, None])[:, :, 0]
-                    except np.linalg.LinAlgError:  # a sector with its points on one line: no plane
-                        break
-                    residual = np.abs(d[:, None] - points @ planes.T)
-                    nearest = residual.argmin(axis=1)
-                    dist = residual[rows, nearest]
-                    if np.array_equal(nearest, label):
-                        break
-                    label = nearest
-                if dist is not None:
-                    best = min(best, float(np.percentile(dist, quantile)))
-    return best
+
+    def sectors():
+        for cu in np.percentile(u, [25, 50, 75]):
+            for cv in np.percentile(v, [25, 50, 75]):
+                angle = np.arctan2(v - cv, u - cu)
+                for turn in np.deg2rad([0, 40, 80]):
+                    yield ((angle - turn) % (2 * np.pi) // (2 * np.pi / 3)).astype(np.int64)
+    return _k_planes_spread(u, v, d, sectors(), 3, quantile, rounds=10)
 
 
 def no_hand(depth_crop: np.ndarray) -> str | None:
