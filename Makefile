@@ -264,8 +264,10 @@ gpu-check: $(H5) | $(INSTALLED)
 # the preset's input size, then loading and full-size CPU training steps measured into REHEARSAL_OUT and the README
 # table.  With fewer REHEARSAL_TRAIN frames than NYU's 72,757 the prepared files are tiled up to NYU's split
 # sizes for the loading and step measurements (the JSON says so).  REHEARSAL_BASELINE_COMMIT=0edfcca also times
-# generation against that commit's generator.  The data (~16 GB of PNGs, 6.7 GB per HDF5 file at NYU size) is
-# deleted at the end unless REHEARSAL_KEEP=1.
+# generation against that commit's generator.  The data it writes into REHEARSAL_DIR (~16 GB of PNGs, 6.7 GB per
+# HDF5 file at NYU size) is deleted at the end unless REHEARSAL_KEEP=1; other files there are left alone.  The
+# results are gathered in REHEARSAL_DIR and copied to REHEARSAL_OUT only when the whole rehearsal has run, so an
+# interrupted run never leaves a results file mixing two runs.
 REHEARSAL_TRAIN ?= 72757
 REHEARSAL_TEST ?= 8252
 REHEARSAL_DIR ?= $(DATA_DIR)/rehearsal
@@ -274,26 +276,30 @@ REHEARSAL_PRESET ?= experiments/presets/nyu.toml
 REHEARSAL_BASELINE_COMMIT ?=
 REHEARSAL_STEPS ?= 3
 REHEARSAL_KEEP ?=
+# The README's table is rewritten only from the committed results file of a run at NYU's sizes.
+REHEARSAL_README ?= $(if $(and $(filter $(RESULTS)/scale/nyu-size.json,$(REHEARSAL_OUT)),$(filter 72757,$(REHEARSAL_TRAIN)),$(filter 8252,$(REHEARSAL_TEST))),README.rst)
 NICE ?= nice -n 10
 REHEARSAL_PROFILES := thesis icip2018
 .PHONY: rehearsal
 rehearsal: | $(INSTALLED)
-	set -e; d=$(REHEARSAL_DIR); mkdir -p $$d; \
+	set -e; d=$(REHEARSAL_DIR); mkdir -p $$d; r=$$d/results.json; rm -f $$r; \
 	base=""; if [ -n "$(REHEARSAL_BASELINE_COMMIT)" ]; then \
 	  git show $(REHEARSAL_BASELINE_COMMIT):hpe/synthetic.py > $$d/synthetic-baseline.py; base="--baseline $$d/synthetic-baseline.py"; fi; \
 	test -f $$d/synthetic/hpe_synthetic.json || \
 	  $(NICE) env $(HPE) synth $$d/synthetic --train $(REHEARSAL_TRAIN) --test $(REHEARSAL_TEST) --quiet; \
-	$(NICE) env $(HPE) scale measure --out $(REHEARSAL_OUT) --root $$d/synthetic --preset $(REHEARSAL_PRESET) \
+	$(NICE) env $(HPE) scale measure --out $$r --root $$d/synthetic --preset $(REHEARSAL_PRESET) \
 	  --work $$d/work $$base $(foreach p,$(REHEARSAL_PROFILES),--h5 $(p)=$$d/$(p).h5) --only generation side-by-side prep; \
 	for p in $(REHEARSAL_PROFILES); do \
 	  h5=$$d/$$p.h5; \
 	  if [ $(REHEARSAL_TRAIN) -lt 72757 ]; then $(NICE) env $(HPE) scale tile $$h5 $$d/$$p-nyu.h5; h5=$$d/$$p-nyu.h5; fi; \
-	  $(NICE) env $(HPE) scale measure --out $(REHEARSAL_OUT) --preset $(REHEARSAL_PRESET) --work $$d/work \
+	  $(NICE) env $(HPE) scale measure --out $$r --preset $(REHEARSAL_PRESET) --work $$d/work \
 	    --h5 $$p=$$h5 --only load steps --steps $(REHEARSAL_STEPS); \
 	  [ -n "$(REHEARSAL_KEEP)" ] || rm -f $$d/$$p-nyu.h5; \
 	done; \
-	$(HPE) scale table $(REHEARSAL_OUT) --readme README.rst; \
-	[ -n "$(REHEARSAL_KEEP)" ] || rm -rf $$d
+	mkdir -p $(dir $(REHEARSAL_OUT)); cp $$r $(REHEARSAL_OUT).tmp; mv $(REHEARSAL_OUT).tmp $(REHEARSAL_OUT); \
+	$(HPE) scale table $(REHEARSAL_OUT) $(if $(REHEARSAL_README),--readme $(REHEARSAL_README)); \
+	[ -n "$(REHEARSAL_KEEP)" ] || { rm -rf $$d/synthetic $$d/work $$d/synthetic-baseline.py $$r \
+	  $(foreach p,$(REHEARSAL_PROFILES),$$d/$(p).h5 $$d/$(p)-nyu.h5); rmdir $$d 2>/dev/null || true; }
 
 # `make test` runs the tests under coverage.py (`make coverage`) and fails below the floors; COVERAGE=0 runs plain
 # pytest.  Coverage counts every Python process the tests start (pyproject.toml [tool.coverage.run]).  The floors

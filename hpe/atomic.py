@@ -16,6 +16,7 @@ import json
 import os
 import re
 import shutil
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -70,14 +71,50 @@ def _raise_write_error(exc: BaseException, path: Path) -> None:
                          f"another location, then run again)") from None
 
 
+# An interrupt (Ctrl-C, SIGTERM) that strikes while Python runs a finaliser or a weakref callback (h5py closes its
+# objects in them) is printed as "Exception ignored" and dropped, and the command would finish as if never told to
+# stop.  catch_dropped_interrupts() keeps such an interrupt; the next commit of an output (or the command's end)
+# raises it instead.
+_dropped: list[BaseException] = []
+
+
+@contextlib.contextmanager
+def catch_dropped_interrupts() -> Iterator[None]:
+    previous = sys.unraisablehook
+
+    def hook(unraisable) -> None:
+        if isinstance(unraisable.exc_value, KeyboardInterrupt):
+            _dropped.append(unraisable.exc_value)
+        else:
+            previous(unraisable)
+    sys.unraisablehook = hook
+    try:
+        yield
+    finally:
+        sys.unraisablehook = previous
+        _dropped.clear()
+
+
+def raise_dropped_interrupt() -> None:
+    """Raise an interrupt that Python dropped since the last call, if any."""
+    if _dropped:
+        exc = _dropped[-1]
+        _dropped.clear()
+        raise exc
+
+
 @contextlib.contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
-    """Yield a temporary path to write; on success it replaces ``path``, on any error (or interrupt) it is removed.
-    A failed write (disk full, I/O error) becomes one :class:`WriteError`."""
+    """Yield a temporary path to write; on success it replaces ``path`` (keeping the permissions of a file it
+    replaces), on any error (or interrupt) it is removed.  A failed write (disk full, I/O error) becomes one
+    :class:`WriteError`."""
     path = Path(path)
     tmp = temp_path(path)
     try:
         yield tmp
+        raise_dropped_interrupt()  # told to stop while writing: the output is not committed
+        with contextlib.suppress(FileNotFoundError):
+            os.chmod(tmp, os.stat(path).st_mode & 0o7777)
         os.replace(tmp, path)
     except BaseException as exc:
         remove_path(tmp)

@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 from hpe import DataError, __version__
+from hpe.atomic import catch_dropped_interrupts, raise_dropped_interrupt
 from hpe.nyu import TEST_SUBJECT1_FRAMES
 from hpe.output import Out, as_prefix, check_apart, claim, io_error_line
 
@@ -295,11 +296,11 @@ def _cmd_scale_tile(a) -> int:
 
 
 def _cmd_scale_table(a) -> int:
-    from hpe.scale import table, update_readme
+    from hpe.scale import read_results, table, update_readme
     if a.readme:
         print(update_readme(a.results, a.readme))
     else:
-        print(table(json.loads(Path(a.results).read_text())))
+        print(table(read_results(a.results)))
     return 0
 
 
@@ -727,8 +728,10 @@ def main(argv: list[str] | None = None) -> int:
     outputs = [(Path(getattr(a, o.arg)), o.kind) for o in getattr(a, "outputs", ()) if getattr(a, o.arg, None)]
     try:
         check_apart(outputs, _input_paths(a))
-        with claim(outputs, name):
-            return a.func(a)
+        with catch_dropped_interrupts(), claim(outputs, name):
+            code = a.func(a)
+            raise_dropped_interrupt()
+            return code
     except (DataError, ValueError, FileNotFoundError, FileExistsError) as exc:
         print(f"hpe {name}: error: {exc}", file=sys.stderr)
         return 2

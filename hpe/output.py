@@ -253,8 +253,9 @@ def _remove_if_empty(created: list[Path]) -> None:
 
 def check_apart(outputs: list[tuple[Path, str]], inputs: list[Path]) -> None:
     """Refuse, before any work, outputs that would overwrite what the command reads or each other: an output that
-    is one of its inputs (``evaluate --pred P --json P``, ``fusepred --out`` a run it fuses), replaces a file of an
-    input folder (``export --run R --out R/result.json``), or is given twice (``--json X --csv X``)."""
+    is one of its inputs (``evaluate --pred P --json P``, ``fusepred --out`` a run it fuses), replaces a file
+    anywhere inside an input folder (``export --run R --out R/result.json``, ``prep ROOT ROOT/train/depth_1_0000001.png``),
+    or is given twice (``--json X --csv X``)."""
     seen: dict[Path, Path] = {}
     for path, _ in outputs:
         real = Path(os.path.realpath(path))
@@ -263,7 +264,7 @@ def check_apart(outputs: list[tuple[Path, str]], inputs: list[Path]) -> None:
         seen[real] = path
         for inp in inputs:
             src = Path(os.path.realpath(inp))
-            if real == src or (src.is_dir() and real.parent == src and real.exists()):
+            if real == src or (src.is_dir() and real.is_relative_to(src) and real.exists()):
                 raise DataError(f"output {path} would overwrite the input {inp}: choose an output outside what the "
                                 f"command reads")
 

@@ -9,6 +9,7 @@ rerun keeps the sections it is not asked to measure.
 """
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
@@ -24,7 +25,7 @@ import h5py
 import numpy as np
 
 from hpe import DataError
-from hpe.atomic import replace_marked, write_json
+from hpe.atomic import atomic_h5, replace_marked, write_json
 from hpe.dataset import SCHEMA, SPLITS, open_prepared
 from hpe.nyu import TEST_FRAMES, TEST_SUBJECT1_FRAMES, TRAIN_FRAMES
 from hpe.workers import worker_pool
@@ -190,7 +191,8 @@ def tile_to_nyu(src: Path, dst: Path, block: int = 1024, sizes: dict[str, int] |
     the test split keeps NYU's 2,440 frames of subject 1 before the 5,812 of subject 2.  For measuring memory and
     speed at NYU size when generating 81,009 frames is not possible; never for scores."""
     from hpe.prep import _create
-    with h5py.File(src, "r") as a, h5py.File(dst, "w") as b:
+    open_prepared(src)  # a file hpe prepared, checked (schema, splits, attributes), or one line saying what it lacks
+    with h5py.File(src, "r") as a, atomic_h5(dst) as b:
         attrs = dict(a.attrs)
         sizes = sizes or nyu_split_sizes(attrs)
         b.attrs.update({**attrs, "test_subject1_frames": subject1, "source": f"tiled from {src}"})
@@ -224,9 +226,19 @@ def _config(h5: str, experiment: str, preset: str, sets: dict):
     return build_train_config(layers)
 
 
+# The compact dtypes a loaded split must keep (what prep stores): its size is counted in them, whatever the loader
+# returned, so a loader that widens a split shows as a larger peak, never as a larger "compact" size.
+COMPACT_BYTES = {"depth": 2, "rgb": 1, "joints": 4}  # float16, uint8, float32
+
+
 def _split_bytes(d) -> int:
-    tensors = sum(t.numel() * t.element_size() for t in (d.depth, d.rgb, d.joints) if t is not None)
+    tensors = sum(getattr(d, k).numel() * n for k, n in COMPACT_BYTES.items() if getattr(d, k) is not None)
     return tensors + sum(v.nbytes for v in d.meta.values())
+
+
+def _widened(d) -> list[str]:
+    return [f"{k} {getattr(d, k).dtype}" for k, n in COMPACT_BYTES.items()
+            if getattr(d, k) is not None and getattr(d, k).element_size() != n]
 
 
 def child_load(h5: str, experiment: str, preset: str) -> dict:
@@ -247,7 +259,8 @@ def child_load(h5: str, experiment: str, preset: str) -> dict:
             "peak_rss_with_model": peak_rss(),
             "peak_over_compact": round(peak_load / compact, 3),
             "growth_over_compact": round((peak_load - base) / compact, 3) if base else None,
-            "within_bound": peak_load <= 1.3 * compact + model_bytes}
+            "widened": _widened(train_d) + _widened(val_d),
+            "within_bound": peak_load <= 1.3 * compact + model_bytes and not _widened(train_d) + _widened(val_d)}
 
 
 def child_steps(h5: str, experiment: str, preset: str, sets: dict, steps: int, work: str) -> dict:
@@ -317,8 +330,25 @@ def measure(out: Path, root: Path | None = None, h5: dict[str, Path] | None = No
     workers = workers or os.cpu_count() or 1
     want = set(only or ("generation", "side-by-side", "prep", "load", "steps"))
     h5 = {k: Path(v) for k, v in (h5 or {}).items()}
-    work = Path(work or tempfile.mkdtemp(prefix="hpe-scale-"))
-    work.mkdir(parents=True, exist_ok=True)
+    for name, value, least in (("--steps", steps, 2), ("--decode-frames", 1 if decode_frames is None else decode_frames, 1),
+                               ("--baseline-frames", baseline_frames, 1), ("--workers", workers, 1)):
+        if value < least:
+            raise DataError(f"{name} {value}: at least {least} (the first training step is a warm-up, the rest timed)"
+                            if name == "--steps" else f"{name} {value}: at least {least}")
+    if not ((root is not None and want & {"generation", "prep"}) or (baseline is not None and "side-by-side" in want)
+            or (h5 and want & {"load", "steps"})):
+        raise DataError("nothing to measure: give --root (generation, prep), --baseline (side-by-side) or --h5 "
+                        "PROFILE=PATH (load, steps) for the sections asked")
+    with contextlib.ExitStack() as stack:
+        if work is None:  # scratch (checkpoints: GBs at NYU size) removed at the end, kept only when --work says where
+            work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="hpe-scale-")))
+        work = Path(work)
+        work.mkdir(parents=True, exist_ok=True)
+        return _measure(out, root, h5, preset, work, baseline, baseline_frames, decode_frames, steps, workers, want,
+                        log)
+
+
+def _measure(out, root, h5, preset, work, baseline, baseline_frames, decode_frames, steps, workers, want, log):
     doc: dict = json.loads(Path(out).read_text()) if Path(out).is_file() else {}
     if "generation" in want and root is not None:
         doc = _update(out, "generation", generation_from_sidecar(root))
@@ -425,8 +455,23 @@ def table(doc: dict) -> str:
     return "\n".join([line, f"{'what':<{w}}  measured", line, *body, line])
 
 
+def read_results(results: Path) -> dict:
+    """A results file of ``hpe scale measure``, refused in one line if it is not one."""
+    try:
+        doc = json.loads(Path(results).read_text())
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{results} is not valid JSON ({exc}): not a results file of `hpe scale measure`") from None
+    if not isinstance(doc, dict) or not doc:
+        raise DataError(f"{results} holds no measured section: not a results file of `hpe scale measure`")
+    try:
+        table(doc)
+    except (KeyError, TypeError, IndexError) as exc:
+        raise DataError(f"{results} lacks {exc} in a section: written by another hpe version? measure it again") from None
+    return doc
+
+
 def update_readme(results: Path, readme: Path) -> str:
     """Replace the table between README's scale-table markers with the one ``results`` gives."""
-    body = table(json.loads(Path(results).read_text()))
+    body = table(read_results(results))
     replace_marked(Path(readme), BEGIN, END, body)
     return body

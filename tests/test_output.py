@@ -255,6 +255,13 @@ def test_an_output_never_overwrites_an_input_or_another_output(tiny_runs, tmp_pa
     cases = [["evaluate", "--pred", str(pred), "--json", str(pred)],
              ["evaluate", "--pred", str(pred), "--json", str(tmp_path / "x"), "--csv", str(tmp_path / "x")],
              ["export", "--run", str(run), "--out", str(run / "result.json")]]
+    # Deeper inside an input folder too (a careless user's find: prep wrote its HDF5 over one of its input PNGs).
+    root = tmp_path / "root"
+    (root / "train").mkdir(parents=True)
+    png = root / "train" / "depth_1_0000001.png"
+    png.write_bytes(b"frame")
+    before[png] = b"frame"
+    cases.append(["prep", str(root), str(png)])
     for args in cases:
         assert main(args) == 2, args
         err = capsys.readouterr().err.strip().splitlines()
@@ -336,3 +343,47 @@ def test_a_prefix_given_as_one_of_its_files_is_the_prefix(tmp_path, hpe_cli):
     assert code == 0, err
     assert "note: --out" in err and "writing" in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["f.csv", "f.pdf", "f.png"]
+
+
+def test_a_replaced_file_keeps_its_permissions(tmp_path):
+    """A careless user's find: `hpe scale table --readme R` turned R from 600 into 644; every atomic writer keeps
+    the mode of the file it replaces, and a new file gets the usual one."""
+    from hpe.atomic import write_text
+    readme = tmp_path / "README.rst"
+    readme.write_text("old\n")
+    readme.chmod(0o600)
+    write_text(readme, "new\n")
+    assert readme.read_text() == "new\n" and readme.stat().st_mode & 0o777 == 0o600
+    write_text(tmp_path / "fresh.txt", "x")
+    assert (tmp_path / "fresh.txt").stat().st_mode & 0o777 == 0o666 & ~_umask()
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def test_an_interrupt_python_dropped_still_stops_the_command(tmp_path, monkeypatch, capsys):
+    """A careless user's find: SIGINT/SIGTERM during `hpe scale tile` was often printed as "Exception ignored in
+    WeakValueDictionary" (it struck inside h5py's weakref callback) and the command finished with exit 0.  Such a
+    dropped interrupt is kept: the output is not committed and the command ends as interrupted."""
+    import sys
+    import types
+
+    import hpe.cli
+    from hpe.cli import main
+
+    def cmd_that_is_interrupted_in_a_finaliser(a):
+        sys.unraisablehook(types.SimpleNamespace(exc_type=KeyboardInterrupt, exc_value=KeyboardInterrupt(),
+                                                 exc_traceback=None, err_msg="Exception ignored in", object=None))
+        from hpe.atomic import write_text
+        write_text(a.results, "{}")  # what the command would then have written
+        return 0
+    monkeypatch.setattr(hpe.cli, "_cmd_scale_table", cmd_that_is_interrupted_in_a_finaliser)
+    out = tmp_path / "r.json"
+    assert main(["scale", "table", str(out)]) == 130
+    assert "interrupted; nothing half-written was kept" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []  # neither the output nor its temporary
+    monkeypatch.undo()
+    assert main(["scale", "table", str(tmp_path / "missing.json")]) == 2  # the next command is not interrupted

@@ -1,5 +1,6 @@
 """hpe scale: tiling a prepared file to NYU's split sizes, the loading measurement, the README table."""
 import json
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -39,7 +40,49 @@ def test_load_measurement_reports_compact_and_peak(synthetic_h5):
         frames = len(f["train/depth"]) + len(f["val/depth"])
     assert r["inputs"] == "rgbd" and r["frames"] == frames and r["input_size"] == 32
     assert r["compact_bytes"] >= frames * 32 * 32 * 5 and r["load_peak_rss"] >= r["rss_before_load"] > 0
-    assert r["model_bytes"] > 0
+    assert r["model_bytes"] > 0 and r["widened"] == []
+
+
+def test_a_loader_that_widens_a_split_fails_the_bound(synthetic_h5, monkeypatch):
+    """A careless user's find: the compact size was counted from the tensors the loader returned, so a loader that
+    kept a split in float32 looked better, not worse.  It is counted in the stored dtypes, and a widened split
+    fails the bound whatever the peak."""
+    import hpe.train
+    load = hpe.train.load_training_splits
+
+    def widening(cfg, attrs):
+        train_d, val_d, rest = load(cfg, attrs)
+        val_d.depth = val_d.depth.float()
+        return train_d, val_d, rest
+    args = (str(synthetic_h5), "experiments/fig4.7/depthnet.toml", "experiments/presets/tiny.toml")
+    honest = child_load(*args)
+    monkeypatch.setattr(hpe.train, "load_training_splits", widening)
+    wide = child_load(*args)
+    assert wide["compact_bytes"] == honest["compact_bytes"]
+    assert wide["widened"] == ["depth torch.float32"] and not wide["within_bound"]
+
+
+def test_scale_commands_refuse_what_they_cannot_measure(synthetic_h5, tmp_path, hpe_cli):
+    """One line each, no file written, no scratch folder left (a careless user's finds)."""
+    import glob
+    import tempfile
+    out = tmp_path / "s.json"
+    before = set(glob.glob(str(Path(tempfile.gettempdir()) / "hpe-scale-*")))
+    for args, message in ((["--only", "load"], "nothing to measure"),
+                          (["--h5", f"thesis={synthetic_h5}", "--steps", "0"], "--steps 0: at least 2"),
+                          (["--root", str(tmp_path), "--decode-frames", "0"], "--decode-frames 0: at least 1")):
+        code, _, err = hpe_cli("scale", "measure", "--out", out, *args)
+        assert code == 2 and message in err and len(err.strip().splitlines()) == 1, (args, err)
+    assert not out.exists() and set(glob.glob(str(Path(tempfile.gettempdir()) / "hpe-scale-*"))) == before
+    for text, message in (("{", "is not valid JSON"), ("{}", "holds no measured section"),
+                          ('{"prep": {"decode_bound": {}}}', "lacks 'frames_per_s'")):
+        (tmp_path / "r.json").write_text(text)
+        code, _, err = hpe_cli("scale", "table", tmp_path / "r.json")
+        assert code == 2 and message in err and len(err.strip().splitlines()) == 1, (text, err)
+    import h5py
+    h5py.File(tmp_path / "bare.h5", "w").create_group("train")
+    code, _, err = hpe_cli("scale", "tile", tmp_path / "bare.h5", tmp_path / "o.h5")
+    assert code == 2 and "bare.h5 lacks the attribute(s)" in err and not (tmp_path / "o.h5").exists()
 
 
 def test_table_and_readme_round_trip(tmp_path):
