@@ -136,7 +136,25 @@ def test_bench_run_counts_bookkeeping(synthetic_h5, tmp_path):
         assert (f["train/frame"][n0:] == src["train/frame"][:40 - n0]).all()  # repeated from the start
     r = bench_run(tmp_path / "tiled.h5", torch.device("cpu"), 32, 0.125, 2, "default")
     assert r["train_frames"] == 40 and r["loop_images_per_s"] > 0 and 0 <= r["bookkeeping_share"] < 1
-    assert r["projected_nyu_100_epochs_min"] > 0
+    assert r["projected_nyu_100_epochs_min"] > 0 and r["one_off_s"] >= 0 and r["other_s_per_epoch"] >= 0
+
+
+def test_bench_projection_pays_one_off_costs_once(synthetic_h5, tmp_path, monkeypatch):
+    """The GPU check's projection spread a short run's one-off costs (loading, the final checkpoint writes) over
+    every epoch: 1.0 s an epoch, ~100 s of a projected 8.3 min.  Two runs of 1 and 3 epochs separate them; scripted
+    timings check the arithmetic."""
+    import hpe.bench as B
+    B._tile_h5(synthetic_h5, tmp_path / "tiled.h5", 40)
+    runs = iter([(10.0, [3.0], [1.0]),                      # 1 epoch: 6 s beyond its loop and validation
+                 (20.0, [3.0, 2.0, 2.0], [1.0, 1.0, 1.0])])  # 3 epochs: 10 s beyond: 2 s an epoch, 4 s once
+    monkeypatch.setattr(B, "_timed_train", lambda cfg: next(runs))
+    monkeypatch.setattr(B, "_checkpoint_seconds", lambda *a: 0.5)
+    r = B.bench_run(tmp_path / "tiled.h5", torch.device("cpu"), 32, 0.125, 3, "default")
+    assert r["other_s_per_epoch"] == 2.0 and r["one_off_s"] == 4.0 and r["first_epoch_extra_s"] == 1.0
+    loop_ips, val_ips = 40 / 2.0, r["val_frames"] / 1.0
+    epoch = 54568 / loop_ips + 18189 / val_ips + 2.0
+    total = 100 * epoch + 100 * epoch / 30 * 0.5 + 1.0 + 4.0
+    assert r["projected_nyu_100_epochs_min"] == round(total / 60, 2)
 
 
 def test_bench_report_rejects_a_foreign_file(tmp_path):
