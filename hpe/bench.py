@@ -374,9 +374,13 @@ def report(folder: Path) -> str:
     if not path.is_file():
         raise FileNotFoundError(f"missing {path}: run `hpe bench --json {path}` first")
     try:
-        return _report(Path(folder), json.loads(path.read_text()))
+        doc = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise ValueError(f"{path} is not valid JSON: {exc}") from None
+    if not isinstance(doc, dict):
+        raise ValueError(f"{path} is not a benchmark's JSON object: run the benchmark again")
+    try:
+        return _report(Path(folder), doc)
     except KeyError as exc:
         raise ValueError(f"{path} (or a run beside it) lacks {exc}: written by another hpe version? "
                          f"run the benchmark again") from None
@@ -458,6 +462,8 @@ def speed_table(folders: list[Path]) -> str:
             b = json.loads(path.read_text())
         except json.JSONDecodeError as exc:
             raise ValueError(f"{path} is not valid JSON: {exc}") from None
+        if not isinstance(b, dict):
+            raise ValueError(f"{path} is not a benchmark's JSON object: run the benchmark again")
         if not b.get("complete") or any(f"depthnet_{p}" not in b for p in ("thesis", "icip2018")):
             raise ValueError(f"{path} is an incomplete benchmark: run it again before tabulating it")
         docs.append((folder, b))

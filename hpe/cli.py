@@ -137,12 +137,12 @@ def _cmd_figure_frame(a) -> int:
     depth = a.depth or bundled("sample/depth_1_0000001.png")
     rgb = a.rgb or bundled("sample/rgb_1_0000001.png")
     if a.joints_mat:
-        uvd = load_joint_data(a.joints_mat).uvd[a.frame - 1, list(EVAL_JOINTS)]
+        labels = load_joint_data(a.joints_mat).uvd[:, list(EVAL_JOINTS)]
     else:
         labels = read_joints_txt(a.label or bundled("nyu_test_groundtruth_label.txt"), role="label")
-        if not 1 <= a.frame <= len(labels):
-            raise ValueError(f"--frame {a.frame}: the label file has frames 1-{len(labels)}")
-        uvd = labels[a.frame - 1]
+    if not 1 <= a.frame <= len(labels):
+        raise ValueError(f"--frame {a.frame}: {a.joints_mat or 'the label file'} has frames 1-{len(labels)}")
+    uvd = labels[a.frame - 1]
     mean = std = None
     source = "this frame's"
     if a.stats:
@@ -187,6 +187,8 @@ def _cmd_figure_compare(a) -> int:
 
 def _cmd_figure_table(a) -> int:
     from hpe.experiments import TABLE43_NOTE, table43
+    if not a.method:
+        raise ValueError("give the runs to tabulate: --method net1=RUN ... --method net9=RUN")
     header, rows = table43(_pairs(a.method, "--method"), a.out, a.allow_unfinished, width=a.width)
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
     for r in [header] + rows:

@@ -257,7 +257,9 @@ def check_apart(outputs: list[tuple[Path, str]], inputs: list[Path]) -> None:
     anywhere inside an input folder (``export --run R --out R/result.json``, ``prep ROOT ROOT/train/depth_1_0000001.png``),
     or is given twice (``--json X --csv X``)."""
     seen: dict[Path, Path] = {}
-    for path, _ in outputs:
+    expanded = [(Path(f"{path}{suffix}"), kind) for path, kind in outputs if kind == "prefix"
+                for suffix in sorted(PREFIX_SUFFIXES)]  # the files a prefix names (fig -> fig.png, fig.pdf, ...)
+    for path, _ in list(outputs) + expanded:
         real = Path(os.path.realpath(path))
         if real in seen:
             raise DataError(f"{path} is given as two outputs: give each output its own path")

@@ -272,11 +272,17 @@ def no_hand(depth_crop: np.ndarray) -> str | None:
     if _two_plane_spread(inside, depth_crop) < TWO_PLANE_SPREAD:
         return ("the object in the crop is two flat surfaces meeting, or one gently bent (a corner, an edge, the side of "
                 "a cylinder): not a hand")
-    if _three_plane_spread(inside, depth_crop) < THREE_PLANE_SPREAD:
-        return "the object in the crop is three flat faces meeting (a box seen on its corner): not a hand"
-    if _quadric_spread(inside, depth_crop) < ROUND_SPREAD:
-        return "the object in the crop is one smooth rounded surface (a ball, a cylinder, a bowl): not a hand"
-    return None
+    # Three planes also fit a cylinder's side, a quadric a box's corner only loosely: the reason is the closer fit,
+    # each spread counted against its own threshold (a careless user's find: a cylinder was called a box).
+    fits = {"three": _three_plane_spread(inside, depth_crop) / THREE_PLANE_SPREAD,
+            "round": _quadric_spread(inside, depth_crop) / ROUND_SPREAD}
+    best = min(fits, key=fits.get)
+    if fits[best] >= 1:
+        return None
+    if best == "three":
+        return ("the object in the crop is flat faces meeting (a box seen on its corner, a room's corner): not a "
+                "hand")
+    return "the object in the crop is one smooth rounded surface (a ball, a cylinder, a bowl): not a hand"
 
 
 def camera_for(frame: np.ndarray, path: Path, given: Camera | None) -> Camera:

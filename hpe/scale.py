@@ -327,16 +327,23 @@ def measure(out: Path, root: Path | None = None, h5: dict[str, Path] | None = No
             only: list[str] | None = None, log=print) -> dict:
     """Measure what is asked (``only``: generation, side-by-side, prep, load, steps; default all that the
     arguments allow) and write each section into ``out`` as soon as it is known."""
+    if workers is not None and workers < 1:
+        raise DataError(f"--workers {workers}: at least 1 (default: all cores)")
     workers = workers or os.cpu_count() or 1
     want = set(only or ("generation", "side-by-side", "prep", "load", "steps"))
     h5 = {k: Path(v) for k, v in (h5 or {}).items()}
+    unknown = sorted(set(h5) - {"thesis", "icip2018"})
+    if unknown:
+        raise DataError(f"--h5 {unknown[0]}=...: the profile must be thesis or icip2018")
     for name, value, least in (("--steps", steps, 2), ("--decode-frames", 1 if decode_frames is None else decode_frames, 1),
                                ("--baseline-frames", baseline_frames, 1), ("--workers", workers, 1)):
         if value < least:
             raise DataError(f"{name} {value}: at least {least} (the first training step is a warm-up, the rest timed)"
                             if name == "--steps" else f"{name} {value}: at least {least}")
-    if not ((root is not None and want & {"generation", "prep"}) or (baseline is not None and "side-by-side" in want)
-            or (h5 and want & {"load", "steps"})):
+    if "prep" in want and root is not None and not h5 and not want - {"prep"}:
+        raise DataError("--only prep needs --h5 PROFILE=PATH: the prepared file(s) to write and time")
+    if not ((root is not None and "generation" in want) or (root is not None and h5 and "prep" in want)
+            or (baseline is not None and "side-by-side" in want) or (h5 and want & {"load", "steps"})):
         raise DataError("nothing to measure: give --root (generation, prep), --baseline (side-by-side) or --h5 "
                         "PROFILE=PATH (load, steps) for the sections asked")
     with contextlib.ExitStack() as stack:

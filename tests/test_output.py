@@ -262,6 +262,7 @@ def test_an_output_never_overwrites_an_input_or_another_output(tiny_runs, tmp_pa
     png.write_bytes(b"frame")
     before[png] = b"frame"
     cases.append(["prep", str(root), str(png)])
+    cases.append(["figure", "frame", "--out", str(png.with_suffix("")), "--depth", str(png)])  # prefix.png = input
     for args in cases:
         assert main(args) == 2, args
         err = capsys.readouterr().err.strip().splitlines()

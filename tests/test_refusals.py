@@ -277,3 +277,21 @@ def test_sigterm_during_a_command_is_one_line(tiny_runs, tmp_path):
     assert p.returncode == 143 and err.strip().splitlines() == ["hpe predict: terminated; nothing half-written was "
                                                                 "kept"], err
     assert not (tmp_path / "p").exists()
+
+
+def test_second_careless_user_round_on_every_command(tmp_path, hpe_cli):
+    """Issue 19's last careless-user round: each of these was a traceback or a result that was not one."""
+    (tmp_path / "bench.json").write_text("[]")
+    for args, message in ((["bench", "--report", tmp_path], "is not a benchmark's JSON object"),
+                          (["bench", "--table", tmp_path], "is not a benchmark's JSON object"),
+                          (["figure", "table4.3", "--out", tmp_path / "t"], "give the runs to tabulate"),
+                          (["figure", "frame", "--out", tmp_path / "f", "--frame", "9999"], "--frame 9999"),
+                          (["scale", "measure", "--out", tmp_path / "m.json", "--root", tmp_path, "--only", "prep"],
+                           "--only prep needs --h5"),
+                          (["scale", "measure", "--out", tmp_path / "m.json", "--h5", f"foo={tmp_path}"],
+                           "the profile must be thesis or icip2018"),
+                          (["scale", "measure", "--out", tmp_path / "m.json", "--root", tmp_path, "--workers", "0"],
+                           "--workers 0: at least 1")):
+        code, _, err = hpe_cli(*args)
+        assert code == 2 and message in err and len(err.strip().splitlines()) == 1, (args, err)
+    assert not (tmp_path / "m.json").exists() and not (tmp_path / "t.png").exists()
