@@ -367,10 +367,9 @@ def _warm_images_per_s(log: Path) -> float:
         return _warm_median([float(r["images_per_s"]) for r in csv.DictReader(f)])
 
 
-def report(folder: Path) -> str:
-    """The speed check's summary (``make gpu-check``): the benchmark against the targets, then the reference and
-    fast training runs side by side."""
-    path = Path(folder) / "bench.json"
+def _read_bench(folder: Path) -> tuple[Path, dict]:
+    """A folder's bench.json as a dict, or one line saying why it is not a benchmark's."""
+    path = folder / "bench.json"
     if not path.is_file():
         raise FileNotFoundError(f"missing {path}: run `hpe bench --json {path}` first")
     try:
@@ -379,6 +378,13 @@ def report(folder: Path) -> str:
         raise ValueError(f"{path} is not valid JSON: {exc}") from None
     if not isinstance(doc, dict):
         raise ValueError(f"{path} is not a benchmark's JSON object: run the benchmark again")
+    return path, doc
+
+
+def report(folder: Path) -> str:
+    """The speed check's summary (``make gpu-check``): the benchmark against the targets, then the reference and
+    fast training runs side by side."""
+    path, doc = _read_bench(Path(folder))
     try:
         return _report(Path(folder), doc)
     except KeyError as exc:
@@ -455,15 +461,7 @@ def speed_table(folders: list[Path]) -> str:
     fast, then per folder the projected NYU run, the targets and the training runs' test error."""
     docs = []
     for folder in map(Path, folders):
-        path = folder / "bench.json"
-        if not path.is_file():
-            raise FileNotFoundError(f"missing {path}: run `hpe bench --json {path}` first")
-        try:
-            b = json.loads(path.read_text())
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{path} is not valid JSON: {exc}") from None
-        if not isinstance(b, dict):
-            raise ValueError(f"{path} is not a benchmark's JSON object: run the benchmark again")
+        path, b = _read_bench(folder)
         if not b.get("complete") or any(f"depthnet_{p}" not in b for p in ("thesis", "icip2018")):
             raise ValueError(f"{path} is an incomplete benchmark: run it again before tabulating it")
         docs.append((folder, b))
