@@ -207,6 +207,8 @@ def _cmd_figure_qualitative(a) -> int:
 
 def _cmd_figure_centres(a) -> int:
     from hpe.experiments import centre_study
+    if a.limit is not None and a.limit < 1:
+        raise ValueError(f"--limit {a.limit}: at least 1 test frame (leave it out for all)")
     rows = centre_study(a.run, a.root, a.out, a.limit, centre_runs=a.centre_run, held_out=a.held_out_root,
                         allow_unfinished=a.allow_unfinished, width=a.width, progress=not a.quiet)
     w = max(len(r[0]) for r in rows)
@@ -748,6 +750,12 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     except OSError as exc:  # unreadable input, unwritable output, a disk that filled up
         print(f"hpe {name}: error: {io_error_line(exc)}", file=sys.stderr)
+        return 2
+    except (MemoryError, RuntimeError) as exc:  # torch's allocators: a net or batch too big for this machine
+        if not isinstance(exc, MemoryError) and "alloc" not in str(exc) and "out of memory" not in str(exc):
+            raise
+        print(f"hpe {name}: error: out of memory ({str(exc).splitlines()[0][:160]}): a smaller input_size, "
+              f"width or batch_size, or a machine with more memory", file=sys.stderr)
         return 2
     finally:
         signal.signal(signal.SIGTERM, previous)

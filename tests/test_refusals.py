@@ -295,3 +295,20 @@ def test_second_careless_user_round_on_every_command(tmp_path, hpe_cli):
         code, _, err = hpe_cli(*args)
         assert code == 2 and message in err and len(err.strip().splitlines()) == 1, (args, err)
     assert not (tmp_path / "m.json").exists() and not (tmp_path / "t.png").exists()
+
+
+def test_too_big_for_memory_and_an_empty_limit_are_one_line(tmp_path, hpe_cli, monkeypatch):
+    """The last careless-user round: `train --set input_size=4096` died in a RuntimeError traceback from torch's
+    allocator; `figure centres --limit 0` printed rows of nan."""
+    import hpe.cli
+
+    def too_big(a):
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:118] data. DefaultCPUAllocator: not enough memory: you "
+                           "tried to allocate 34359738368 bytes.")
+    monkeypatch.setattr(hpe.cli, "_cmd_nets", too_big)
+    code, _, err = hpe_cli("nets")
+    assert code == 2 and "out of memory" in err and "a smaller input_size" in err and len(err.splitlines()) == 1
+    monkeypatch.undo()
+    code, _, err = hpe_cli("figure", "centres", "--run", tmp_path, "--root", tmp_path, "--out", tmp_path / "c",
+                           "--limit", "0")
+    assert code == 2 and "--limit 0: at least 1" in err
