@@ -33,6 +33,8 @@ def _on_sigterm(signum, frame):
 # --- commands ----------------------------------------------------------------------------------------------
 def _cmd_synth(a) -> int:
     from hpe.synthetic import generate
+    if a.seed < 0:
+        raise ValueError(f"--seed {a.seed}: a seed is a non-negative integer")
     info = generate(a.root, a.train, a.test, a.seed, a.workers, force=a.force, progress=not a.quiet,
                     subject2_scale=a.subject2_scale)
     print(f"wrote {info['train_frames'] + info['test_frames']} synthetic NYU frames to {a.root} in {info['seconds']} s")

@@ -356,7 +356,14 @@ def measure(out: Path, root: Path | None = None, h5: dict[str, Path] | None = No
 
 
 def _measure(out, root, h5, preset, work, baseline, baseline_frames, decode_frames, steps, workers, want, log):
-    doc: dict = json.loads(Path(out).read_text()) if Path(out).is_file() else {}
+    doc: dict = {}
+    if Path(out).is_file():  # sections measured earlier are kept; anything else there is not ours to overwrite
+        try:
+            doc = json.loads(Path(out).read_text())
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            doc = None
+        if not isinstance(doc, dict):
+            raise DataError(f"--out {out} exists and is not a results file of `hpe scale measure`: give another path")
     if "generation" in want and root is not None:
         doc = _update(out, "generation", generation_from_sidecar(root))
         log(f"generation: {doc['generation']}")

@@ -312,3 +312,16 @@ def test_too_big_for_memory_and_an_empty_limit_are_one_line(tmp_path, hpe_cli, m
     code, _, err = hpe_cli("figure", "centres", "--run", tmp_path, "--root", tmp_path, "--out", tmp_path / "c",
                            "--limit", "0")
     assert code == 2 and "--limit 0: at least 1" in err
+
+
+def test_a_negative_synth_seed_and_a_foreign_scale_output_are_named(tmp_path, hpe_cli):
+    """The last careless-user round: `synth --seed -1` said only "expected non-negative integer"; `scale measure
+    --out` an existing HDF5 file said "'utf-8' codec can't decode byte 0x89" without naming it."""
+    code, _, err = hpe_cli("synth", tmp_path / "s", "--train", "2", "--test", "2", "--seed", "-1")
+    assert code == 2 and "--seed -1: a seed is a non-negative integer" in err and not (tmp_path / "s").exists()
+    (tmp_path / "d.h5").write_bytes(b"\x89HDF\r\n\x1a\n" + bytes(100))
+    (tmp_path / "root").mkdir()
+    code, _, err = hpe_cli("scale", "measure", "--out", tmp_path / "d.h5", "--root", tmp_path / "root", "--only",
+                           "generation")
+    assert code == 2 and f"--out {tmp_path / 'd.h5'} exists and is not a results file" in err
+    assert (tmp_path / "d.h5").read_bytes().startswith(b"\x89HDF")
