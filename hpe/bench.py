@@ -362,6 +362,11 @@ def run(device: str = "auto", scale: str | None = None, compile_mode: str = "def
 TARGETS = {"train_images_per_s": (20000, ">="), "infer_latency_ms_batch1": (1.0, "<="), "loop_over_bare": (0.9, ">=")}
 
 
+def _meets(value: float, key: str) -> bool:
+    bound, op = TARGETS[key]
+    return value <= bound if op == "<=" else value >= bound
+
+
 def _warm_images_per_s(log: Path) -> float:
     with open(log) as f:
         return _warm_median([float(r["images_per_s"]) for r in csv.DictReader(f)])
@@ -418,8 +423,7 @@ def _report(folder: Path, b: dict) -> str:
         if b["depthnet_thesis"]["width"] != 1.0 or b["depthnet_thesis"]["input_size"] != 128:
             lines.append("(reduced nets: the speed targets below are for the full-size Depth-Net on one H100/H200)")
         for key, (bound, op) in TARGETS.items():
-            ok = fast[key] <= bound if op == "<=" else fast[key] >= bound
-            lines.append(f"target {key} {op} {bound}: {fast[key]} {'met' if ok else 'MISSED'}")
+            lines.append(f"target {key} {op} {bound}: {fast[key]} {'met' if _meets(fast[key], key) else 'MISSED'}")
         if "profile_top_ops" in fast:
             lines.append("fast thesis loop, most expensive operators: " + "; ".join(
                 f"{o['op']} {100 * o['share']:.1f}%" for o in fast["profile_top_ops"][:6]))
@@ -493,8 +497,7 @@ def _speed_table(docs: list[tuple[Path, dict]]) -> str:
     out.append("")
     for folder, b in docs:
         fast, run = b["depthnet_thesis"]["fast"], b["run_thesis_fast"]
-        targets = ", ".join(f"{k} {fast[k]} ({'met' if (fast[k] <= v if op == '<=' else fast[k] >= v) else 'missed'})"
-                            for k, (v, op) in TARGETS.items())
+        targets = ", ".join(f"{k} {fast[k]} ({'met' if _meets(fast[k], k) else 'missed'})" for k in TARGETS)
         text = (f"- ``{folder.name}`` (compile mode {b['compile_mode']}): ``train()`` of the fast thesis Depth-Net "
                 f"{run['loop_images_per_s']:,.0f} images/s in the loop, validation {run['val_images_per_s']:,.0f} "
                 f"images/s, a checkpoint {run['checkpoint_s']:.1f} s: 100 NYU epochs ~ "

@@ -302,11 +302,8 @@ def _cmd_scale_tile(a) -> int:
 
 
 def _cmd_scale_table(a) -> int:
-    from hpe.scale import read_results, table, update_readme
-    if a.readme:
-        print(update_readme(a.results, a.readme))
-    else:
-        print(table(read_results(a.results)))
+    from hpe.scale import results_table, update_readme
+    print(update_readme(a.results, a.readme) if a.readme else results_table(a.results))
     return 0
 
 

@@ -129,6 +129,14 @@ def _inside(box) -> tuple[int, int, int, int]:
     return u0, v0, min(max(u1, u0), NYU_WIDTH), min(max(v1, v0), NYU_HEIGHT)
 
 
+def _in_frame(region: np.ndarray, inside: tuple[int, int, int, int]) -> np.ndarray:
+    """A region read with a box, placed in a frame of NYU's size that is 0 (no reading) elsewhere."""
+    u0, v0, u1, v1 = inside
+    frame = np.zeros((NYU_HEIGHT, NYU_WIDTH) + region.shape[2:], region.dtype)
+    frame[v0:v1, u0:u1] = region
+    return frame
+
+
 def read_depth(path: Path, frame: int | None = None, user_frame: bool = False, box=None) -> np.ndarray:
     """Depth image in mm as uint16 (480, 640); ``user_frame``: refuse a colour photo (:func:`check_not_colour`).
     With ``box`` (u0, v0, u1, v1) only the pixels inside it are read and the rest is 0 (no reading): for a caller
@@ -138,20 +146,16 @@ def read_depth(path: Path, frame: int | None = None, user_frame: bool = False, b
         if user_frame:
             check_not_colour(rgb8, path)
         return decode_depth(rgb8)
-    u0, v0, u1, v1 = inside = _inside(box)
-    depth = np.zeros((NYU_HEIGHT, NYU_WIDTH), np.uint16)
-    depth[v0:v1, u0:u1] = decode_depth(_open_rgb8(Path(path), "depth", frame, inside))
-    return depth
+    inside = _inside(box)
+    return _in_frame(decode_depth(_open_rgb8(Path(path), "depth", frame, inside)), inside)
 
 
 def read_rgb(path: Path, frame: int | None = None, box=None) -> np.ndarray:
     """Registered colour image, uint8 (480, 640, 3); with ``box`` only its pixels, the rest 0 (see read_depth)."""
     if box is None:
         return _open_rgb8(Path(path), "rgb", frame)
-    u0, v0, u1, v1 = inside = _inside(box)
-    rgb = np.zeros((NYU_HEIGHT, NYU_WIDTH, 3), np.uint8)
-    rgb[v0:v1, u0:u1] = _open_rgb8(Path(path), "rgb", frame, inside)
-    return rgb
+    inside = _inside(box)
+    return _in_frame(_open_rgb8(Path(path), "rgb", frame, inside), inside)
 
 
 # --- joint_data.mat ----------------------------------------------------------------------------------------

@@ -119,7 +119,7 @@ def process_frame(depth_file: Path, rgb_file: Path, frame: int, subject: int, uv
     depth = read_depth(depth_file, frame, box=box)
     rgb = read_rgb(rgb_file, frame, box=box)
     try:
-        centre_uvd = find_centre(depth, cfg.centre, cube, uvd36[PALM_JOINT])
+        centre_uvd = find_centre(depth, cfg.centre, cube, palm)
         row = crop_frame(depth, rgb, centre_uvd, cube, cfg.size, rules=cfg.rules)
     except DataError as exc:
         raise DataError(f"{depth_file} (frame {frame}): {exc}") from None

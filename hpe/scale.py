@@ -253,14 +253,14 @@ def child_load(h5: str, experiment: str, preset: str) -> dict:
     model = build_model(cfg, train_d.joints.shape[1])
     compact = _split_bytes(train_d) + _split_bytes(val_d)
     model_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+    widened = _widened(train_d) + _widened(val_d)
     return {"inputs": cfg.inputs, "profile": cfg.profile, "input_size": cfg.input_size,
             "frames": len(train_d) + len(val_d), "compact_bytes": compact, "rss_before_load": base,
             "load_peak_rss": peak_load, "load_seconds": round(load_s, 2), "model_bytes": model_bytes,
             "peak_rss_with_model": peak_rss(),
             "peak_over_compact": round(peak_load / compact, 3),
             "growth_over_compact": round((peak_load - base) / compact, 3) if base else None,
-            "widened": _widened(train_d) + _widened(val_d),
-            "within_bound": peak_load <= 1.3 * compact + model_bytes and not _widened(train_d) + _widened(val_d)}
+            "widened": widened, "within_bound": peak_load <= 1.3 * compact + model_bytes and not widened}
 
 
 def child_steps(h5: str, experiment: str, preset: str, sets: dict, steps: int, work: str) -> dict:
@@ -335,11 +335,11 @@ def measure(out: Path, root: Path | None = None, h5: dict[str, Path] | None = No
     unknown = sorted(set(h5) - {"thesis", "icip2018"})
     if unknown:
         raise DataError(f"--h5 {unknown[0]}=...: the profile must be thesis or icip2018")
-    for name, value, least in (("--steps", steps, 2), ("--decode-frames", 1 if decode_frames is None else decode_frames, 1),
-                               ("--baseline-frames", baseline_frames, 1), ("--workers", workers, 1)):
+    for name, value, least, why in (("--steps", steps, 2, " (the first training step is a warm-up, the rest timed)"),
+                                    ("--decode-frames", 1 if decode_frames is None else decode_frames, 1, ""),
+                                    ("--baseline-frames", baseline_frames, 1, "")):
         if value < least:
-            raise DataError(f"{name} {value}: at least {least} (the first training step is a warm-up, the rest timed)"
-                            if name == "--steps" else f"{name} {value}: at least {least}")
+            raise DataError(f"{name} {value}: at least {least}{why}")
     if "prep" in want and root is not None and not h5 and not want - {"prep"}:
         raise DataError("--only prep needs --h5 PROFILE=PATH: the prepared file(s) to write and time")
     if not ((root is not None and "generation" in want) or (root is not None and h5 and "prep" in want)
@@ -469,8 +469,8 @@ def table(doc: dict) -> str:
     return "\n".join([line, f"{'what':<{w}}  measured", line, *body, line])
 
 
-def read_results(results: Path) -> dict:
-    """A results file of ``hpe scale measure``, refused in one line if it is not one."""
+def results_table(results: Path) -> str:
+    """The table of a results file of ``hpe scale measure``, refused in one line if it is not one."""
     try:
         doc = json.loads(Path(results).read_text())
     except json.JSONDecodeError as exc:
@@ -478,14 +478,13 @@ def read_results(results: Path) -> dict:
     if not isinstance(doc, dict) or not doc:
         raise DataError(f"{results} holds no measured section: not a results file of `hpe scale measure`")
     try:
-        table(doc)
+        return table(doc)
     except (KeyError, TypeError, IndexError) as exc:
         raise DataError(f"{results} lacks {exc} in a section: written by another hpe version? measure it again") from None
-    return doc
 
 
 def update_readme(results: Path, readme: Path) -> str:
     """Replace the table between README's scale-table markers with the one ``results`` gives."""
-    body = table(read_results(results))
+    body = results_table(results)
     replace_marked(Path(readme), BEGIN, END, body)
     return body
