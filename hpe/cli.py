@@ -19,7 +19,7 @@ from pathlib import Path
 from hpe import DataError, __version__
 from hpe.atomic import catch_dropped_interrupts, raise_dropped_interrupt
 from hpe.nyu import TEST_SUBJECT1_FRAMES
-from hpe.output import Out, as_prefix, check_apart, claim, io_error_line
+from hpe.output import Out, as_prefix, check_apart, check_replaceable, claim, io_error_line
 
 
 class _Terminated(KeyboardInterrupt):
@@ -117,6 +117,8 @@ def _cmd_evaluate(a) -> int:
     from hpe.nyu import parse_joint_order
     if a.name and len(a.name) != len(a.pred):
         raise ValueError(f"{len(a.name)} --name labels for {len(a.pred)} --pred files")
+    for label in a.name or []:
+        _check_label(label, "--name")
     gt = load_ground_truth(a.gt, a.subject1_frames)
     preds = list(zip(a.name or [Path(p).name.split(".")[0] for p in a.pred], a.pred))
     baselines = bundled("KIT_MANIFEST.tsv").parent if a.baselines == "bundled" else a.baselines
@@ -164,12 +166,22 @@ def _tompson(arg: str | None) -> Path | None:
     return None if arg is None else bundled("test_predictions.mat") if arg == "bundled" else Path(arg)
 
 
+def _check_label(label: str, what: str) -> None:
+    """A method's label names a row of the table, the CSV and the JSON: printable, not blank, on one line."""
+    if not label.strip() or not label.isprintable():
+        raise ValueError(f"{what} {label!r}: a label must be non-blank printable text on one line (it names a row of "
+                         f"the table, the CSV and the JSON)")
+
+
 def _pairs(items: list[str], what: str) -> list[tuple[str, Path]]:
     out = []
     for item in items or []:
         if "=" not in item:
             raise ValueError(f"{what} '{item}' must look like NAME=PATH")
         k, v = item.split("=", 1)
+        _check_label(k, what)
+        if not v:
+            raise ValueError(f"{what} '{item}': no PATH after '='")
         out.append((k, Path(v)))
     return out
 
@@ -251,7 +263,9 @@ def _cmd_search(a) -> int:
     merged = {k: v for _, layer in _run_layers(a) for k, v in layer.items()}
     out = merged.pop("out")
     sc = SearchConfig(rounds=a.rounds, samples=a.samples, shrink=a.shrink, seed=a.seed, study=a.study,
-                      storage=a.storage, heartbeat_s=a.heartbeat)
+                      storage=a.storage, heartbeat_s=a.heartbeat, dry_run=a.dry_run)
+    if a.dry_run:  # one round of two tiny trials (the tiny layers come from _run_layers): the path, in seconds
+        sc.rounds, sc.samples = min(sc.rounds, 1), min(sc.samples, 2)
     for item in a.range or []:
         try:
             name, lo, hi, scale = item.split(":")
@@ -387,7 +401,8 @@ def _add_run_args(s: argparse.ArgumentParser, experiment_help: str, out_help: st
     s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key (repeat); see README 'Experiments' for the keys")
     s.add_argument("--progress", choices=["bar", "epochs", "none"], help="a progress bar, one line per epoch, or none")
-    s.add_argument("--dry-run", action="store_true", help="2 tiny epochs on 64 frames: checks the whole path")
+    s.add_argument("--dry-run", action="store_true", help="2 tiny epochs on 64 frames: checks the whole path (search: one round of "
+                                                          "2 such trials, marked dry_run)")
 
 
 def _data_commands(add, common) -> None:
@@ -425,7 +440,7 @@ def _data_commands(add, common) -> None:
                    help="what the RGB mean/std of eqs. 4.10-4.12 cover (default: the profile's)")
     s.add_argument("--paste", choices=["round", "floor"], help="resized crop's size and offset (default: profile's)")
     s.add_argument("--rgb-resize", choices=["pil", "opencv"], help="RGB resampling (default: the profile's)")
-    s.set_defaults(func=_cmd_prep, outputs=[Out("out", "file")])
+    s.set_defaults(func=_cmd_prep, outputs=[Out("out", "file", ("hdf5",))])
 
     s = add("nets", "list Net1-Net9 with their parameter counts")
     s.add_argument("--profile", choices=["thesis", "icip2018"], default="thesis", help="pooling of the profile")
@@ -544,7 +559,7 @@ def _evaluation_commands(add, common) -> None:
     s.add_argument("--json", type=Path, help="write the results as JSON")
     s.add_argument("--csv", type=Path, help="write the results as CSV")
     _allow_unfinished(s)
-    s.set_defaults(func=_cmd_evaluate, outputs=[Out("json", "file"), Out("csv", "file")])
+    s.set_defaults(func=_cmd_evaluate, outputs=[Out("json", "file", ("json",)), Out("csv", "file", ("text",))])
 
     s = add("fusepred", "FusePred-Net: score fusion of a trained Depth-Net and RGB-Net")
     s.add_argument("experiment", type=Path, help="experiments/fig4.7/fusepred.toml (its [fusepred] weights)")
@@ -599,17 +614,17 @@ def _scale_commands(add, common) -> None:
     s.add_argument("--workers", type=int, help="processes (default: all cores)")
     s.add_argument("--only", nargs="+", action="extend", choices=["generation", "side-by-side", "prep", "load", "steps"],
                    help="measure only these sections (the file keeps the others)")
-    s.set_defaults(func=_cmd_scale_measure, outputs=[Out("out", "file")])
+    s.set_defaults(func=_cmd_scale_measure, outputs=[Out("out", "file", ("json",))])
     s = sc.add_parser("tile", help="a prepared file's frames repeated up to NYU's split sizes (memory checks only)",
                       parents=[common], formatter_class=_Help)
     s.add_argument("src", type=Path, help="prepared .h5")
     s.add_argument("out", type=Path, help="output .h5")
-    s.set_defaults(func=_cmd_scale_tile, outputs=[Out("out", "file")])
+    s.set_defaults(func=_cmd_scale_tile, outputs=[Out("out", "file", ("hdf5",))])
     s = sc.add_parser("table", help="the README Scale table of a results file", parents=[common],
                       formatter_class=_Help)
     s.add_argument("results", type=Path, help="results/scale/nyu-size.json")
     s.add_argument("--readme", type=Path, help="rewrite the table between this file's scale-table markers")
-    s.set_defaults(func=_cmd_scale_table, outputs=[Out("readme", "file")])
+    s.set_defaults(func=_cmd_scale_table, outputs=[Out("readme", "file", ("text",))])
 
 
 def _tool_commands(add, common) -> None:
@@ -629,7 +644,7 @@ def _tool_commands(add, common) -> None:
                    help="README's Speed table of these benchmark folders (each holding a bench.json)")
     s.add_argument("--readme", type=Path, help="with --table: rewrite the table between this file's speed-table "
                                                "markers")
-    s.set_defaults(func=_cmd_bench, outputs=[Out("json", "file"), Out("readme", "file")])
+    s.set_defaults(func=_cmd_bench, outputs=[Out("json", "file", ("json",)), Out("readme", "file", ("text",))])
 
     s = add("predict", "run a trained model on depth frames without labels")
     s.add_argument("inputs", nargs="+", metavar="FILE|DIR|GLOB", help="depth frames: NYU PNG, 16-bit PNG or .npy")
@@ -660,7 +675,7 @@ def _tool_commands(add, common) -> None:
     s.add_argument("--format", choices=["onnx", "torchscript"], default="onnx", help="file format")
     s.add_argument("--out", type=Path, required=True, help="output file")
     _allow_unfinished(s)
-    s.set_defaults(func=_cmd_export, outputs=[Out("out", "file")])
+    s.set_defaults(func=_cmd_export, outputs=[Out("out", "file", ("onnx", "zip"))])
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -712,9 +727,21 @@ def _input_paths(a) -> list[Path]:
     return found
 
 
+def _command_parser(parser: argparse.ArgumentParser, a: argparse.Namespace) -> argparse.ArgumentParser:
+    """The (sub)parser of the command ``a`` names, e.g. ``figure frame``'s: its errors say ``hpe figure frame:``."""
+    for name in filter(None, (getattr(a, dest, None) for dest in ("cmd", "kind", "action"))):
+        sub = next((act for act in parser._actions if isinstance(act, argparse._SubParsersAction)), None)
+        if sub is None or name not in sub.choices:
+            break
+        parser = sub.choices[name]
+    return parser
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    a = parser.parse_args(argv)
+    a, unknown = parser.parse_known_args(argv)
+    if unknown:  # argparse would name the top parser ("hpe: error:"), not the command the user typed
+        _command_parser(parser, a).error(f"unrecognized arguments: {' '.join(unknown)}")
     logging.basicConfig(level=logging.INFO if a.verbose else logging.WARNING, format="%(levelname)s %(message)s")
     if not getattr(a, "func", None):
         parser.print_help()
@@ -731,6 +758,9 @@ def main(argv: list[str] | None = None) -> int:
     outputs = [(Path(getattr(a, o.arg)), o.kind) for o in getattr(a, "outputs", ()) if getattr(a, o.arg, None)]
     try:
         check_apart(outputs, _input_paths(a))
+        for o in getattr(a, "outputs", ()):
+            if getattr(a, o.arg, None):
+                check_replaceable(Path(getattr(a, o.arg)), o.holds, name)
         with catch_dropped_interrupts(), claim(outputs, name):
             code = a.func(a)
             raise_dropped_interrupt()

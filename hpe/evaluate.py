@@ -226,6 +226,12 @@ def load_method(name: str, src: Path, gt: GroundTruth, fmt: str = "uvd", joint_o
             if alt < 0.6 * declared:
                 raise DataError(f"{src}: mean error {declared:.1f} mm in the declared joint order, but {alt:.1f} mm "
                                 f"read in the '{other}' order: pass --joint-order {other}")
+    axes = "u and v" if fmt == "uvd" else "x and y"  # a file written (row, column) instead of (column, row)
+    alt = joint_errors(lift(pred[..., [1, 0, 2]]), gt.xyz).mean()
+    if alt < 0.6 * declared:
+        raise DataError(f"{src}: {axes} look exchanged: mean error {declared:.1f} mm as given, {alt:.1f} mm with "
+                        f"the first two numbers of every joint swapped (write each joint as {axes[0]} "
+                        f"{axes[-1]} {'d' if fmt == 'uvd' else 'z'})")
     problem = _swapped(m.xyz, gt, declared) or _misordered(m.xyz, gt, declared)
     # A run scored against a file that is not its data: that is the likely cause, so the message names the data.
     if problem:

@@ -94,7 +94,14 @@ def fusepred(experiment: Path, depth_run: Path | None, rgb_run: Path | None, out
         return fusepred_joint(experiment, out, layers, resume, restart_if_changed)
     if depth_run is None or rgb_run is None:
         raise ValueError("FusePred-Net trained independently fuses two runs: give --depth-run and --rgb-run")
-    return fusepred_independent(experiment, depth_run, rgb_run, out, weights, allow_unfinished)
+    # Independent fusion trains nothing: a training setting would be silently ignored, so it is refused; the
+    # profile (checked above) and the data (checked against the runs' fingerprint) are what Make passes to both.
+    ignored = sorted({k for source, layer in layers if source == "--set" for k in layer} - {"profile", "progress"})
+    if ignored:
+        raise ValueError(f"--set {', '.join(ignored)}: FusePred-Net trained independently (thesis 4.3.3) fuses the "
+                         f"two trained runs and trains nothing; set it when training them, or give --training joint")
+    data = next((layer["data"] for _, layer in reversed(layers) if "data" in layer), None)
+    return fusepred_independent(experiment, depth_run, rgb_run, out, weights, allow_unfinished, data)
 
 
 def fusepred_joint(experiment: Path, out: Path, layers: list[tuple[str, dict]], resume: bool = False,
@@ -115,15 +122,16 @@ def fusepred_joint(experiment: Path, out: Path, layers: list[tuple[str, dict]], 
 
 
 def fusepred_independent(experiment: Path, depth_run: Path, rgb_run: Path, out: Path,
-                         weights: str | None = None, allow_unfinished: bool = False) -> dict:
+                         weights: str | None = None, allow_unfinished: bool = False, data: Path | None = None) -> dict:
     """FusePred-Net (figure 4.5): w * Depth-Net + (1 - w) * RGB-Net per output, ``w`` as the experiment file's
-    ``[fusepred] weights`` says (``weights`` overrides it): fixed 0.5 (thesis), error or learned."""
+    ``[fusepred] weights`` says (``weights`` overrides it): fixed 0.5 (thesis), error or learned.  ``data``: the
+    prepared file the runs must have been trained on (refused otherwise)."""
     section = read_toml(experiment).get("fusepred", {})
     kind = weights or section.get("weights", "fixed")
     if kind not in SCORE_WEIGHTS:
         raise ValueError(f"{experiment}: [fusepred] weights = {kind!r}: must be one of {', '.join(SCORE_WEIGHTS)}")
-    infos = [open_run(depth_run, "--depth-run", allow_unfinished, inputs="depth", target="pose"),
-             open_run(rgb_run, "--rgb-run", allow_unfinished, inputs="rgb", target="pose")]
+    infos = [open_run(depth_run, "--depth-run", allow_unfinished, data, inputs="depth", target="pose"),
+             open_run(rgb_run, "--rgb-run", allow_unfinished, data, inputs="rgb", target="pose")]
     if infos[0].fingerprint != infos[1].fingerprint:
         raise DataError(f"{depth_run} and {rgb_run} were trained on different data (fingerprints "
                         f"{infos[0].fingerprint} and {infos[1].fingerprint}): train both on the same prepared file")

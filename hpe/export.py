@@ -23,6 +23,7 @@ from hpe.config import TrainConfig, config_from_dict
 from hpe.crop import CropRules
 from hpe.dataset import input_channels, rgb_channels
 from hpe.run import RunInfo, open_run
+from hpe.train import input_shapes
 
 FORMULAS = {
     "depth": "crop the cube of edge cube_mm around the hand centre (u, v, d): box u -/+ cube/2 fx / d, v -/+ cube/2 "
@@ -71,13 +72,6 @@ def load_run(run_dir: Path, device: torch.device | str = "cpu", role: str = "--r
     model = build_model(cfg, len(saved["preprocess"]["joint_names"]))
     model.load_state_dict(saved["model"])
     return TrainedRun(model.to(device).eval(), cfg, saved["preprocess"], int(saved["epoch"]), Path(run_dir), info)
-
-
-def input_shapes(cfg: TrainConfig) -> list[tuple[int, int, int]]:
-    s = cfg.input_size
-    if cfg.inputs == "depth+rgb":
-        return [(1, s, s), (rgb_channels(cfg.rgb_mode), s, s)]
-    return [(input_channels(cfg.inputs, cfg.rgb_mode), s, s)]
 
 
 def metadata(run: TrainedRun) -> dict:

@@ -45,9 +45,56 @@ KINDS = ("file", "prefix", "folder", "shared", "keep", "dataset")
 class Out:
     arg: str     # the argparse destination holding the path
     kind: str
+    holds: tuple[str, ...] = ()  # file outputs: the formats (FORMATS) an existing file may have to be replaced
 
     def __post_init__(self):
         assert self.kind in KINDS, self.kind
+        assert self.kind != "file" or self.holds, f"file output {self.arg} must declare the formats it replaces"
+        assert set(self.holds) <= set(FORMATS), self.holds
+
+
+# What an existing file holds, by its first bytes: a file output replaces only a file of its own format (or an empty
+# one), so `hpe export --out data.h5` or `hpe evaluate --json notes.txt` cannot destroy a user's file.
+FORMATS = {"hdf5": "an HDF5 file", "zip": "a zip archive (TorchScript or a torch checkpoint)", "onnx": "an ONNX model",
+           "png": "a PNG image", "pdf": "a PDF", "gzip": "gzip data", "json": "JSON", "text": "text",
+           "binary": "binary data"}
+_MAGIC = {b"\x89HDF\r\n\x1a\n": "hdf5", b"PK\x03\x04": "zip", b"\x89PNG\r\n\x1a\n": "png", b"%PDF": "pdf",
+          b"\x1f\x8b": "gzip"}
+
+
+def file_format(path: Path) -> str:
+    """The format (a FORMATS key, or 'empty') of an existing file, from its first 4 KiB."""
+    import codecs
+    with open(path, "rb") as fh:
+        head = fh.read(4096)
+    if not head:
+        return "empty"
+    for magic, name in _MAGIC.items():
+        if head.startswith(magic):
+            return name
+    try:  # incremental: a multi-byte character cut at 4 KiB is not an error
+        text = codecs.getincrementaldecoder("utf-8")().decode(head, final=False)
+    except UnicodeDecodeError:
+        text = None
+    if text is not None and not any(ord(c) < 32 and c not in "\t\n\r\f" for c in text):  # no control bytes
+        return "json" if text.lstrip()[:1] in ("{", "[") else "text"
+    return "onnx" if head[0] == 0x08 else "binary"  # ONNX's ModelProto starts with field 1 (ir_version)
+
+
+def check_replaceable(path: Path, holds: tuple[str, ...], command: str) -> None:
+    """Refuse replacing an existing file of another format than the command writes (``holds``); 'text' covers
+    JSON too."""
+    path = Path(path)
+    if not holds or not path.is_file():
+        return
+    try:
+        found = file_format(path)
+    except OSError as exc:
+        raise DataError(f"cannot read {path} to check what it holds: {exc.strerror or exc}") from None
+    if found == "empty" or found in holds or (found == "json" and "text" in holds):
+        return
+    raise DataError(f"output {path} exists and holds {FORMATS[found]}, not {' or '.join(FORMATS[h] for h in holds)}: "
+                    f"hpe {command} would replace it; choose another name (or remove the file first)")
 
 
 # What the prefix commands append (figures: .png .pdf .csv .json; tables also .md .tex).
@@ -284,7 +331,7 @@ def claim(targets: list[tuple[Path, str]], command: str = "") -> Iterator[None]:
             if kind in ("folder", "keep"):
                 stack.enter_context(own_folder(path))
                 if command:
-                    take_folder(path, command)
+                    stack.enter_context(taken(path, command))
                 continue
             created: list[Path] = []
             stack.push(_undo_on_error(created))  # runs after the lock below is released
@@ -298,7 +345,7 @@ def claim(targets: list[tuple[Path, str]], command: str = "") -> Iterator[None]:
                     pass
                 sweep_stale(path)
                 if command:
-                    take_folder(path, command)
+                    stack.enter_context(taken(path, command))
             else:
                 stack.enter_context(locked(beside_lock(path), path, remove=True))
             sweep_stale(path.parent)
@@ -321,8 +368,7 @@ def replacing(folder: Path, command: str) -> Iterator[Path]:
     stay as they were.  A folder holding another command's outputs is refused (:func:`take_folder`); the user's
     own files are left alone."""
     folder = Path(folder)
-    with own_folder(folder):
-        take_folder(folder, command)
+    with own_folder(folder), taken(folder, command):
         _, listed = _manifest_of(folder)
         stage = temp_path(folder / "stage")
         remove_path(stage)
@@ -341,12 +387,20 @@ def replacing(folder: Path, command: str) -> Iterator[Path]:
             remove_path(stage)
 
 
+DATASET_SIDECAR = "hpe_synthetic.json"  # hpe.synthetic.SIDECAR: what `hpe synth` writes into a dataset root
+
+
 def folder_owner(folder: Path) -> str:
     """The hpe command whose outputs ``folder`` holds: the one its manifest names; for folders written before
-    manifests, ``train`` for a run folder and ``search`` for a search folder; '' when none."""
+    manifests, ``train`` for a run folder and ``search`` for a search folder; ``synth`` for a synthetic dataset
+    root and ``dataset`` for an NYU-layout root (train/ or test/ with joint_data.mat); '' when none."""
     folder = Path(folder)
     if (folder / MANIFEST).exists():
         return _manifest_of(folder)[0]
+    if (folder / DATASET_SIDECAR).exists():
+        return "synth"
+    if any((folder / split / "joint_data.mat").exists() for split in ("train", "test")):
+        return "dataset"
     if (folder / "config.json").exists() and any((folder / f).exists() for f in ("checkpoint.pt", "result.json")):
         return "train"
     if any((folder / f).exists() for f in ("study.db", "trials.csv")):
@@ -360,10 +414,41 @@ def take_folder(folder: Path, command: str) -> None:
     folder = Path(folder)
     by = folder_owner(folder)
     if by and by != command:
-        raise DataError(f"{folder} holds the outputs of hpe {by}: hpe {command}'s outputs would mix with them; "
-                        f"choose a new or empty output folder")
+        held = "a dataset (train/, test/ with joint_data.mat)" if by == "dataset" else f"the outputs of hpe {by}"
+        raise DataError(f"{folder} holds {held}: hpe {command}'s outputs would mix with them; choose a new or empty "
+                        f"output folder")
     if not (folder / MANIFEST).exists():
         write_json(folder / MANIFEST, {"command": command, "files": []})
+
+
+def _contents(folder: Path) -> set[tuple[str, int, int]]:
+    """What a folder holds, as (name, size, mtime) of each entry, leaving out hpe's own mark, lock and temporaries."""
+    found = set()
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(folder):
+            if entry.name not in (MANIFEST, LOCK) and ".tmp-" not in entry.name:
+                with contextlib.suppress(OSError):
+                    st = entry.stat(follow_symlinks=False)
+                    found.add((entry.name, st.st_size, st.st_mtime_ns))
+    return found
+
+
+@contextlib.contextmanager
+def taken(folder: Path, command: str) -> Iterator[None]:
+    """:func:`take_folder` for the length of the work.  A mark this call made is removed again at the end if the
+    folder then holds nothing new (the command failed before writing, or wrote nothing): a user's folder is left
+    as it was, not claimed by a command that put nothing in it.  A folder with new files keeps the mark (an
+    interrupted run's checkpoints are still the command's)."""
+    folder = Path(folder)
+    marked = not (folder / MANIFEST).exists()
+    before = _contents(folder) if marked else set()
+    take_folder(folder, command)
+    try:
+        yield
+    finally:
+        if marked and _contents(folder) <= before and not _manifest_of(folder)[1]:
+            with contextlib.suppress(OSError):
+                (folder / MANIFEST).unlink()
 
 
 def _manifest_of(folder: Path) -> tuple[str, list[str]]:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import glob
 import math
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -518,6 +519,9 @@ def predict(run_dir: Path, inputs: list[str], out: Path, centre: str = "refined"
     needs_rgb = run.cfg.inputs != "depth"
     if needs_rgb and not rgb:
         raise DataError(f"{run_dir} is a net on '{run.cfg.inputs}': give the registered colour frames with --rgb")
+    if rgb and not needs_rgb:
+        raise DataError(f"--rgb: {run_dir} is a net on depth only (inputs = 'depth'), it would read no colour: leave "
+                        f"--rgb out, or give a run on 'rgb' or 'depth+rgb'")
     rgb_files = pair_rgb(files, rgb) if needs_rgb else [None] * len(files)
     cube = cube or float(run.preprocess["cube_mm"])
     warnings = [w for w in [run.info.warning] + [r.info.warning for r in refiners] if w]
@@ -525,6 +529,7 @@ def predict(run_dir: Path, inputs: list[str], out: Path, centre: str = "refined"
         records = []
         bar = tqdm(total=len(files), desc="predict", unit="frame", disable=None if progress else True,
                    dynamic_ncols=True)
+        names = overlay_names(files) if overlay else []
         for s in range(0, len(files), batch_size):
             frames = [_frame(path, rgb_path, depth_scale, cam, fixed)
                       for path, rgb_path in zip(files[s:s + batch_size], rgb_files[s:s + batch_size])]
@@ -533,13 +538,32 @@ def predict(run_dir: Path, inputs: list[str], out: Path, centre: str = "refined"
             for f, j, c, h in zip(frames, xyz, centres, hands):
                 records.append(_record(f, j, c, h, warnings))
                 if overlay:
-                    _overlay(stage / "overlays" / f"{f.path.stem}-pose.png", f.depth,
-                             np.array(records[-1]["joints_uvd"]), c, f"{h['hand']} hand")
+                    records[-1]["overlay"] = f"overlays/{names[len(records) - 1]}"
+                    _overlay(stage / records[-1]["overlay"], f.depth, np.array(records[-1]["joints_uvd"]), c,
+                             f"{h['hand']} hand")
             bar.update(len(frames))
         bar.close()
         write_joints_txt(stage / "predictions_uvd.txt", np.array([r["joints_uvd"] for r in records]))
         write_json(stage / "predictions.json", records)
         return records
+
+
+def overlay_names(files: list[Path]) -> list[str]:
+    """Each frame's overlay file name, one per frame: ``STEM-pose.png``; frames of the same name in different
+    folders are told apart by their folders (``a__depth_1-pose.png``), a frame given twice by its position.  (All
+    were ``STEM-pose.png``: the last of same-named frames overwrote the others' overlays.)"""
+    stems = [f.stem for f in files]
+    if len(set(stems)) == len(stems):
+        return [f"{s}-pose.png" for s in stems]
+    real = [Path(os.path.realpath(f)) for f in files]
+    base = Path(os.path.commonpath([r.parent for r in real]))
+    names = ["__".join(r.relative_to(base).with_suffix("").parts) for r in real]
+    seen: dict[str, int] = {}
+    for i, n in enumerate(names):
+        seen[n] = seen.get(n, 0) + 1
+        if seen[n] > 1 or names.count(n) > 1:
+            names[i] = f"{n}-{i + 1}"
+    return [f"{n}-pose.png" for n in names]
 
 
 def _frame(path: Path, rgb_path: Path | None, depth_scale: float, cam: Camera | None, fixed) -> Frame:

@@ -58,6 +58,7 @@ class SearchConfig:
     study: str = "hpe-search"
     storage: str | None = None   # None: sqlite file in the output folder
     heartbeat_s: int = 60
+    dry_run: bool = False        # --dry-run: one round of two tiny trials, to check the path; marked in best.json
 
 
 def round_ranges(ranges: dict, best: dict | None, r: int, shrink: float) -> dict:
@@ -194,6 +195,8 @@ def check_search_config(cfg: SearchConfig, max_trials: int | None) -> None:
              "seconds between a worker's signs of life; its trial is failed after two missed")):
         if not ok:
             raise ValueError(f"{name} {value}: must be at least 1 ({why})")
+    if cfg.seed < 0:
+        raise ValueError(f"--seed {cfg.seed}: a seed is a non-negative integer")
     if not 0 < cfg.shrink <= 1:
         raise ValueError(f"--shrink {cfg.shrink}: must lie in (0, 1] (the factor each round narrows the ranges by)")
 
@@ -221,6 +224,10 @@ NOT_REQUIRED = ("require_learning = false in these settings (the tiny preset's, 
                 "not beat the mean pose complete, and the best may have learned nothing")
 
 
+DRY_RUN = ("a dry run (--dry-run): tiny trials on 64 frames check that the search runs; their numbers mean nothing "
+           "(a new --out for the real search)")
+
+
 def search(base: dict, out: Path, cfg: SearchConfig | None = None, max_trials: int | None = None,
            say=lambda line: print(line, file=sys.stderr, flush=True)) -> dict:
     """Run (or join, or resume) a study: this worker trains trials until every round is full.  ``say`` gets one
@@ -228,7 +235,8 @@ def search(base: dict, out: Path, cfg: SearchConfig | None = None, max_trials: i
     from sqlalchemy.exc import SQLAlchemyError
     cfg = cfg or SearchConfig()
     check_search_config(cfg, max_trials)
-    warning = None if preflight(base, cfg).require_learning else NOT_REQUIRED
+    learning_required = preflight(base, cfg).require_learning
+    warning = DRY_RUN if cfg.dry_run else None if learning_required else NOT_REQUIRED
     if warning:
         say(f"hpe search: warning: {warning}")
     out = Path(out)
@@ -314,7 +322,7 @@ def report(study, out: Path, warning: str | None = None) -> dict:
             for t in trials]
     write_csv(out / "trials.csv", ["trial", "round", "state", "val_mse", *THESIS_RANGES, "reason"], rows)
     done = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
-    result = {"trials": len(trials), "complete": len(done),
+    result = {**({"dry_run": True} if warning == DRY_RUN else {}), "trials": len(trials), "complete": len(done),
               "failed": sum(t.state == optuna.trial.TrialState.FAIL for t in trials),
               **({"warning": warning} if warning else {})}
     if done:

@@ -32,10 +32,11 @@ from hpe import DataError
 from hpe.atomic import atomic_dir, atomic_path, sweep_stale
 from hpe.camera import NYU_CAMERA
 from hpe.nyu import BACKGROUND_MM, FINGERS, JOINT_NAMES, TEST_FRAMES, TEST_SUBJECT1_FRAMES, encode_depth, subjects_of
+from hpe.output import DATASET_SIDECAR
 from hpe.progress import progress as progress_bar
 from hpe.workers import worker_pool
 
-SIDECAR = "hpe_synthetic.json"  # says hpe generated the root, and where test subject 2 starts (for `hpe prep`)
+SIDECAR = DATASET_SIDECAR  # says hpe generated the root, and where test subject 2 starts (for `hpe prep`)
 SUBJECT2_SCALE = 0.87           # the second test subject's hand is smaller, as in NYU
 
 # --- hand model (mm, right hand, palm facing the camera, fingers along +y, x towards the thumb) ----------

@@ -26,7 +26,7 @@ from hpe.metrics import joint_errors, normalised_mse
 from hpe.nets import SCORE, FuseNet, JointFusePred, NetConfig, PoseNet
 from hpe.nyu import PALM_JOINT, write_joints_txt
 from hpe.optim import LasagneMomentum
-from hpe.output import check, take_folder
+from hpe.output import check, taken
 from hpe.progress import Lines
 from hpe.run import RunDir, provenance, write_config
 
@@ -62,6 +62,56 @@ def build_model(cfg: TrainConfig, num_joints: int) -> torch.nn.Module:
         return FuseNet(replace(net, in_channels=1), rgb_channels(cfg.rgb_mode), cfg.fusion_layer, cfg.fusion,
                        cfg.fc_fusion)
     return PoseNet(net)
+
+
+def input_shapes(cfg: TrainConfig) -> list[tuple[int, int, int]]:
+    """The (channels, height, width) of each input the net of ``cfg`` takes (two for a Fuse-Net or FusePred)."""
+    s = cfg.input_size
+    if cfg.inputs == "depth+rgb":
+        return [(1, s, s), (rgb_channels(cfg.rgb_mode), s, s)]
+    return [(input_channels(cfg.inputs, cfg.rgb_mode), s, s)]
+
+
+def step_bytes_lower_bound(cfg: TrainConfig, num_joints: int) -> int:
+    """Bytes a training step holds at the least (fp32): weights, gradients and momentum velocities, and every
+    layer's output for a batch (kept for the backward pass).  Measured on the meta device (shapes only, no
+    memory); the real peak is higher: 1.2-2.5x this on the CPU (Net1, Net6, Fuse-Nets, 128-1024 px)."""
+    with torch.device("meta"):
+        model = build_model(cfg, num_joints)
+        outputs = 0
+
+        def count(module, args, out):
+            nonlocal outputs
+            outputs += out.numel()
+
+        for m in model.modules():  # the layers that make new tensors (not views, not in-place)
+            if not list(m.children()) and not isinstance(m, (torch.nn.Flatten, torch.nn.Identity)) \
+                    and not getattr(m, "inplace", False):
+                m.register_forward_hook(count)
+        model(*[torch.empty(cfg.batch_size, *shape) for shape in input_shapes(cfg)])
+    return 4 * (3 * sum(p.numel() for p in model.parameters()) + outputs)
+
+
+def _available_memory() -> int | None:
+    """Bytes of memory this machine can still give (Linux's MemAvailable); None where it cannot tell."""
+    try:
+        with open("/proc/meminfo") as fh:
+            return next(int(line.split()[1]) * 1024 for line in fh if line.startswith("MemAvailable:"))
+    except (OSError, StopIteration, ValueError, IndexError):
+        return None
+
+
+def check_fits_memory(cfg: TrainConfig, num_joints: int, device: torch.device) -> None:
+    """Refuse, before the first step, a CPU training step that cannot fit in the memory left: the kernel would kill
+    the process (exit 137, no message) rather than let torch report it.  GPUs report their own out-of-memory."""
+    if device.type != "cpu":
+        return
+    need, free = step_bytes_lower_bound(cfg, num_joints), _available_memory()
+    if free is not None and need > free:
+        raise DataError(f"a training step of {cfg.net} (input_size {cfg.input_size}, width {cfg.width:g}, batch_size "
+                        f"{cfg.batch_size}) needs at least {need / 2**30:.1f} GiB, this machine has "
+                        f"{free / 2**30:.1f} GiB available: a smaller input_size, width or batch_size, or a machine "
+                        f"with more memory")
 
 
 def loss_factor(scale: str, num_joints: int) -> float:
@@ -344,6 +394,7 @@ def _setup(cfg: TrainConfig, run: RunDir, attrs: dict) -> Setup:
     _set_determinism(cfg, rank)
     train_d, val_d, load = load_training_splits(cfg, attrs)
     assemble = InputAssembler(cfg.inputs, cfg.rgb_mode, cfg.rgb_mask, attrs["rgb_mean"], attrs["rgb_std"])
+    check_fits_memory(cfg, train_d.joints.shape[1], device)
     model = build_model(cfg, train_d.joints.shape[1]).to(device)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -413,9 +464,13 @@ def train(config: TrainConfig | dict, resume: bool = False, restart_if_changed: 
     run = RunDir(cfg.out)
     if int(os.environ.get("RANK", "0")) != 0:  # under DDP only rank 0 owns (and locks) the run folder
         return _train(cfg, run, resume, restart_if_changed, info)
-    with run.locked():
-        take_folder(run.dir, command)  # a folder of another command's outputs (predictions, a search) is refused
-        return _train(cfg, run, resume, restart_if_changed, info)
+    with run.locked(), taken(run.dir, command):  # a folder of another command's outputs is refused
+        try:
+            return _train(cfg, run, resume, restart_if_changed, info)
+        except Exception:  # failed before its first checkpoint (a net too big to allocate): nothing to resume, so
+            if not run.ckpt.exists() and not run.result.exists():  # no config.json-only folder is left behind
+                run.clear()
+            raise
 
 
 def _train(cfg: TrainConfig, run: RunDir, resume: bool, restart_if_changed: bool, info) -> dict:

@@ -388,3 +388,42 @@ def test_an_interrupt_python_dropped_still_stops_the_command(tmp_path, monkeypat
     assert list(tmp_path.iterdir()) == []  # neither the output nor its temporary
     monkeypatch.undo()
     assert main(["scale", "table", str(tmp_path / "missing.json")]) == 2  # the next command is not interrupted
+
+
+def test_a_folder_the_command_put_nothing_in_is_not_left_claimed(tmp_path):
+    """A failed fetch into the user's own folder left .hpe-outputs.json there, claiming it for a command that wrote
+    nothing (a later predict into it was refused); a mark over new files stays (an interrupted run's checkpoints)."""
+    from hpe.output import MANIFEST, folder_owner, taken
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("the user's")
+    with pytest.raises(RuntimeError):
+        with taken(mine, "baselines fetch"):
+            assert folder_owner(mine) == "baselines fetch"
+            raise RuntimeError("the download failed")
+    assert sorted(p.name for p in mine.iterdir()) == ["notes.txt"]
+    with taken(mine, "baselines fetch"):
+        pass  # ended without writing anything
+    assert not (mine / MANIFEST).exists()
+    with pytest.raises(KeyboardInterrupt):
+        with taken(mine, "train"):
+            (mine / "checkpoint.pt").write_bytes(b"x")
+            raise KeyboardInterrupt
+    assert folder_owner(mine) == "train"  # the interrupted run's folder stays its own
+
+
+@pytest.mark.parametrize("content, found", [
+    (b"\x89HDF\r\n\x1a\n" + bytes(8), "hdf5"), (b"PK\x03\x04rest", "zip"), (b"\x89PNG\r\n\x1a\nrest", "png"),
+    (b"%PDF-1.4", "pdf"), (b"\x1f\x8b\x08", "gzip"), (b'  {"a": 1}', "json"), (b"[1, 2]", "json"),
+    (b"1.0 2.0 3.0\n", "text"), ("é".encode() * 2048 + b"\xc3", "text"), (b"\x08\x07\x12\x04", "onnx"),
+    (b"\x00\x01\x02", "binary"), (b"", "empty")])
+def test_an_existing_files_format_is_told_from_its_first_bytes(tmp_path, content, found):
+    from hpe.output import check_replaceable, file_format
+    path = tmp_path / "f"
+    path.write_bytes(content)
+    assert file_format(path) == found
+    if found not in ("empty", "hdf5"):
+        with pytest.raises(DataError, match=r"exists and holds .*, not an HDF5 file: hpe prep would replace it"):
+            check_replaceable(path, ("hdf5",), "prep")
+    else:
+        check_replaceable(path, ("hdf5",), "prep")

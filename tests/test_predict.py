@@ -1,5 +1,6 @@
 """`hpe predict` on unlabelled frames and `hpe export`, with tiny trained runs."""
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -111,6 +112,25 @@ def test_folders_globs_order_and_outputs(runs, synthetic_root, tmp_path):
     assert sorted(p.name for p in (tmp_path / "overlays").iterdir())[0] == "depth_1_0000001-pose.png"
 
 
+def test_same_named_frames_get_their_own_overlays(runs, synthetic_root, tmp_path):
+    """Frames of one name from two folders (each camera's depth_1_0000001.png) shared one overlay file, the last
+    overwriting the others; each record names its own overlay."""
+    import shutil
+
+    from hpe.predict import overlay_names
+    for cam, frame in (("a", 1), ("b", 2)):
+        (tmp_path / cam).mkdir()
+        shutil.copy(synthetic_root / "test" / f"depth_1_000000{frame}.png", tmp_path / cam / "depth_1_0000001.png")
+    rec = predict(runs[0], [str(tmp_path / "a"), str(tmp_path / "b")], tmp_path / "out", overlay=True,
+                  progress=False)
+    assert [r["overlay"] for r in rec] == ["overlays/a__depth_1_0000001-pose.png",
+                                           "overlays/b__depth_1_0000001-pose.png"]
+    assert all((tmp_path / "out" / r["overlay"]).is_file() for r in rec)
+    assert overlay_names([Path("x/f.png"), Path("x/f.png"), Path("x/g.npy")]) == ["f-1-pose.png", "f-2-pose.png",
+                                                                                   "g-pose.png"]
+    assert overlay_names([Path("x/f.png"), Path("x/f.npy")]) == ["f-1-pose.png", "f-2-pose.png"]
+
+
 def test_rgb_nets_need_and_pair_colour_frames(runs, synthetic_root, tmp_path):
     folder = synthetic_root / "test"
     with pytest.raises(DataError, match="is a net on 'depth\\+rgb': give the registered colour frames with --rgb"):
@@ -160,7 +180,8 @@ def test_custom_camera_and_size(runs, sample_frame, tmp_path):
 def test_onnx_and_torchscript_match_pytorch(runs, tmp_path, which):
     import onnxruntime as ort
 
-    from hpe.export import export, input_shapes, load_run
+    from hpe.export import export, load_run
+    from hpe.train import input_shapes
     run = load_run(runs[which])
     shapes = input_shapes(run.cfg)
     torch.manual_seed(0)

@@ -76,6 +76,17 @@ def test_setup_errors_stop_the_search_before_any_trial(synthetic_h5, tmp_path, h
     assert code == 2 and err.startswith("hpe search: error: ") and len(err.splitlines()) == 1
 
 
+def test_a_dry_run_is_two_tiny_trials_marked_as_such(synthetic_h5, tmp_path, hpe_cli):
+    """--dry-run ran the whole search (150 trials) and wrote an unmarked best.json: now one round of two tiny trials,
+    and best.json says it means nothing."""
+    code, out, err = hpe_cli("search", "--data", synthetic_h5, "--out", tmp_path / "s", "--dry-run", "--quiet",
+                             "--set", "device=cpu")
+    assert code == 0, err
+    best = json.loads((tmp_path / "s" / "best.json").read_text())
+    assert best["dry_run"] is True and best["trials"] == 2 and "a dry run (--dry-run)" in best["warning"]
+    assert "hpe search: warning: a dry run" in err
+
+
 def test_a_setup_failure_mid_search_stops_it_and_does_not_fill_the_round(synthetic_h5, tmp_path, monkeypatch):
     import hpe.train
     real, calls = hpe.train.train, []

@@ -178,6 +178,32 @@ CASES = [
     ("compare-same-name", "figure compare --method a={fb} --method a={fb} --out {tmp}/c", 2,
      "give each --method its own NAME"),
     ("compare-nothing", "figure compare --out {tmp}/c", 2, "give --method NAME=PATH"),
+    # session 12: silently ignored options, files replaced that were not the command's, misnamed errors
+    ("fusepred-set-ignored", "fusepred {fusepred} --depth-run {run} --rgb-run {rgbrun} --set lr=5 --out {tmp}/f", 2,
+     "--set lr: FusePred-Net trained independently (thesis 4.3.3) fuses the two trained runs and trains nothing"),
+    ("fusepred-other-data", "fusepred {fusepred} --depth-run {run} --rgb-run {rgbrun} --data {other} --out {tmp}/f",
+     2, "holds other data"),
+    ("predict-rgb-for-a-depth-net", "predict --run {run} --out {tmp}/p {sample} --rgb {rgbsample}", 2,
+     "is a net on depth only (inputs = 'depth'), it would read no colour"),
+    ("export-over-a-dataset", "export --run {run} --out {tmp}/data.h5", 2,
+     "output {tmp}/data.h5 exists and holds an HDF5 file, not an ONNX model"),
+    ("eval-json-over-notes", "evaluate --pred {fb} --json {tmp}/notes.txt", 2, "exists and holds text, not JSON"),
+    ("prep-over-an-image", "prep {root} {tmp}/wall.png", 2, "exists and holds a PNG image, not an HDF5 file"),
+    ("eval-uv-swapped", "evaluate --pred {tmp}/uvswapped.txt", 2, "u and v look exchanged: mean error 136.3 mm"),
+    ("eval-blank-name", "evaluate --pred {fb} --name=", 2, "--name '': a label must be non-blank"),
+    ("compare-blank-name", "figure compare --method ={fb} --out {tmp}/c", 2, "--method '': a label must be non-blank"),
+    ("compare-no-path", "figure compare --method a= --out {tmp}/c", 2, "--method 'a=': no PATH after '='"),
+    ("search-negative-seed", "search --data {h5} --out {tmp}/s --seed -3", 2,
+     "--seed -3: a seed is a non-negative integer"),
+    ("train-unknown-option", "train --data {h5} --out {tmp}/r --epochs 3", 2,
+     "hpe train: error: unrecognized arguments: --epochs"),
+    ("fetch-unknown-option", "baselines fetch --dest {tmp}/kit --bogus", 2,
+     "hpe baselines fetch: error: unrecognized arguments: --bogus"),
+    ("train-out-is-a-dataset", "train --data {h5} --out {root} --set max_epochs=1", 2,
+     "{root} holds the outputs of hpe synth: hpe train's outputs would mix"),
+    ("predict-out-is-a-dataset", "predict --run {run} --out {root} {sample}", 2, "holds the outputs of hpe synth"),
+    ("predict-out-is-an-nyu-root", "predict --run {run} --out {tmp}/nyu {sample}", 2,
+     "holds a dataset (train/, test/ with joint_data.mat)"),
     # right, with what the user should know
     ("ok-eval-json-new-folders", "evaluate --pred {fb} --json {tmp}/new/sub/t.json", 0, ""),
     ("ok-figure-out-with-suffix", "figure compare --bundled DeepPrior --out {tmp}/c.png", 0, ""),
@@ -227,6 +253,11 @@ def _files(tmp: Path) -> None:
     write_joints_txt(tmp / "swapped.txt", p[:, [0, 1, 2, 3, 5, 4] + list(range(6, 14))])
     write_joints_txt(tmp / "pasted.txt", np.concatenate([p[:100], p[200:300], p[200:]]))  # 100-199 lost
     write_joints_txt(tmp / "constant.txt", np.where(np.arange(len(p))[:, None, None] % 2 == 0, p[:1], p))
+    write_joints_txt(tmp / "uvswapped.txt", p[..., [1, 0, 2]])  # written row, column instead of column, row
+    (tmp / "data.h5").write_bytes(b"\x89HDF\r\n\x1a\n" + bytes(504))  # the signature is what is checked
+    (tmp / "notes.txt").write_text("the user's notes\n")
+    (tmp / "nyu" / "test").mkdir(parents=True)  # a real NYU root (no hpe sidecar)
+    (tmp / "nyu" / "test" / "joint_data.mat").write_bytes(b"MATLAB 5.0")
     Image.fromarray(np.full((480, 640), 800, np.uint16)).save(tmp / "wall.png")
     np.save(tmp / "cube.npy", np.zeros((4, 4, 4)))
 
@@ -260,6 +291,7 @@ def test_sweep(case, places, careless_files, tmp_path, hpe_cli):
     code, out, err = hpe_cli(*argv)
     assert "Traceback" not in err and "Traceback" not in out, err
     assert code == status, (argv, code, err[-2000:])
+    message = message.format(tmp=tmp_path, **places)
     assert message in err, (message, err)
     lines = [line for line in err.strip().splitlines() if line]
     if status == 2:

@@ -469,3 +469,39 @@ def test_split_too_big_for_the_device_is_one_clear_error(synthetic_h5, tmp_path,
     monkeypatch.setattr(SplitData, "to", no_room)
     with pytest.raises(DataError, match=r"'train' split of .* does not fit in the free memory"):
         train(dict(data=str(synthetic_h5), out=str(tmp_path / "r"), **TINY))
+
+
+def test_a_step_that_cannot_fit_in_memory_is_refused_and_leaves_no_run(synthetic_h5, tmp_path, monkeypatch):
+    """On a CPU the kernel kills a process that allocates too much (exit 137, no message, a config.json-only run
+    folder): a step whose lower bound exceeds the memory left is refused before the first step instead, and a run
+    that fails before its first checkpoint leaves no folder."""
+    import hpe.train as tr
+    cfg = TrainConfig(**{**TINY, "data": str(synthetic_h5)})
+    weights = 4 * 3 * sum(p.numel() for p in tr.build_model(cfg, 14).parameters())
+    bound = tr.step_bytes_lower_bound(cfg, 14)
+    assert weights < bound < weights + 4 * cfg.batch_size * 200_000  # the outputs of one 32 px batch, and no more
+    double = tr.step_bytes_lower_bound(TrainConfig(**{**TINY, "batch_size": 16}), 14)
+    assert double - weights == pytest.approx(2 * (bound - weights))  # activations scale with the batch
+    monkeypatch.setattr(tr, "_available_memory", lambda: bound - 1)
+    with pytest.raises(DataError, match=r"needs at least .* GiB, this machine has .* GiB available"):
+        train(dict(data=str(synthetic_h5), out=str(tmp_path / "r"), **TINY))
+    assert not (tmp_path / "r").exists()
+    monkeypatch.setattr(tr, "_available_memory", lambda: bound + 1)
+    assert train(dict(data=str(synthetic_h5), out=str(tmp_path / "r"), max_epochs=1, require_learning=False,
+                      **TINY))["status"] == "done"
+
+
+def test_a_run_failing_before_its_first_checkpoint_leaves_no_folder(synthetic_h5, tmp_path, monkeypatch):
+    import hpe.train as tr
+
+    def fails(*args, **kwargs):
+        raise RuntimeError("DefaultCPUAllocator: can't allocate memory")
+    monkeypatch.setattr(tr, "_loop", fails)
+    with pytest.raises(RuntimeError, match="allocate"):
+        train(dict(data=str(synthetic_h5), out=str(tmp_path / "r"), **TINY))
+    assert not (tmp_path / "r").exists()  # config.json was written, and removed with the folder
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("the user's")
+    with pytest.raises(RuntimeError, match="allocate"):
+        train(dict(data=str(synthetic_h5), out=str(tmp_path / "mine"), **TINY))
+    assert sorted(p.name for p in (tmp_path / "mine").iterdir()) == ["notes.txt"]  # not claimed by train either
