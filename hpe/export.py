@@ -21,7 +21,6 @@ from hpe import DataError
 from hpe.atomic import atomic_path, write_bytes_from
 from hpe.config import TrainConfig, config_from_dict
 from hpe.crop import CropRules
-from hpe.dataset import input_channels, rgb_channels
 from hpe.run import RunInfo, open_run
 from hpe.train import input_shapes
 
