@@ -22,6 +22,7 @@ from hpe.camera import NYU_CAMERA, Camera
 from hpe.nyu import DEPTH_MAX_MM, DEPTH_MIN_MM
 
 CENTRES = ("palm", "com", "segment")
+CUBE_MM_RANGE = (50.0, 1000.0)  # cube edges hpe accepts: a child's hand to a hand with its forearm and head
 
 
 def valid_depth(depth: np.ndarray) -> np.ndarray:
@@ -281,8 +282,14 @@ def crop_frame(depth_mm: np.ndarray, rgb: np.ndarray | None, centre_uvd: np.ndar
         centre_uvd[2] = depth_at(depth_mm, centre_uvd[0], centre_uvd[1])
     crop = crop_hand(depth_mm, centre_uvd, cube, size, rgb, camera, rules)
     if not hand_mask(crop.depth).any():
-        raise DataError(f"no depth inside the {cube:.0f} mm cube around centre (u={centre_uvd[0]:.1f}, "
-                        f"v={centre_uvd[1]:.1f}, d={centre_uvd[2]:.1f})")
+        where = f"the {cube:.0f} mm cube around centre (u={centre_uvd[0]:.1f}, v={centre_uvd[1]:.1f}, d={centre_uvd[2]:.1f})"
+        u0, v0, u1, v1 = np.clip(crop.box, 0, [depth_mm.shape[1], depth_mm.shape[0]] * 2)
+        inside = depth_mm[v0:v1, u0:u1]
+        n = int((valid_depth(inside) & (np.abs(inside - centre_uvd[2]) <= cube / 2)).sum())
+        if n:  # there is an object, but thinner than a pixel of the resized crop (a pen; a hand is thousands)
+            raise DataError(f"the object in {where} covers {n} pixels of the frame, too thin to show in the {size} px "
+                            f"crop: not a hand?")
+        raise DataError(f"no depth inside {where}")
     return {"depth": crop.depth.astype(np.float16),
             "rgb": (crop.rgb if crop.rgb is not None else np.zeros((size, size, 3), np.uint8)).transpose(2, 0, 1),
             "centre_uvd": centre_uvd, "centre_xyz": camera.uvd_to_xyz(centre_uvd), "cube": np.float32(cube),

@@ -30,7 +30,7 @@ from hpe import DataError
 from hpe.atomic import atomic_path, write_json
 from hpe.output import replacing
 from hpe.camera import NYU_CAMERA, Camera
-from hpe.crop import CropRules, crop_frame, find_centre, valid_depth
+from hpe.crop import CUBE_MM_RANGE, CropRules, crop_frame, find_centre, valid_depth
 from hpe.dataset import InputAssembler, resize_crops
 from hpe.export import TrainedRun, load_run
 from hpe.nyu import SKELETON, check_not_colour, decode_depth, write_joints_txt
@@ -130,8 +130,12 @@ def parse_camera(text: str | None) -> Camera | None:
 
 
 def check_cube(cube: float | None) -> None:
+    lo, hi = CUBE_MM_RANGE
     if cube is not None and not (math.isfinite(cube) and cube > 0):
         raise ValueError(f"--cube {cube}: the cube edge must be a positive number of mm (the run's is the default)")
+    if cube is not None and not lo <= cube <= hi:
+        raise ValueError(f"--cube {cube:g}: the cube edge must lie in {lo:g}-{hi:g} mm (a hand's is some 150-600 mm; "
+                         f"the default is the run's): is it in mm?")
 
 
 # A crop whose object fills almost all of the cube (a wall, a body), almost none of it, is flat, or is two flat
@@ -372,8 +376,10 @@ def predict_frames(run: TrainedRun, frames: list[Frame], centre: str, cube: floa
             try:
                 f.centre_uvd = find_centre(f.depth, "com" if centre == "refined" else centre, cube, camera=f.camera)
             except DataError:
-                raise DataError(f"{f.path}: no object found to centre the crop on (empty or too far: depth must lie "
-                                f"in 10-1500 mm); give --centre U,V,D") from None
+                share = 100 * valid_depth(f.depth).mean()
+                raise DataError(f"{f.path}: no object found to centre the crop on ({share:.1f}% of the pixels lie in "
+                                f"10-1500 mm, scattered: an empty or noisy frame, or wrong units: --depth-scale?); "
+                                f"give --centre U,V,D") from None
     if centre == "refined":
         scale = cube / float(run.preprocess["cube_mm"])
         for refiner in coarse_to_fine(centre_runs) or [run]:

@@ -23,7 +23,7 @@ from hpe.atomic import atomic_h5, ensure_space
 from hpe.output import check_writable
 from hpe.camera import NYU_CAMERA, NYU_HEIGHT, NYU_WIDTH
 from hpe.config import merge, profile_section
-from hpe.crop import CropRules, crop_box, crop_frame, find_centre, hand_mask, normalise_joints
+from hpe.crop import CUBE_MM_RANGE, CropRules, crop_box, crop_frame, find_centre, hand_mask, normalise_joints
 from hpe.dataset import BYTES_PER_PIXEL, FORMAT_VERSION, SCHEMA
 from hpe.nyu import (
     DEPTH_MAX_MM,
@@ -53,8 +53,8 @@ class PrepConfig:
 
     profile: Literal["thesis", "icip2018"] = "thesis"
     centre: Literal["palm", "com", "segment"] = "palm"
-    cube_mm: float = _r(300.0, lo=50, hi=1000)
-    cube_mm_subject2: float = _r(300.0, lo=50, hi=1000)
+    cube_mm: float = _r(300.0, lo=CUBE_MM_RANGE[0], hi=CUBE_MM_RANGE[1])
+    cube_mm_subject2: float = _r(300.0, lo=CUBE_MM_RANGE[0], hi=CUBE_MM_RANGE[1])
     size: int = _r(128, lo=8, hi=1024)
     val_method: Literal["uniform", "train_test_split"] = "uniform"
     val_fraction: float = _r(0.25, lo=0, hi=1, hi_open=True)

@@ -204,6 +204,13 @@ CASES = [
     ("predict-out-is-a-dataset", "predict --run {run} --out {root} {sample}", 2, "holds the outputs of hpe synth"),
     ("predict-out-is-an-nyu-root", "predict --run {run} --out {tmp}/nyu {sample}", 2,
      "holds a dataset (train/, test/ with joint_data.mat)"),
+    ("predict-cube-in-metres", "predict --run {run} --out {tmp}/p {sample} --cube 0.3", 2,
+     "--cube 0.3: the cube edge must lie in 50-1000 mm"),
+    ("predict-cube-huge", "predict --run {run} --out {tmp}/p {sample} --cube 1e9", 2, "--cube 1e+09: the cube edge"),
+    ("predict-a-pen", "predict --run {run} --out {tmp}/p {tmp}/pen.png", 2,
+     "covers 250 pixels of the frame, too thin to show in the 64 px crop: not a hand?"),
+    ("predict-noise", "predict --run {run} --out {tmp}/p {tmp}/noise.png", 2,
+     "no object found to centre the crop on (2.3% of the pixels lie in 10-1500 mm, scattered"),
     # right, with what the user should know
     ("ok-eval-json-new-folders", "evaluate --pred {fb} --json {tmp}/new/sub/t.json", 0, ""),
     ("ok-figure-out-with-suffix", "figure compare --bundled DeepPrior --out {tmp}/c.png", 0, ""),
@@ -259,6 +266,11 @@ def _files(tmp: Path) -> None:
     (tmp / "nyu" / "test").mkdir(parents=True)  # a real NYU root (no hpe sidecar)
     (tmp / "nyu" / "test" / "joint_data.mat").write_bytes(b"MATLAB 5.0")
     Image.fromarray(np.full((480, 640), 800, np.uint16)).save(tmp / "wall.png")
+    pen = np.zeros((480, 640), np.uint16)
+    pen[100:352, 320] = 700  # 1 px wide: far less than a pixel of a 64 px crop of a 300 mm cube
+    Image.fromarray(pen).save(tmp / "pen.png")
+    noise = np.random.default_rng(0).integers(0, 65535, (480, 640)).astype(np.uint16)
+    Image.fromarray(noise).save(tmp / "noise.png")
     np.save(tmp / "cube.npy", np.zeros((4, 4, 4)))
 
 
