@@ -238,7 +238,33 @@ def sweep_stale(folder: Path) -> list[Path]:
         if m and int(m["pid"]) != os.getpid() and not pid_alive(int(m["pid"])):
             remove_path(entry)
             gone.append(entry)
+        elif _LOCK.match(entry.name) and _remove_if_unlocked(entry):
+            gone.append(entry)
     return gone
+
+
+_LOCK = re.compile(r"^\.(.+\.)?lock$")  # hpe's lock files: .lock in a folder it writes, .NAME.lock beside a file
+
+
+def _remove_if_unlocked(lock: Path) -> bool:
+    """Remove a lock file that no process holds (its holder was killed with SIGKILL: the OS released the lock, the
+    file stayed).  A process that opened it just before the removal finds its inode gone and opens a new one
+    (hpe.output._lock_file)."""
+    import fcntl
+    try:
+        fd = os.open(lock, os.O_RDWR)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        if os.fstat(fd).st_ino != os.stat(lock).st_ino:
+            return False
+        os.unlink(lock)
+        return True
+    except OSError:  # held by a live process (or gone already)
+        return False
+    finally:
+        os.close(fd)
 
 
 def remove_path(path: Path) -> None:

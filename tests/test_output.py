@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -427,3 +428,53 @@ def test_an_existing_files_format_is_told_from_its_first_bytes(tmp_path, content
             check_replaceable(path, ("hdf5",), "prep")
     else:
         check_replaceable(path, ("hdf5",), "prep")
+
+
+def test_a_lock_file_left_by_a_killed_process_is_swept_and_a_held_one_is_not(tmp_path):
+    """kill -9 of `hpe synth ROOT` left .ROOT.lock beside the dataset for good; the next command in that folder
+    removes a lock file nobody holds, never one a live process holds."""
+    from hpe.atomic import sweep_stale
+    target = tmp_path / "ds"
+    code = ("import time; from pathlib import Path; from hpe.output import claim\n"
+            f"with claim([(Path({str(target)!r}), 'dataset')]):\n    print('held', flush=True); time.sleep(30)")
+    p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
+                         env={**os.environ, "PYTHONPATH": str(REPO)})
+    try:
+        assert p.stdout.readline().strip() == "held"
+        assert sweep_stale(tmp_path) == [] and (tmp_path / ".ds.lock").is_file()  # held: kept
+    finally:
+        p.kill()
+        p.wait()
+    assert (tmp_path / ".ds.lock").is_file()  # SIGKILL: no clean-up ran
+    assert sweep_stale(tmp_path) == [tmp_path / ".ds.lock"] and not (tmp_path / ".ds.lock").exists()
+
+
+def test_workers_end_with_their_parent(tmp_path):
+    """A parent killed with SIGKILL left its pool's workers running, each printing a BrokenPipeError traceback
+    when it handed in its next result: the kernel now ends them with the parent, silently."""
+    code = ("import os, time\nfrom hpe.workers import worker_pool\n"
+            "def slow(i):\n    time.sleep(0.2)\n    return os.getpid()\n"
+            "pool = worker_pool(2)\nprint(' '.join(map(str, {pid for pid in pool.map(slow, range(4))})), flush=True)\n"
+            "pool.map(slow, range(1000))\n")
+    p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         env={**os.environ, "PYTHONPATH": str(REPO)})
+    workers = [int(pid) for pid in p.stdout.readline().split()]
+    assert workers
+    p.kill()
+    p.wait()
+    deadline = time.monotonic() + 10
+    while any(_alive(w) for w in workers) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(_alive(w) for w in workers)
+    assert "Traceback" not in p.stderr.read()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        return not Path(f"/proc/{pid}/stat").read_text().split(") ")[1].startswith("Z")  # a zombie has ended
+    except FileNotFoundError:
+        return False
