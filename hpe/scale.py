@@ -10,6 +10,8 @@ rerun keeps the sections it is not asked to measure.
 from __future__ import annotations
 
 import contextlib
+import datetime
+import functools
 import importlib.util
 import json
 import os
@@ -82,15 +84,28 @@ def tree_bytes(root: Path) -> int:
     return sum(f.stat().st_size for f in Path(root).rglob("*") if f.is_file())
 
 
-def _update(out: Path, section: str, value) -> dict:
-    """Write one section into the results file (atomically), keeping the others."""
+def _write_section(out: Path, section: str, value, run: str) -> dict:
+    """Write one section into the results file (atomically), keeping the others; ``measured_by`` records which
+    run (``run``: when and by which process) measured each section, so that a file mixing runs says so."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     doc = json.loads(out.read_text()) if out.is_file() else {}
     doc[section] = value
+    doc["measured_by"] = {**doc.get("measured_by", {}), section: run}
     doc["machine"] = machine()
     write_json(out, doc)
     return doc
+
+
+def runs_of(doc: dict) -> dict[str, list[str]]:
+    """The runs whose sections a results file holds: run -> its sections (a file written before runs were recorded
+    counts as one run, 'unrecorded')."""
+    sections = [k for k in doc if k not in ("machine", "measured_by")]
+    by = doc.get("measured_by", {})
+    runs: dict[str, list[str]] = {}
+    for k in sections:
+        runs.setdefault(str(by.get(k, "unrecorded")), []).append(k)
+    return runs
 
 
 # --- generation ----------------------------------------------------------------------------------------
@@ -364,12 +379,17 @@ def _measure(out, root, h5, preset, work, baseline, baseline_frames, decode_fram
             doc = None
         if not isinstance(doc, dict):
             raise DataError(f"--out {out} exists and is not a results file of `hpe scale measure`: give another path")
+        if doc:
+            log(f"note: {out} holds sections of earlier runs ({', '.join(sorted(runs_of(doc)))}); those measured "
+                f"now replace theirs, the others stay, and the table names the runs")
+    run = f"{datetime.datetime.now().astimezone().isoformat(timespec='milliseconds')} pid {os.getpid()}"
+    write = functools.partial(_write_section, out, run=run)
     if "generation" in want and root is not None:
-        doc = _update(out, "generation", generation_from_sidecar(root))
+        doc = write("generation", generation_from_sidecar(root))
         log(f"generation: {doc['generation']}")
     if "side-by-side" in want and baseline is not None:
         with tempfile.TemporaryDirectory(dir=work) as tmp:
-            doc = _update(out, "generation_side_by_side",
+            doc = write("generation_side_by_side",
                           generation_side_by_side(Path(baseline), baseline_frames, workers, Path(tmp)))
         log(f"generation side by side: {doc['generation_side_by_side']}")
     if "prep" in want and root is not None:
@@ -380,17 +400,17 @@ def _measure(out, root, h5, preset, work, baseline, baseline_frames, decode_fram
                 prep_doc[profile]["frames_per_s"] / prep_doc["decode_bound"]["frames_per_s"], 3)
             prep_doc[profile]["over_decode_bound_cpu"] = round(
                 prep_doc["decode_bound"]["cpu_ms_per_frame"] / prep_doc[profile]["cpu_ms_per_frame"], 3)
-            doc = _update(out, "prep", prep_doc)
+            doc = write("prep", prep_doc)
             log(f"prep {profile}: {prep_doc[profile]}")
     for profile, path in h5.items():
         info = open_prepared(path)
-        doc = _update(out, f"hdf5_{profile}", {"bytes": path.stat().st_size, "splits": info.sizes,
+        doc = write(f"hdf5_{profile}", {"bytes": path.stat().st_size, "splits": info.sizes,
                                                "size": info.size, "source": str(info.attrs["source"])})
     if "load" in want and "thesis" in h5:
         loads = {}
         for kind, experiment in LOAD_EXPERIMENTS.items():
             loads[kind] = _in_child("child_load", h5=str(h5["thesis"]), experiment=experiment, preset=str(preset))
-            doc = _update(out, "load", loads)
+            doc = write("load", loads)
             log(f"load {kind}: {loads[kind]}")
     if "steps" in want:
         results = dict(doc.get("steps", {}))
@@ -399,7 +419,7 @@ def _measure(out, root, h5, preset, work, baseline, baseline_frames, decode_fram
                 results[f"{profile} {net}"] = _in_child("child_steps", h5=str(path), experiment=experiment,
                                                         preset=str(preset), sets=sets, steps=steps,
                                                         work=str(work / f"{profile}-{net.replace(' ', '-')}"))
-                doc = _update(out, "steps", results)
+                doc = write("steps", results)
                 log(f"steps {profile} {net}: {results[f'{profile} {net}']}")
     return doc
 
@@ -458,6 +478,10 @@ def table(doc: dict) -> str:
                      f"train + val loaded, "
                      f"checkpoint {(r['checkpoint_bytes'] + r['best_bytes']) / GIB:.2f} GiB in "
                      f"{r['checkpoint_write_seconds']} s"))
+    runs = runs_of(doc)
+    if len(runs) > 1:  # `scale measure --out` of an existing file, by hand: the sections are not one run's
+        rows.append(("measured by", f"{len(runs)} runs: " + "; ".join(f"{', '.join(v)} at {k}"
+                                                                   for k, v in sorted(runs.items()))))
     m = doc.get("machine", {})
     if m:
         rows.append(("machine", f"{m['cores']} x {m['cpu']}, {m['memory_bytes'] / GIB:.0f} GiB, "

@@ -1,5 +1,6 @@
 """hpe scale: tiling a prepared file to NYU's split sizes, the loading measurement, the README table."""
 import json
+import re
 from pathlib import Path
 
 import h5py
@@ -101,3 +102,17 @@ def test_table_and_readme_round_trip(tmp_path):
     readme.write_text("no markers\n")
     with pytest.raises(DataError, match="markers"):
         update_readme(results, readme)
+
+
+def test_a_results_file_measured_by_two_runs_says_so(synthetic_root, synthetic_h5, tmp_path):
+    """`hpe scale measure --out EXISTING` by hand keeps the sections it does not measure: the file records which
+    run measured each section, and the table names the runs when they differ."""
+    from hpe.scale import measure, runs_of
+    out, said = tmp_path / "r.json", []
+    measure(out, root=synthetic_root, h5={"thesis": synthetic_h5}, only=["generation"], log=said.append)
+    first = json.loads(out.read_text())
+    assert len(runs_of(first)) == 1 and "measured by" not in table(first)
+    measure(out, root=synthetic_root, only=["generation"], log=said.append)
+    doc = json.loads(out.read_text())
+    assert doc["measured_by"]["generation"] != doc["measured_by"]["hdf5_thesis"] == first["measured_by"]["generation"]
+    assert re.search(r"\nmeasured by +2 runs: ", table(doc)) and any(line.startswith("note: ") for line in said)
