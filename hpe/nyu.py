@@ -114,12 +114,18 @@ def encode_depth(depth_mm: np.ndarray) -> np.ndarray:
     return out
 
 
-def check_not_colour(rgb8: np.ndarray, path: Path) -> None:
-    """Refuse a colour photo given where NYU's packed depth belongs: the packing leaves red empty (every NYU depth
-    frame we have seen; FACTS: "R is unused"), a photo does not.  Used on frames a user names, not in ``prep``."""
-    if (rgb8[..., 0] != 0).mean() > 0.01:
+# A frame whose red channel is non-zero in more than this share of its pixels is a colour photo: NYU's packing
+# leaves red empty (FACTS: "R is unused"; the bundled real frame: 0 of 307,200 pixels).  Frames a user names are held
+# to 1 %; a dataset's frames (prep) to half, so that a real frame with some stray red is never refused.
+COLOUR_SHARE = {"user": 0.01, "dataset": 0.5}
+
+
+def check_not_colour(rgb8: np.ndarray, path: Path, share: float = COLOUR_SHARE["user"]) -> None:
+    """Refuse a colour photo given where NYU's packed depth belongs (see COLOUR_SHARE)."""
+    if rgb8.size and (rgb8[..., 0] != 0).mean() > share:
         raise DataError(f"{path} looks like a colour image, not a depth frame (its red channel is not empty, as NYU's "
-                        f"packed depth always is): give depth frames, and colour frames with --rgb")
+                        f"packed depth always is): give depth frames here (colour frames are the rgb_* files, or "
+                        f"predict's --rgb)")
 
 
 def _inside(box) -> tuple[int, int, int, int]:
@@ -138,16 +144,19 @@ def _in_frame(region: np.ndarray, inside: tuple[int, int, int, int]) -> np.ndarr
 
 
 def read_depth(path: Path, frame: int | None = None, user_frame: bool = False, box=None) -> np.ndarray:
-    """Depth image in mm as uint16 (480, 640); ``user_frame``: refuse a colour photo (:func:`check_not_colour`).
+    """Depth image in mm as uint16 (480, 640); a colour photo is refused (:func:`check_not_colour`), held to 1 % of
+    red pixels for a ``user_frame``, to half for a dataset's frame.
     With ``box`` (u0, v0, u1, v1) only the pixels inside it are read and the rest is 0 (no reading): for a caller
     that looks at no other pixel (prep's crop, whose box is known from the label before the frame is read)."""
+    share = COLOUR_SHARE["user" if user_frame else "dataset"]
     if box is None:
         rgb8 = _open_rgb8(Path(path), "depth", frame)
-        if user_frame:
-            check_not_colour(rgb8, path)
+        check_not_colour(rgb8, path, share)
         return decode_depth(rgb8)
     inside = _inside(box)
-    return _in_frame(decode_depth(_open_rgb8(Path(path), "depth", frame, inside)), inside)
+    rgb8 = _open_rgb8(Path(path), "depth", frame, inside)
+    check_not_colour(rgb8, path, share)
+    return _in_frame(decode_depth(rgb8), inside)
 
 
 def read_rgb(path: Path, frame: int | None = None, box=None) -> np.ndarray:

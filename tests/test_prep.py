@@ -89,6 +89,19 @@ def test_failed_run_keeps_earlier_file(synthetic_root, tmp_path):
     assert stats["skipped"] == 1 and stats["test_frames"] == 15
 
 
+def test_a_colour_photo_in_a_depth_files_place_is_refused(synthetic_root, tmp_path):
+    """A colour frame copied over a depth frame was cropped as depth (its G and B bytes read as mm): refused, or
+    skipped with --skip-bad, whether the whole frame or only the crop box is read."""
+    root = tmp_path / "nyu"
+    shutil.copytree(synthetic_root, root)
+    shutil.copy(root / "train" / "rgb_1_0000002.png", root / "train" / "depth_1_0000002.png")
+    for centre in ("palm", "com"):  # the box read, the whole frame read
+        with pytest.raises(DataError, match=r"depth_1_0000002.png looks like a colour image, not a depth frame"):
+            prep(root, tmp_path / "o.h5", prep_config(size=32, workers=1, centre=centre), progress=False)
+    stats = prep(root, tmp_path / "o.h5", prep_config(size=32, workers=1, skip_bad=True), progress=False)
+    assert stats["skipped"] == 1
+
+
 def test_output_problems_are_one_line_before_any_work(synthetic_root, tmp_path, monkeypatch):
     cfg = prep_config(size=32, workers=1, limit=2)
     with pytest.raises(DataError, match="is a folder; give a file name"):
