@@ -257,9 +257,44 @@ def _three_plane_spread(inside: np.ndarray, depth_crop: np.ndarray, quantile: fl
     return _k_planes_spread(u, v, d, sectors(), 3, quantile, rounds=10)
 
 
+# A surface behind the object (a wall, a table, a body) within the cube: a plane fitted to the crop's farthest
+# pixels (each round drops what lies more than BACK_TOLERANCE x cube/2 = 6 mm in front of it) that holds at least
+# BACK_AREA of the crop is the background, and the rules judge what lies in front of it.  (A hand 4-10 cm in front
+# of a wall was called "a surface larger than a hand": the wall filled the crop.)
+BACK_TOLERANCE = 0.04
+BACK_AREA = 0.5
+
+
+def _in_front_of_background(fg: np.ndarray, depth_crop: np.ndarray) -> np.ndarray | None:
+    """The pixels in front of a background plane that covers at least BACK_AREA of the crop, or None (no such
+    plane: a hand alone covers far less, so it never meets one)."""
+    inside = fg & (depth_crop > -1)
+    if inside.mean() < BACK_AREA:
+        return None
+    v, u = np.nonzero(inside)
+    d = depth_crop[inside].astype(np.float64)
+    points = np.c_[u, v, np.ones(len(u))] / [depth_crop.shape[1], depth_crop.shape[0], 1]
+    keep = np.ones(len(d), bool)
+    for _ in range(8):  # the least-squares plane moves back as the points in front of it are dropped
+        residual = d - points @ np.linalg.lstsq(points[keep], d[keep], rcond=None)[0]
+        new = residual > -BACK_TOLERANCE
+        if np.array_equal(new, keep) or new.sum() < 3:
+            break
+        keep = new
+    if (np.abs(residual) <= BACK_TOLERANCE).sum() < BACK_AREA * depth_crop.size:
+        return None
+    front = np.zeros_like(fg)
+    front[v[residual < -BACK_TOLERANCE], u[residual < -BACK_TOLERANCE]] = True
+    return front | (fg & (depth_crop <= -1))  # what the front face clamped is in front too
+
+
 def no_hand(depth_crop: np.ndarray) -> str | None:
-    """Why a normalised depth crop (eq. 4.6) holds no hand-like object, or None."""
+    """Why a normalised depth crop (eq. 4.6) holds no hand-like object, or None.  An object in front of a surface
+    larger than a hand (a wall, a table) is judged alone."""
     fg = depth_crop < 1
+    front = _in_front_of_background(fg, depth_crop)
+    if front is not None and front.mean() >= HAND_FILL[0]:
+        fg = front
     fill = float(fg.mean())
     if fill > HAND_FILL[1]:
         return f"the object fills {100 * fill:.0f}% of the crop: a surface larger than a hand (wall, body)?"

@@ -13,6 +13,7 @@ from hpe.crop import crop_frame
 from hpe.nyu import PALM_JOINT, PALM_SLOT, NYUSplit, read_depth, read_joints_txt
 from hpe.predict import predict
 from hpe.train import train
+from hpe.baselines import bundled
 
 TINY = dict(width=0.125, fc_units=128, input_size=32, batch_size=8, progress="none", device="cpu", max_epochs=2,
             limit_train=16, require_learning=False)
@@ -357,3 +358,36 @@ def test_a_box_on_its_corner_is_not_a_hand(sample_frame):
     for size in (32, 64, 128):
         crop = crop_frame(depth, None, np.array([u.mean(), v.mean(), np.median(depth[v, u])]), 300.0, size)["depth"]
         assert "flat faces meeting (a box seen on its corner" in (no_hand(crop) or ""), (size, no_hand(crop))
+
+
+def test_a_hand_in_front_of_a_wall_or_over_a_table_is_a_hand(synthetic_root, sample_frame):
+    """A careless user's find: a hand 4-15 cm in front of a wall was called "a surface larger than a hand" (the wall
+    filled the crop).  A plane behind the object that covers half the crop or more is the background, and the rules
+    judge what lies in front of it: the hands stay hands, a ball and a box in front of the same wall do not, and a
+    bare wall is still a wall."""
+    from hpe.nyu import load_joint_data
+    from hpe.predict import no_hand
+    labels = load_joint_data(synthetic_root / "test" / "joint_data.mat").uvd
+    vv = np.mgrid[0:480, 0:640][0].astype(float)
+    noise = np.random.default_rng(0).normal(0, 1, vv.shape)
+
+    def behind(depth, at, tilt=0.0):  # a wall (tilt 0) or a table-like slope, `at` mm deep at the image's middle row
+        wall = np.round(at + tilt * (vv - 240) + noise)
+        return np.where((depth > 0) & (depth < np.minimum(wall, 2001)), depth, np.clip(wall, 0, 2000))
+
+    frames = [(read_depth(synthetic_root / "test" / f"depth_1_{i + 1:07d}.png").astype(float), labels[i, PALM_JOINT])
+              for i in range(0, 16, 3)]
+    palm = read_joints_txt(bundled("nyu_test_groundtruth_label.txt"))[0, PALM_SLOT]
+    frames.append((read_depth(sample_frame[0]).astype(float), palm))
+    for depth, centre in frames:
+        for offset, tilt in ((40, 0.0), (100, 0.0), (70, 0.8), (40, -1.5)):
+            crop = crop_frame(behind(depth, centre[2] + offset + tilt * (240 - centre[1]), tilt), None, centre, 300.0,
+                              64)["depth"]
+            assert (crop < 1).mean() > 0.5 and no_hand(crop) is None, (centre, offset, tilt, no_hand(crop))
+    uu = np.mgrid[0:480, 0:640][1].astype(float)
+    r = np.hypot(uu - 320, vv - 240) * 700 / NYU_CAMERA.fx
+    ball = np.where(r < 60, np.round(700 - np.sqrt(np.maximum(60 ** 2 - r ** 2, 0))), 0.0)
+    crop = crop_frame(behind(ball, 700 + 60), None, np.array([320.0, 240.0, 660.0]), 300.0, 64)["depth"]
+    assert "smooth rounded surface" in (no_hand(crop) or "")
+    crop = crop_frame(behind(np.zeros_like(vv), 800), None, np.array([320.0, 240.0, 800.0]), 300.0, 64)["depth"]
+    assert "a surface larger than a hand" in (no_hand(crop) or "")

@@ -323,5 +323,5 @@ def test_a_negative_synth_seed_and_a_foreign_scale_output_are_named(tmp_path, hp
     (tmp_path / "root").mkdir()
     code, _, err = hpe_cli("scale", "measure", "--out", tmp_path / "d.h5", "--root", tmp_path / "root", "--only",
                            "generation")
-    assert code == 2 and f"--out {tmp_path / 'd.h5'} exists and is not a results file" in err
+    assert code == 2 and f"output {tmp_path / 'd.h5'} exists and holds an HDF5 file, not JSON" in err
     assert (tmp_path / "d.h5").read_bytes().startswith(b"\x89HDF")
