@@ -169,7 +169,7 @@ def test_bench_report_rejects_a_foreign_file(tmp_path):
 
 
 GPU_RESULTS = Path(__file__).resolve().parent.parent / "results" / "gpu" / "h200"
-GPU_FOLDERS = [GPU_RESULTS / name for name in ("check", "repeat", "reduce-overhead")]
+GPU_FOLDERS = [GPU_RESULTS / name for name in ("check", "repeat", "reduce-overhead", "nyu-size")]
 
 
 def test_readme_speed_table_is_the_committed_gpu_measurements():
