@@ -33,6 +33,7 @@ from hpe.camera import NYU_CAMERA, Camera
 from hpe.crop import CUBE_MM_RANGE, CropRules, crop_frame, find_centre, valid_depth
 from hpe.dataset import InputAssembler, resize_crops
 from hpe.export import TrainedRun, load_run
+from hpe.handlike import no_hand
 from hpe.nyu import SKELETON, check_not_colour, decode_depth, write_joints_txt
 
 CENTRES = ("segment", "com", "refined")
@@ -138,193 +139,6 @@ def check_cube(cube: float | None) -> None:
                          f"the default is the run's): is it in mm?")
 
 
-# A crop whose object fills almost all of the cube (a wall, a body), almost none of it, is flat, or is two flat
-# surfaces meeting (a room's corner, a box's edge) holds no hand.
-HAND_FILL = (0.03, 0.9)
-# Flat: the object's normalised depth departs from its best-fitting plane by a std under 0.02 x cube/2 = 3 mm for a
-# 300 mm cube (hands on the synthetic train/test crops: 6 mm at least, 17 mm typically; a tilted wall: 0.5 mm).
-FLAT_SPREAD = 0.02
-# Two planes: 90 % of the object lies within 0.02 x cube/2 = 3 mm of the nearer of its two best-fitting planes.
-# Measured on normalised crops at 32 / 64 / 128 px: V-shaped corners and edges of every angle, tilt and asymmetry
-# (4 seeds, 353 crops) 2.8 mm at most (the rest is the sensor's noise and the pixel grid on steep planes); hands
-# 5.3 mm at least, child-size hands (0.6 x the first subject's) 3.1 mm at least.  The 80th percentile first used
-# flagged 6 of 141 child-size hands (a careless user's find): the 90th separates them.  Real sensors are noisier
-# than the synthetic one, so a real corner's planes spread wider and may go unflagged (README).
-TWO_PLANE_SPREAD = 0.02
-
-
-# Three planes (a box seen on its corner): 90 % of the object within 0.013 x cube/2 = 2 mm of the nearest of its three
-# best-fitting planes.  Measured on normalised crops at 32 / 64 / 128 px: boxes of 40-140 mm edges at 450-1100 mm,
-# turned to show three faces, ray-cast with the synthetic sensor's noise and holes (seeds 1, 2; 360 crops) 0.007-0.020
-# (median 0.013); hands 0.026 at least, child-size hands (0.6 x) 0.015 at least.  The threshold sits below every
-# hand, so it catches about half of such boxes, not all (README); the two-plane rule's pair of faces is the rest.
-THREE_PLANE_SPREAD = 0.013
-
-
-# One smooth rounded surface: 90 % of the object within 0.03 x cube/2 = 4.5 mm of its best quadric depth
-# z = f(u, v) (a ball, a cylinder, a bowl).  Measured on normalised crops at 32 / 64 / 128 px (seeds 1, 2): balls
-# 0.008-0.042 (median 0.028), cylinders 0.008-0.047 (median 0.021); hands 0.049 at least, child-size hands (0.6 x)
-# 0.034 at least.  The ranges overlap, so the threshold sits below every hand: it catches most balls and
-# cylinders, not all (README).
-ROUND_SPREAD = 0.03
-
-
-def _object_points(inside: np.ndarray, depth_crop: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
-    """The object's pixels (u, v on the sampled grid) and depths for the surface fits, and the grid's step: every
-    other pixel in each direction (a quarter of the work, the same answers within 0.001 on the crops measured) when
-    the object covers 400 pixels or more; a smaller one (a child-size hand in a 32 px crop, ~100 pixels) keeps them
-    all, or two planes fit its few points too well (6 of 240 such hands were called a corner; with all pixels 0)."""
-    step = 2 if inside.sum() >= 400 else 1
-    inside = inside[::step, ::step]
-    v, u = np.nonzero(inside)
-    return u, v, depth_crop[::step, ::step][inside].astype(np.float64), step
-
-
-def _quadric_spread(inside: np.ndarray, depth_crop: np.ndarray, quantile: float = 90.0) -> float:
-    """The ``quantile`` of the object's distance (in depth) to its least-squares quadric z = f(u, v)."""
-    u, v, d, step = _object_points(inside, depth_crop)
-    if len(d) < 12:
-        return np.inf
-    u, v = u * step / depth_crop.shape[1], v * step / depth_crop.shape[0]
-    terms = np.c_[np.ones(len(u)), u, v, u * u, u * v, v * v]
-    residual = d - terms @ np.linalg.lstsq(terms, d, rcond=None)[0]
-    return float(np.percentile(np.abs(residual), quantile))
-
-
-def _plane_terms(u: np.ndarray, v: np.ndarray, d: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Rows (u, v, 1) and each pixel's terms of the normal equations: the least-squares plane of any subset of the
-    pixels solves the sums of its rows' ``outer`` (3x3) and ``rhs`` (3), so a refit is one mat-vec."""
-    points = np.c_[u, v, np.ones(len(u))]
-    return points, (points[:, :, None] * points[:, None, :]).reshape(len(d), 9), points * d[:, None]
-
-
-def _k_planes_spread(u: np.ndarray, v: np.ndarray, d: np.ndarray, starts, k: int, quantile: float,
-                     rounds: int) -> float:
-    """The ``quantile`` of each pixel's distance (in depth) to the nearest of ``k`` planes, minimised over k-planes
-    fits, one from each starting assignment of the pixels to planes in ``starts`` (labels 0..k-1): assign each
-    pixel to its nearest plane and refit until nothing moves, at most ``rounds`` times (2-4 usually do)."""
-    points, outer, rhs = _plane_terms(u, v, d)
-    member_of = np.arange(k)[:, None]
-    best, rows = np.inf, np.arange(len(d))
-    for label in starts:
-        dist = None
-        for _ in range(rounds):
-            member = label[None, :] == member_of
-            try:
-                planes = np.linalg.solve((member @ outer).reshape(k, 3, 3), (member @ rhs)[:, :, None])[:, :, 0]
-            except np.linalg.LinAlgError:  # a group with its points on one line: no plane
-                break
-            residual = np.abs(d[:, None] - points @ planes.T)
-            nearest = residual.argmin(axis=1)
-            dist = residual[rows, nearest]
-            if np.array_equal(nearest, label):
-                break
-            label = nearest
-        if dist is not None:
-            best = min(best, float(np.percentile(dist, quantile)))
-    return best
-
-
-def _two_plane_spread(inside: np.ndarray, depth_crop: np.ndarray, quantile: float = 90.0) -> float:
-    """How far the object lies from the best pair of planes (a corner, an edge): k-planes fits (k = 2) started from
-    straight seams at 6 angles and 3 offsets (:func:`_object_points` samples the pixels)."""
-    u, v, d, _ = _object_points(inside, depth_crop)
-    if len(d) < 12:  # too few pixels to tell two planes from anything else
-        return np.inf
-
-    def seams():
-        for angle in np.deg2rad(np.arange(0, 180, 30)):
-            across = (u - u.mean()) * np.cos(angle) + (v - v.mean()) * np.sin(angle)
-            for offset in np.percentile(across, [25, 50, 75]):
-                yield (across > offset).astype(np.int64)
-    return _k_planes_spread(u, v, d, seams(), 2, quantile, rounds=8)
-
-
-def _three_plane_spread(inside: np.ndarray, depth_crop: np.ndarray, quantile: float = 90.0) -> float:
-    """How far the object lies from the best three planes (a box seen on its corner): k-planes fits (k = 3) started
-    from Y-shaped seams, three 120-degree sectors around 9 candidate corners (the 25/50/75th percentiles of the
-    pixels' u and v) at 3 turns."""
-    u, v, d, _ = _object_points(inside, depth_crop)
-    if len(d) < 18:  # too few pixels to tell three planes from anything else
-        return np.inf
-
-    def sectors():
-        for cu in np.percentile(u, [25, 50, 75]):
-            for cv in np.percentile(v, [25, 50, 75]):
-                angle = np.arctan2(v - cv, u - cu)
-                for turn in np.deg2rad([0, 40, 80]):
-                    yield ((angle - turn) % (2 * np.pi) // (2 * np.pi / 3)).astype(np.int64)
-    return _k_planes_spread(u, v, d, sectors(), 3, quantile, rounds=10)
-
-
-# A surface behind the object (a wall, a table, a body) within the cube: a plane fitted to the crop's farthest
-# pixels (each round drops what lies more than BACK_TOLERANCE x cube/2 = 6 mm in front of it) that holds at least
-# BACK_AREA of the crop is the background, and the rules judge what lies in front of it.  (A hand 4-10 cm in front
-# of a wall was called "a surface larger than a hand": the wall filled the crop.)
-BACK_TOLERANCE = 0.04
-BACK_AREA = 0.5
-
-
-def _in_front_of_background(fg: np.ndarray, depth_crop: np.ndarray) -> np.ndarray | None:
-    """The pixels in front of a background plane that covers at least BACK_AREA of the crop, or None (no such
-    plane: a hand alone covers far less, so it never meets one)."""
-    inside = fg & (depth_crop > -1)
-    if inside.mean() < BACK_AREA:
-        return None
-    v, u = np.nonzero(inside)
-    d = depth_crop[inside].astype(np.float64)
-    points = np.c_[u, v, np.ones(len(u))] / [depth_crop.shape[1], depth_crop.shape[0], 1]
-    keep = np.ones(len(d), bool)
-    for _ in range(8):  # the least-squares plane moves back as the points in front of it are dropped
-        residual = d - points @ np.linalg.lstsq(points[keep], d[keep], rcond=None)[0]
-        new = residual > -BACK_TOLERANCE
-        if np.array_equal(new, keep) or new.sum() < 3:
-            break
-        keep = new
-    if (np.abs(residual) <= BACK_TOLERANCE).sum() < BACK_AREA * depth_crop.size:
-        return None
-    front = np.zeros_like(fg)
-    front[v[residual < -BACK_TOLERANCE], u[residual < -BACK_TOLERANCE]] = True
-    return front | (fg & (depth_crop <= -1))  # what the front face clamped is in front too
-
-
-def no_hand(depth_crop: np.ndarray) -> str | None:
-    """Why a normalised depth crop (eq. 4.6) holds no hand-like object, or None.  An object in front of a surface
-    larger than a hand (a wall, a table) is judged alone."""
-    fg = depth_crop < 1
-    front = _in_front_of_background(fg, depth_crop)
-    if front is not None and front.mean() >= HAND_FILL[0]:
-        fg = front
-    fill = float(fg.mean())
-    if fill > HAND_FILL[1]:
-        return f"the object fills {100 * fill:.0f}% of the crop: a surface larger than a hand (wall, body)?"
-    if fill < HAND_FILL[0]:
-        return f"the object fills only {100 * fill:.1f}% of the crop: nothing hand-sized"
-    inside = fg & (depth_crop > -1)  # the front face clamps nearer depths to -1: those are not the surface's
-    v, u = np.nonzero(inside)
-    d = depth_crop[inside].astype(np.float64)
-    flat = len(d) <= 3  # (almost) all of it clamped to the front face: no surface to fit, flat as before
-    if not flat:
-        plane = np.c_[u, v, np.ones(len(u))]
-        flat = float((d - plane @ np.linalg.lstsq(plane, d, rcond=None)[0]).std()) < FLAT_SPREAD
-    if flat:  # a plane, facing the camera or tilted (a wall, a ramp, a table)
-        return "the object in the crop is a flat surface: not a hand"
-    if _two_plane_spread(inside, depth_crop) < TWO_PLANE_SPREAD:
-        return ("the object in the crop is two flat surfaces meeting, or one gently bent (a corner, an edge, the side of "
-                "a cylinder): not a hand")
-    # Three planes also fit a cylinder's side, a quadric a box's corner only loosely: the reason is the closer fit,
-    # each spread counted against its own threshold (a careless user's find: a cylinder was called a box).
-    fits = {"three": _three_plane_spread(inside, depth_crop) / THREE_PLANE_SPREAD,
-            "round": _quadric_spread(inside, depth_crop) / ROUND_SPREAD}
-    best = min(fits, key=fits.get)
-    if fits[best] >= 1:
-        return None
-    if best == "three":
-        return ("the object in the crop is flat faces meeting (a box seen on its corner, a room's corner): not a "
-                "hand")
-    return "the object in the crop is one smooth rounded surface (a ball, a cylinder, a bowl): not a hand"
-
-
 def camera_for(frame: np.ndarray, path: Path, given: Camera | None) -> Camera:
     """The camera of a frame of this size: NYU's for 640x480 frames, else the one given (which must fit)."""
     h, w = frame.shape
@@ -368,7 +182,7 @@ def _run_net(run: TrainedRun, assemble: InputAssembler, frames: list[Frame], dev
     """Normalised predictions (N, J, 3) for frames whose centres are set."""
     depth, rgb, crops = _batch(frames, cube, run.preprocess["size"], CropRules.from_attrs(run.preprocess))
     for f, c in zip(frames, crops):
-        f.no_hand = no_hand(c["depth"])
+        f.no_hand = no_hand(c["depth"], float(c["centre_uvd"][2]), float(c["cube"]))
         f.centre_uvd = np.asarray(c["centre_uvd"])  # the centre used (centre_depth = image: its depth is I(c))
     depth, rgb = resize_crops(depth, rgb, run.cfg.input_size)
     out = run.model(*assemble(depth.to(device), None if rgb is None else rgb.to(device)))
