@@ -61,14 +61,21 @@ def test_a_refused_command_leaves_no_folder_it_created(tmp_path, capsys):
     assert not (tmp_path / "a").exists()
 
 
-def test_one_process_per_output_and_the_lock_is_released(tmp_path):
-    out = tmp_path / "o"
-    code = ("import sys, time; from pathlib import Path; from hpe.output import own_folder\n"
-            f"with own_folder(Path({str(out)!r})):\n    print('held', flush=True); time.sleep(30)")
+def _holding(context: str) -> subprocess.Popen:
+    """A process that enters ``context`` (Python, with pathlib's Path and hpe.output's names at hand), says so, and
+    holds it for 30 s."""
+    code = ("import time; from pathlib import Path; from hpe.output import *\n"
+            f"with {context}:\n    print('held', flush=True); time.sleep(30)")
     p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
                          env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert p.stdout.readline().strip() == "held"
+    return p
+
+
+def test_one_process_per_output_and_the_lock_is_released(tmp_path):
+    out = tmp_path / "o"
+    p = _holding(f"own_folder(Path({str(out)!r}))")
     try:
-        assert p.stdout.readline().strip() == "held"
         with pytest.raises(DataError, match=f"another hpe process \\(pid {p.pid}\\) is writing {out}"):
             with own_folder(out):
                 pass
@@ -434,13 +441,8 @@ def test_a_lock_file_left_by_a_killed_process_is_swept_and_a_held_one_is_not(tmp
     """kill -9 of `hpe synth ROOT` left .ROOT.lock beside the dataset for good; the next command in that folder
     removes a lock file nobody holds, never one a live process holds."""
     from hpe.atomic import sweep_stale
-    target = tmp_path / "ds"
-    code = ("import time; from pathlib import Path; from hpe.output import claim\n"
-            f"with claim([(Path({str(target)!r}), 'dataset')]):\n    print('held', flush=True); time.sleep(30)")
-    p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
-                         env={**os.environ, "PYTHONPATH": str(REPO)})
+    p = _holding(f"claim([(Path({str(tmp_path / 'ds')!r}), 'dataset')])")
     try:
-        assert p.stdout.readline().strip() == "held"
         assert sweep_stale(tmp_path) == [] and (tmp_path / ".ds.lock").is_file()  # held: kept
     finally:
         p.kill()

@@ -2,8 +2,8 @@
 
 Each case runs the real command line (in-process, ``hpe.cli.main``) and must end as expected: the exit status,
 one error line ``hpe CMD: error: ...`` naming what is wrong (argparse's usage errors: its usage, then one such
-line), never a traceback, and no temporary file, lock or empty output folder left behind.  The cases and what
-each printed are recorded in ``tests/data/sweep_outcomes.txt``:
+line), never a traceback, and no temporary file, lock or empty output folder left behind.  The cases are
+``tests/data/sweep_cases.tsv``; what each printed is recorded in ``tests/data/sweep_outcomes.txt``:
 ``HPE_SWEEP_RECORD=tests/data/sweep_outcomes.txt pytest tests/test_sweep.py`` rewrites it.
 """
 import os
@@ -19,206 +19,19 @@ REPO = Path(__file__).resolve().parents[1]
 REF = REPO / "hpe" / "reference" / "nyu"
 FUSEPRED = str(REPO / "experiments" / "fig4.7" / "fusepred.toml")
 
-# (id, argv with {placeholders}, exit status, what stderr must contain)
-CASES = [
-    # synth
-    ("synth-root-is-file", "synth {tmp}/afile", 2, "is a file"),
-    ("synth-zero-train", "synth {tmp}/ds --train 0", 2, "need at least one training and one test frame"),
-    ("synth-non-empty", "synth {root}", 2, "is not empty: hpe synth never writes into an existing dataset"),
-    ("synth-read-only", "synth /proc/hpe-ds", 2, "cannot write /proc/hpe-ds"),
-    ("synth-bad-int", "synth {tmp}/ds --test ten", 2, "argument --test: invalid int value"),
-    # prep
-    ("prep-missing-root", "prep {tmp}/nothing {tmp}/o.h5", 2, "nothing"),
-    ("prep-out-is-folder", "prep {root} {tmp}", 2, "is a folder; give a file name"),
-    ("prep-parent-is-file", "prep {root} {tmp}/afile/o.h5", 2, "afile is a file, not a folder"),
-    ("prep-cube-zero", "prep {root} {tmp}/o.h5 --cube 0", 2, "cube"),
-    ("prep-val-fraction", "prep {root} {tmp}/o.h5 --val-fraction 1.5", 2, "val_fraction"),
-    ("prep-size-zero", "prep {root} {tmp}/o.h5 --size 0", 2, "size = 0: must be >= 8"),
-    ("prep-read-only", "prep {root} /proc/hpe.h5", 2, "cannot write /proc/hpe.h5"),
-    # nets
-    ("nets-size-zero", "nets --input-size 0", 2, "must be positive"),
-    ("nets-joints-negative", "nets --joints -3", 2, "must be positive"),
-    # train
-    ("train-missing-data", "train --data {tmp}/missing.h5 --out {tmp}/r", 2, "missing prepared dataset"),
-    ("train-out-is-file", "train --data {h5} --out {tmp}/afile", 2, "afile is a file"),
-    ("train-lr-nan", "train --data {h5} --out {tmp}/r --set lr=nan", 2, "lr"),
-    ("train-batch-zero", "train --data {h5} --out {tmp}/r --set batch_size=0", 2, "batch_size = 0"),
-    ("train-unknown-key", "train --data {h5} --out {tmp}/r --set nosuchkey=1", 2, "nosuchkey"),
-    ("train-set-no-equals", "train --data {h5} --out {tmp}/r --set lr", 2, "lr"),
-    ("train-png-as-data", "train --data {sample} --out {tmp}/r", 2, "depth_1_0000001.png"),
-    ("train-existing-run", "train --data {h5} --out {run} --set max_epochs=1", 2, "already holds a run"),
-    ("train-missing-experiment", "train {tmp}/nope.toml --data {h5} --out {tmp}/r", 2, "nope.toml"),
-    ("train-no-gpu", "train --data {h5} --out {tmp}/r --device cuda:7", 2, "cuda:7"),
-    ("train-resume-other-settings", "train --data {other} --out {run} --resume", 2, "was trained with other settings"),
-    # sweep-fusion, search
-    ("sweep-out-is-file", "sweep-fusion --data {h5} --out {tmp}/afile", 2, "afile is a file"),
-    ("sweep-bad-layer", "sweep-fusion --data {h5} --out {tmp}/sw --layers conv99 --set width=0.125", 2, "conv99"),
-    ("search-zero-samples", "search --data {h5} --out {tmp}/s --samples 0", 2, "--samples 0: must be at least 1"),
-    ("search-zero-rounds", "search --data {h5} --out {tmp}/s --rounds 0", 2, "--rounds 0: must be at least 1"),
-    ("search-bad-storage", "search --data {h5} --out {tmp}/s --storage nonsense", 2, "--storage nonsense"),
-    ("search-storage-without-driver", "search --data {h5} --out {tmp}/s --storage mysql+mysqldb://u@localhost/db", 2,
-     "its database driver is not installed"),
-    ("search-range-reversed", "search --data {h5} --out {tmp}/s --range lr:1:0:log", 2, "needs low < high"),
-    ("search-range-unknown", "search --data {h5} --out {tmp}/s --range lrate:0.1:1:log", 2, "lrate"),
-    ("search-range-garbled", "search --data {h5} --out {tmp}/s --range lr:a:b:log", 2, "--range lr:a:b:log"),
-    ("search-missing-data", "search --data {tmp}/missing.h5 --out {tmp}/s", 2, "missing prepared dataset"),
-    ("search-out-is-file", "search --data {h5} --out {tmp}/afile", 2, "afile is a file"),
-    # evaluate
-    ("eval-missing-file", "evaluate --pred {tmp}/missing.txt", 2, "missing.txt"),
-    ("eval-csv", "evaluate --pred {tmp}/preds.csv", 2, "comma-separated values"),
-    ("eval-nan", "evaluate --pred {tmp}/nan.txt", 2, "NaN/inf value"),
-    ("eval-zero-depth", "evaluate --pred {tmp}/zero.txt", 2, "zero or negative depth"),
-    ("eval-uvd-as-xyz", "evaluate --pred {fb} --format xyz", 2, "the wrong --format?"),
-    ("eval-shifted", "evaluate --pred {tmp}/shifted.txt", 2, "shifted by +1 line(s)"),
-    ("eval-shuffled", "evaluate --pred {tmp}/shuffled.txt", 2, "shuffled"),
-    ("eval-swapped", "evaluate --pred {tmp}/swapped.txt", 2, "look exchanged"),
-    ("eval-names-mismatch", "evaluate --pred {fb} --name a --name b", 2, "2 --name labels for 1 --pred files"),
-    ("eval-same-name", "evaluate --pred {fb} --pred {fb}", 2, "two methods are called"),
-    ("eval-subject1-zero", "evaluate --subject1-frames 0", 2, "--subject1-frames 0"),
-    ("eval-subject1-too-many", "evaluate --subject1-frames 99999", 2, "--subject1-frames 99999"),
-    ("eval-json-is-folder", "evaluate --pred {fb} --json {tmp}", 2, "is a folder; give a file name"),
-    ("eval-csv-parent-file", "evaluate --pred {fb} --csv {tmp}/afile/x.csv", 2, "afile is a file"),
-    ("eval-joint-order", "evaluate --pred {fb} --joint-order 1,2,3", 2, "joint"),
-    ("eval-unfinished-run", "evaluate --pred {unf} --gt {h5}", 2, "is unfinished"),
-    ("eval-run-other-data", "evaluate --pred {run} --gt {other}", 2, "holds other data"),
-    ("eval-run-without-gt", "evaluate --pred {run}", 2, "the run was trained on"),
-    ("eval-png-as-text", "evaluate --pred {sample}", 2, "depth_1_0000001.png"),
-    ("eval-tompson-no-depth", "evaluate --tompson bundled", 2, "need --depth-dir"),
-    ("eval-nothing", "evaluate --gt {fb}", 2, "nothing to evaluate"),
-    # fusepred
-    ("fusepred-roles-swapped", "fusepred {fusepred} --depth-run {rgbrun} --rgb-run {run} --out {tmp}/f", 2,
-     "--depth-run"),
-    ("fusepred-same-run", "fusepred {fusepred} --depth-run {run} --rgb-run {run} --out {tmp}/f", 2, "--rgb-run"),
-    ("fusepred-not-learned", "fusepred {fusepred} --depth-run {nl} --rgb-run {rgbrun} --out {tmp}/f", 2,
-     "is not-learned"),
-    ("fusepred-missing-toml", "fusepred {tmp}/no.toml --depth-run {run} --rgb-run {rgbrun} --out {tmp}/f", 2,
-     "no.toml"),
-    ("fusepred-out-is-file", "fusepred {fusepred} --depth-run {run} --rgb-run {rgbrun} --out {tmp}/afile", 2,
-     "afile is a file"),
-    # baselines
-    ("fetch-dest-is-file", "baselines fetch --dest {tmp}/afile", 2, "afile is a file"),
-    ("fetch-unknown-only", "baselines fetch --dest {tmp}/kit --only nonsense", 2, "--only nonsense"),
-    ("fetch-mirror-a-path", "baselines fetch --dest {tmp}/kit --mirror {tmp}/kitcopy", 2, "give a URL (for a local"),
-    ("fetch-nothing-listening", "baselines fetch --dest {tmp}/kit --mirror http://127.0.0.1:9 --only DeepPrior "
-     "--quiet", 1, "cannot download"),
-    ("fetch-dest-read-only", "baselines fetch --dest /proc/hpe-kit", 2, "/proc/hpe-kit"),
-    # figure
-    ("frame-out-is-folder", "figure frame --out {tmp}", 2, "is a folder; give a file name prefix"),
-    ("frame-zero", "figure frame --out {tmp}/f --frame 0", 2, "--frame 0"),
-    ("frame-too-late", "figure frame --out {tmp}/f --frame 99999", 2, "--frame 99999"),
-    ("frame-rgb-as-depth", "figure frame --out {tmp}/f --depth {rgbsample}", 2, "looks like a colour image"),
-    ("frame-missing-depth", "figure frame --out {tmp}/f --depth {tmp}/nope.png", 2, "nope.png"),
-    ("compare-no-equals", "figure compare --out {tmp}/c --method x", 2, "must look like NAME=PATH"),
-    ("compare-missing-run", "figure compare --out {tmp}/c --method x={tmp}/missing", 2, "missing"),
-    ("compare-diverged", "figure compare --out {tmp}/c --method x={div} --gt {h5}", 2, "is diverged"),
-    ("table-wrong-net", "figure table4.3 --out {tmp}/t --method net1={run}", 2, "this role needs 'net1'"),
-    ("table-twice", "figure table4.3 --out {tmp}/t --method net6={run} --method net6={run}", 2, "given twice"),
-    ("table-not-a-net", "figure table4.3 --out {tmp}/t --method depthnet={run}", 2, "net1 ... net9"),
-    ("qualitative-other-data", "figure qualitative --run {run} --data {other} --out {tmp}/q", 2, "holds other data"),
-    ("qualitative-diverged", "figure qualitative --run {div} --data {h5} --out {tmp}/q", 2, "is diverged"),
-    ("centres-centre-as-pose", "figure centres --run {centre} --root {root} --out {tmp}/c", 2,
-     "this role needs 'pose'"),
-    ("centres-pose-as-centre", "figure centres --run {run} --root {root} --out {tmp}/c --centre-run {run}", 2,
-     "--centre-run"),
-    # bench
-    ("bench-json-is-folder", "bench --json {tmp}", 2, "is a folder; give a file name"),
-    ("bench-report-missing", "bench --report {tmp}/nope", 2, "nope"),
-    ("bench-no-gpu", "bench --device cuda:3", 2, "cuda:3"),
-    # predict
-    ("predict-camera-nan", "predict --run {run} --out {tmp}/p {sample} --camera nan,588,320,240", 2, "finite"),
-    ("predict-camera-zero", "predict --run {run} --out {tmp}/p {sample} --camera 0,0,320,240", 2, "positive"),
-    ("predict-cube-zero", "predict --run {run} --out {tmp}/p {sample} --cube 0", 2, "--cube 0.0"),
-    ("predict-cube-nan", "predict --run {run} --out {tmp}/p {sample} --cube nan", 2, "--cube nan"),
-    ("predict-centre-two", "predict --run {run} --out {tmp}/p {sample} --centre 1,2", 2, "--centre 1,2"),
-    ("predict-rgb-as-depth", "predict --run {run} --out {tmp}/p {rgbsample}", 2, "looks like a colour image"),
-    ("predict-out-is-file", "predict --run {run} --out {tmp}/afile {sample}", 2, "afile is a file"),
-    ("predict-unfinished", "predict --run {unf} --out {tmp}/p {sample}", 2, "is unfinished"),
-    ("predict-no-frames", "predict --run {run} --out {tmp}/p {tmp}/none*.png", 2, "no depth frames found"),
-    ("predict-batch-zero", "predict --run {run} --out {tmp}/p {sample} --batch-size 0", 2, "--batch-size 0"),
-    ("predict-depth-scale", "predict --run {run} --out {tmp}/p {sample} --depth-scale 0", 2, "--depth-scale 0"),
-    ("predict-not-a-run", "predict --run {tmp} --out {tmp}/p {sample}", 2, "is not a run folder"),
-    ("predict-npy-3d", "predict --run {run} --out {tmp}/p {tmp}/cube.npy", 2, "2-D array"),
-    # export
-    ("export-out-is-folder", "export --run {run} --out {tmp}", 2, "is a folder; give a file name"),
-    ("export-not-learned", "export --run {nl} --out {tmp}/m.onnx", 2, "is not-learned"),
-    ("export-missing-run", "export --run {tmp}/missing --out {tmp}/m.onnx", 2, "no such run folder"),
-    ("export-read-only", "export --run {run} --format torchscript --out /proc/m.pt", 2, "cannot write /proc/m.pt"),
-    # session 6: messages that named the wrong option, outputs that meant something else
-    ("search-zero-heartbeat", "search --data {h5} --out {tmp}/s --heartbeat 0", 2,
-     "--heartbeat 0: must be at least 1 (seconds between"),
-    ("predict-negative-refine", "predict --run {run} --out {tmp}/p {sample} --refine-steps -3", 2,
-     "--refine-steps -3: must be 0 or more"),
-    ("predict-batch-zero", "predict --run {run} --out {tmp}/p {sample} --batch-size 0", 2,
-     "--batch-size 0: must be at least 1"),
-    ("figure-frame-out-slash", "figure frame --out {tmp}/figs/", 2, "ends in '/', a folder: give a file name"),
-    ("eval-json-slash", "evaluate --pred {fb} --json {tmp}/new/", 2, "ends in '/', a folder"),
-    ("export-format-suffix", "export --run {run} --format torchscript --out {tmp}/m.onnx", 2,
-     "is named like onnx but --format torchscript"),
-    ("export-run-is-file", "export --run {tmp}/afile --out {tmp}/m.pt --format torchscript", 2,
-     "no such run folder (it is a file)"),
-    ("train-out-is-predict-folder", "train --data {h5} --out {tmp}/preds --set max_epochs=1", 2,
-     "holds the outputs of hpe predict: hpe train's outputs would mix"),
-    ("predict-out-is-a-run", "predict --run {run} --out {rgbrun} {sample}", 2,
-     "holds the outputs of hpe train: hpe predict's outputs would mix"),
-    ("predict-out-is-a-search", "predict --run {run} --out {tmp}/search {sample}", 2,
-     "holds the outputs of hpe search: hpe predict's outputs would mix"),
-    ("search-out-is-predictions", "search --data {h5} --out {tmp}/preds --samples 1", 2,
-     "holds the outputs of hpe predict: hpe search's outputs would mix"),
-    ("fusepred-joint-out-is-a-run", "fusepred {fusepred} --training joint --data {h5} --out {run}", 2,
-     "holds the outputs of hpe train: hpe fusepred's outputs would mix"),
-    ("train-tensorboard-is-a-file", "train --data {h5} --out {tmp}/r --tensorboard {tmp}/afile", 2,
-     "afile is a file; give a folder"),
-    ("fusepred-profiles-disagree", "fusepred {fusepred} --depth-run {run} --rgb-run {rgbrun} --set profile=icip2018 "
-     "--out {tmp}/fp", 2, "the profiles disagree: --set profile says icip2018, run "),
-    ("eval-block-pasted-twice", "evaluate --pred {tmp}/pasted.txt", 2,
-     "100 rows repeat an earlier row exactly (first: line 201 = line 101)"),
-    ("eval-one-pose-for-half", "evaluate --pred {tmp}/constant.txt", 2, "4125 rows repeat an earlier row exactly"),
-    ("train-fusepred-under-thesis", "train {fusepred} --data {h5} --out {tmp}/fp", 2,
-     "is FusePred-Net fused from two trained runs under profile thesis"),
-    ("compare-same-name", "figure compare --method a={fb} --method a={fb} --out {tmp}/c", 2,
-     "give each --method its own NAME"),
-    ("compare-nothing", "figure compare --out {tmp}/c", 2, "give --method NAME=PATH"),
-    # session 12: silently ignored options, files replaced that were not the command's, misnamed errors
-    ("fusepred-set-ignored", "fusepred {fusepred} --depth-run {run} --rgb-run {rgbrun} --set lr=5 --out {tmp}/f", 2,
-     "--set lr: FusePred-Net trained independently (thesis 4.3.3) fuses the two trained runs and trains nothing"),
-    ("fusepred-other-data", "fusepred {fusepred} --depth-run {run} --rgb-run {rgbrun} --data {other} --out {tmp}/f",
-     2, "holds other data"),
-    ("predict-rgb-for-a-depth-net", "predict --run {run} --out {tmp}/p {sample} --rgb {rgbsample}", 2,
-     "is a net on depth only (inputs = 'depth'), it would read no colour"),
-    ("export-over-a-dataset", "export --run {run} --out {tmp}/data.h5", 2,
-     "output {tmp}/data.h5 exists and holds an HDF5 file, not an ONNX model"),
-    ("eval-json-over-notes", "evaluate --pred {fb} --json {tmp}/notes.txt", 2, "exists and holds text, not JSON"),
-    ("prep-over-an-image", "prep {root} {tmp}/wall.png", 2, "exists and holds a PNG image, not an HDF5 file"),
-    ("eval-uv-swapped", "evaluate --pred {tmp}/uvswapped.txt", 2, "u and v look exchanged: mean error 136.3 mm"),
-    ("eval-blank-name", "evaluate --pred {fb} --name=", 2, "--name '': a label must be non-blank"),
-    ("compare-blank-name", "figure compare --method ={fb} --out {tmp}/c", 2, "--method '': a label must be non-blank"),
-    ("compare-no-path", "figure compare --method a= --out {tmp}/c", 2, "--method 'a=': no PATH after '='"),
-    ("search-negative-seed", "search --data {h5} --out {tmp}/s --seed -3", 2,
-     "--seed -3: a seed is a non-negative integer"),
-    ("train-unknown-option", "train --data {h5} --out {tmp}/r --epochs 3", 2,
-     "hpe train: error: unrecognized arguments: --epochs"),
-    ("fetch-unknown-option", "baselines fetch --dest {tmp}/kit --bogus", 2,
-     "hpe baselines fetch: error: unrecognized arguments: --bogus"),
-    ("train-out-is-a-dataset", "train --data {h5} --out {root} --set max_epochs=1", 2,
-     "{root} holds the outputs of hpe synth: hpe train's outputs would mix"),
-    ("predict-out-is-a-dataset", "predict --run {run} --out {root} {sample}", 2, "holds the outputs of hpe synth"),
-    ("predict-out-is-an-nyu-root", "predict --run {run} --out {tmp}/nyu {sample}", 2,
-     "holds a dataset (train/, test/ with joint_data.mat)"),
-    ("predict-cube-in-metres", "predict --run {run} --out {tmp}/p {sample} --cube 0.3", 2,
-     "--cube 0.3: the cube edge must lie in 50-1000 mm"),
-    ("predict-cube-huge", "predict --run {run} --out {tmp}/p {sample} --cube 1e9", 2, "--cube 1e+09: the cube edge"),
-    ("predict-a-pen", "predict --run {run} --out {tmp}/p {tmp}/pen.png", 2,
-     "covers 250 pixels of the frame, too thin to show in the 64 px crop: not a hand?"),
-    ("predict-noise", "predict --run {run} --out {tmp}/p {tmp}/noise.png", 2,
-     "no object found to centre the crop on (2.3% of the pixels lie in 10-1500 mm, scattered"),
-    # right, with what the user should know
-    ("ok-eval-json-new-folders", "evaluate --pred {fb} --json {tmp}/new/sub/t.json", 0, ""),
-    ("ok-figure-out-with-suffix", "figure compare --bundled DeepPrior --out {tmp}/c.png", 0, ""),
-    ("ok-predict-wall-flagged", "predict --run {run} --out {tmp}/p {tmp}/wall.png --centre com --quiet", 0,
-     "hold no hand-like object"),
-    ("ok-predict-allow-unfinished", "predict --run {unf} --out {tmp}/p {sample} --allow-unfinished --quiet", 0,
-     "is unfinished"),
-]
+
+
+def _cases(path: Path) -> list[tuple[str, str, int, str]]:
+    """(id, argv with {placeholders}, exit status, what stderr must contain), one a line of ``path``."""
+    cases = []
+    for line in path.read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            name, template, status, message = (line.split("\t") + [""])[:4]
+            cases.append((name, template, int(status), message))
+    return cases
+
+
+CASES = _cases(REPO / "tests" / "data" / "sweep_cases.tsv")
 
 
 @pytest.fixture(scope="module")
