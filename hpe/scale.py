@@ -41,6 +41,19 @@ STEP_NETS = {"Depth-Net": ("experiments/fig4.7/depthnet.toml", {}),
              "Fuse-Net fc1": ("experiments/fig4.8/fusenet-conv.toml", {"fusion_layer": "fc1"})}
 
 
+CHECKOUT = Path(__file__).resolve().parents[1]  # the repository hpe runs from (its experiments/ folder)
+
+
+def experiment_file(path: str | Path) -> Path:
+    """An experiment or preset file: as given, or else inside the checkout hpe runs from (``experiments/...`` from
+    any working folder); refused in one line when neither holds it."""
+    for candidate in (Path(path), CHECKOUT / path):
+        if candidate.is_file():
+            return candidate
+    raise DataError(f"{path}: no such experiment file here or in {CHECKOUT}: hpe scale measures the repository's "
+                    f"experiments; run it from a checkout of hpe (`make rehearsal` does), or give --preset a file")
+
+
 # --- machine and bookkeeping -----------------------------------------------------------------------------
 def machine() -> dict:
     """What the figures were measured on, and how busy it was (the load average counts other users' jobs)."""
@@ -236,7 +249,7 @@ def _tile_rows(subject: np.ndarray, n: int, split: str, subject1: int) -> np.nda
 # --- loading and training steps, each in a fresh child process ---------------------------------------------------
 def _config(h5: str, experiment: str, preset: str, sets: dict):
     from hpe.config import build_train_config, user_layers
-    layers = user_layers(Path(experiment), Path(preset))
+    layers = user_layers(experiment_file(experiment), experiment_file(preset))
     layers.append(("hpe scale", {"data": h5, "device": "cpu", "progress": "none", **sets}))
     return build_train_config(layers)
 
@@ -302,8 +315,8 @@ def child_steps(h5: str, experiment: str, preset: str, sets: dict, steps: int, w
     times, b = [], cfg.batch_size
     for k in range(steps):
         t = time.perf_counter()
-        loss, _ = train_epoch(model, opt, accel, assemble, train_d, targets, torch.arange(k * b, (k + 1) * b), b,
-                              cfg.loss_scale)
+        rows = torch.arange(k * b, (k + 1) * b) % len(train_d)  # more steps than a small file's frames: wrap round
+        loss, _ = train_epoch(model, opt, accel, assemble, train_d, targets, rows, b, cfg.loss_scale)
         times.append(round(time.perf_counter() - t, 2))
         if not torch.isfinite(loss):
             raise DataError(f"step {k + 1} of {experiment} gave a non-finite loss")
@@ -361,6 +374,9 @@ def measure(out: Path, root: Path | None = None, h5: dict[str, Path] | None = No
             or (baseline is not None and "side-by-side" in want) or (h5 and want & {"load", "steps"})):
         raise DataError("nothing to measure: give --root (generation, prep), --baseline (side-by-side) or --h5 "
                         "PROFILE=PATH (load, steps) for the sections asked")
+    if h5 and want & {"load", "steps"}:  # the experiment files the children read, before any work
+        for experiment in [*LOAD_EXPERIMENTS.values(), *(e for e, _ in STEP_NETS.values()), preset]:
+            experiment_file(experiment)
     with contextlib.ExitStack() as stack:
         if work is None:  # scratch (checkpoints: GBs at NYU size) removed at the end, kept only when --work says where
             work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="hpe-scale-")))

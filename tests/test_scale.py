@@ -116,3 +116,20 @@ def test_a_results_file_measured_by_two_runs_says_so(synthetic_root, synthetic_h
     doc = json.loads(out.read_text())
     assert doc["measured_by"]["generation"] != doc["measured_by"]["hdf5_thesis"] == first["measured_by"]["generation"]
     assert re.search(r"\nmeasured by +2 runs: ", table(doc)) and any(line.startswith("note: ") for line in said)
+
+
+def test_steps_beyond_a_small_files_frames_and_experiments_from_any_folder(synthetic_h5, tmp_path, monkeypatch,
+                                                                           hpe_cli):
+    """Careless users' finds: `scale measure --steps 100` on a small file ended in a child's IndexError (the batches
+    ran past the frames: they wrap round now), and outside the repository the experiment files were not found
+    (they are looked up in the checkout too; a missing --preset is one line before any work)."""
+    from hpe.scale import child_steps
+    monkeypatch.chdir(tmp_path)  # not the repository: experiments/... resolve in the checkout
+    with h5py.File(synthetic_h5) as f:
+        frames = len(f["train/depth"])
+    r = child_steps(str(synthetic_h5), "experiments/fig4.7/depthnet.toml", "experiments/presets/tiny.toml", {},
+                    steps=frames // 32 + 3, work=str(tmp_path / "w"))
+    assert len(r["step_seconds"]) == frames // 32 + 3 and r["train_frames_loaded"] == frames
+    code, _, err = hpe_cli("scale", "measure", "--out", tmp_path / "s.json", "--h5", f"thesis={synthetic_h5}",
+                           "--only", "steps", "--preset", tmp_path / "nope.toml")
+    assert code == 2 and "nope.toml: no such experiment file here or in" in err and not (tmp_path / "s.json").exists()
