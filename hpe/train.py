@@ -467,8 +467,8 @@ def train(config: TrainConfig | dict, resume: bool = False, restart_if_changed: 
     with run.locked(), taken(run.dir, command):  # a folder of another command's outputs is refused
         try:
             return _train(cfg, run, resume, restart_if_changed, info)
-        except Exception:  # failed before its first checkpoint (a net too big to allocate): nothing to resume, so
-            if not run.ckpt.exists() and not run.result.exists():  # no config.json-only folder is left behind
+        except BaseException:  # failed or interrupted before its first checkpoint: nothing to resume, so no
+            if not run.ckpt.exists() and not run.result.exists():  # config.json-only folder is left behind
                 run.clear()
             raise
 
