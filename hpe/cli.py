@@ -85,6 +85,9 @@ def _run_layers(a) -> list[tuple[str, dict]]:
     if cli:
         layers.append(("command line", cli))
     sets = parse_overrides(a.set)
+    for key in sorted(set(cli) & set(sets)):  # `--out A --set out=B` wrote to B without a word
+        if str(cli[key]) != str(sets[key]):
+            raise ValueError(f"--{key} {cli[key]} and --set {key}={sets[key]} disagree: give it once")
     if sets:
         layers.append(("--set", sets))
     if a.dry_run:  # a couple of tiny epochs on a few frames: checks the whole path in seconds

@@ -515,7 +515,8 @@ def results_table(results: Path) -> str:
         doc = json.loads(Path(results).read_text())
     except json.JSONDecodeError as exc:
         raise DataError(f"{results} is not valid JSON ({exc}): not a results file of `hpe scale measure`") from None
-    if not isinstance(doc, dict) or not doc:
+    sections = ("generation", "generation_side_by_side", "prep", "load", "steps", "hdf5_thesis", "hdf5_icip2018")
+    if not isinstance(doc, dict) or not any(k in doc for k in sections):  # another command's JSON (a result.json)
         raise DataError(f"{results} holds no measured section: not a results file of `hpe scale measure`")
     try:
         return table(doc)
