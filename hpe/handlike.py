@@ -164,9 +164,8 @@ def _in_front_of_background(fg: np.ndarray, depth_crop: np.ndarray, perspective:
     if inside.mean() < BACK_AREA:
         return None
     x, y, d = crop_points(inside, depth_crop, perspective)
-    keep = np.ones(len(d), bool)
+    points, keep = np.c_[x, y, np.ones(len(d))], np.ones(len(d), bool)
     for _ in range(8):  # the least-squares plane moves back as the points in front of it are dropped
-        points = np.c_[x, y, np.ones(len(d))]
         residual = d - points @ np.linalg.lstsq(points[keep], d[keep], rcond=None)[0]
         new = residual > -BACK_TOLERANCE
         if np.array_equal(new, keep) or new.sum() < 3:
