@@ -19,7 +19,7 @@ from pathlib import Path
 from hpe import DataError, __version__
 from hpe.atomic import catch_dropped_interrupts, raise_dropped_interrupt
 from hpe.nyu import TEST_SUBJECT1_FRAMES
-from hpe.output import Out, as_prefix, check_apart, check_replaceable, claim, io_error_line
+from hpe.output import Out, as_prefix, check_apart, claim, io_error_line
 
 
 class _Terminated(KeyboardInterrupt):
@@ -761,10 +761,8 @@ def main(argv: list[str] | None = None) -> int:
     outputs = [(Path(getattr(a, o.arg)), o.kind) for o in getattr(a, "outputs", ()) if getattr(a, o.arg, None)]
     try:
         check_apart(outputs, _input_paths(a))
-        for o in getattr(a, "outputs", ()):
-            if getattr(a, o.arg, None):
-                check_replaceable(Path(getattr(a, o.arg)), o.holds, name)
-        with catch_dropped_interrupts(), claim(outputs, name):
+        holds = {Path(getattr(a, o.arg)): o.holds for o in getattr(a, "outputs", ()) if getattr(a, o.arg, None)}
+        with catch_dropped_interrupts(), claim(outputs, name, holds):
             code = a.func(a)
             raise_dropped_interrupt()
             return code

@@ -319,12 +319,15 @@ def check_apart(outputs: list[tuple[Path, str]], inputs: list[Path]) -> None:
 
 
 @contextlib.contextmanager
-def claim(targets: list[tuple[Path, str]], command: str = "") -> Iterator[None]:
+def claim(targets: list[tuple[Path, str]], command: str = "",
+          holds: dict[Path, tuple[str, ...]] | None = None) -> Iterator[None]:
     """What a command does before any work, for each of its outputs (path, kind): check, create parents, lock,
     sweep, and for a folder (kinds folder, keep, shared) refuse one that holds another command's outputs and mark
-    it as ``command``'s.  Undone (created folders removed, locks released) if the command fails."""
+    it as ``command``'s; an existing file of another format than ``holds`` names for its path is refused
+    (:func:`check_replaceable`).  Undone (created folders removed, locks released) if the command fails."""
     for path, kind in targets:
         check(path, kind)
+        check_replaceable(path, (holds or {}).get(Path(path), ()), command)
     with contextlib.ExitStack() as stack:
         for path, kind in targets:
             path = Path(path)
